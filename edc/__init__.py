@@ -1,0 +1,75 @@
+"""edc: electronic data capture for the ARI-0001 paediatric ALL CAR-T trial."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from edc.settings import PROJECT_ROOT, load_settings
+
+API_DOCS_PATH = "/api/docs"
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the application: settings, extensions, errors, blueprints, CLI. No side effects."""
+    settings = load_settings(config)
+    app = Flask(__name__, static_folder=None, instance_path=str(PROJECT_ROOT / "instance"))
+    _configure(app, settings)
+    _wire(app, settings)
+    return app
+
+
+def _configure(app: Flask, settings: dict[str, Any]) -> None:
+    app.config.update(
+        EDC=settings,
+        DEBUG=settings["debug"],
+        TESTING=settings["env"] == "testing",
+        PROPAGATE_EXCEPTIONS=False,  # every error, 500 included, is answered as problem+json
+        MAX_CONTENT_LENGTH=settings["max_content_length"],
+        SQLALCHEMY_DATABASE_URI=settings["database_url"],
+        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings["database_url"]),
+        JSON_SORT_KEYS=False,
+        API_TITLE="edc — ARI-0001 paediatric ALL CAR-T trial EDC",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.1.0",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
+        API_SPEC_OPTIONS={
+            "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+            "security": [{"bearerAuth": []}],
+            "info": {"description": f"Interactive documentation: {API_DOCS_PATH}. Errors are application/problem+json (RFC 9457)."},
+        },
+    )
+
+
+def _engine_options(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+    return {"pool_pre_ping": True}
+
+
+def _wire(app: Flask, settings: dict[str, Any]) -> None:
+    from flask_swagger_ui import get_swaggerui_blueprint
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    from edc import cli, errors, logs
+    from edc.api import register_blueprints
+    from edc.api.hooks import register as register_hooks
+    from edc.database import install_sqlite_pragmas
+    from edc.extensions import api, db, migrate
+
+    logs.configure()
+    if settings["trusted_proxy_hops"]:
+        hops = settings["trusted_proxy_hops"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0, x_prefix=0)  # type: ignore[method-assign]
+    db.init_app(app)
+    with app.app_context():
+        install_sqlite_pragmas(db.engine)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
+    api.init_app(app)
+    register_blueprints(app, api, benchmark=settings["benchmark_endpoints"])
+    app.register_blueprint(get_swaggerui_blueprint(API_DOCS_PATH, "/api/openapi.json", config={"app_name": "edc API"}))
+    register_hooks(app)
+    errors.register(app)  # after flask-smorest, so ours replace its handlers
+    cli.register(app)

@@ -1,0 +1,17 @@
+"""HTTP API: one blueprint module per resource; marshmallow lives only here."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask_smorest import Api
+
+
+def register_blueprints(app: Flask, api: Api, *, benchmark: bool) -> None:
+    from edc.api import audit, auth, health, sites, users
+
+    for module in (health, auth, sites, users, audit):
+        api.register_blueprint(module.blp)
+    if benchmark:
+        from edc.api import bench
+
+        app.register_blueprint(bench.blp)

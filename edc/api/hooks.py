@@ -1,0 +1,119 @@
+"""Per-request plumbing: request id, runtime binding, content type, authentication and the
+permission check (deny by default), security headers and the JSON request log."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from flask import Flask, current_app, g, request
+
+from edc import runtime
+from edc.errors import Forbidden, Problem, Unauthorized
+from edc.extensions import db
+from edc.security.permissions import AUTHENTICATED, PUBLIC, declared_permission
+from edc.services import auth
+
+log = logging.getLogger("edc.request")
+
+# Views that third-party packages register: the OpenAPI document and the offline docs page.
+THIRD_PARTY_PUBLIC = frozenset({"api-docs.openapi_json", "swagger_ui.show"})
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+JSON_TYPES = ("application/json",)
+
+
+def _start() -> None:
+    g.request_id = uuid.uuid4().hex
+    g.started = time.perf_counter()
+    g.actor = None
+    runtime.bind(db.session, runtime.for_app(current_app))
+
+
+def _check_content_type() -> None:
+    if request.method not in BODY_METHODS or not request.path.startswith("/api/"):
+        return
+    has_body = (request.content_length or 0) > 0 or request.headers.get("Transfer-Encoding")
+    mimetype = request.mimetype or ""
+    if has_body and not (mimetype in JSON_TYPES or mimetype.endswith("+json")):
+        raise Problem415()
+
+
+class Problem415(Problem):
+    status, title = 415, "Unsupported Media Type"
+
+    def __init__(self) -> None:
+        super().__init__("Send the request body as application/json.")
+
+
+def permission_for(endpoint: str | None) -> str | None:
+    if endpoint is None:
+        return None
+    if endpoint in THIRD_PARTY_PUBLIC:
+        return PUBLIC
+    if endpoint.startswith("bench.") and current_app.config["EDC"]["benchmark_endpoints"]:
+        return PUBLIC
+    return declared_permission(current_app.view_functions.get(endpoint))
+
+
+def _authorize() -> None:
+    if request.endpoint is None:  # 404 / 405: the routing error answers
+        return
+    permission = permission_for(request.endpoint)
+    if permission is None:
+        log.error("route without a declared permission refused", extra={"fields": {"endpoint": request.endpoint}})
+        raise Forbidden("This route declares no permission and is refused.")
+    if permission == PUBLIC:
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Sign in and send the access token as 'Authorization: Bearer <token>'.")
+    actor = auth.authenticate(db.session, token.strip(), request_id=g.request_id, client_address=request.remote_addr)
+    g.actor = actor
+    if actor.must_change_password and permission != AUTHENTICATED:
+        raise Forbidden("Change your password before doing anything else (POST /api/v1/auth/password).")
+    if not actor.can(permission):
+        raise Forbidden("Your role does not allow this action.")
+
+
+def _finish(response):
+    settings = current_app.config["EDC"]
+    response.headers["X-Request-ID"] = g.get("request_id", "")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Strict-Transport-Security"] = f"max-age={settings['hsts_seconds']}; includeSubDomains"
+    if "Cache-Control" not in response.headers or g.get("actor") is not None:
+        response.headers["Cache-Control"] = "no-store"
+    if request.endpoint != "swagger_ui.show":
+        response.headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+    _log_request(response.status_code)
+    return response
+
+
+def _log_request(status: int) -> None:
+    actor = g.get("actor")
+    fields = {
+        "event": "request",
+        "request_id": g.get("request_id"),
+        "method": request.method,
+        "route": request.url_rule.rule if request.url_rule else None,
+        "status": status,
+        "duration_ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2),
+        "client": request.remote_addr,
+        "user": actor.username if actor else None,
+        "user_id": str(actor.user_id) if actor and actor.user_id else None,
+        "role": actor.roles if actor else None,
+        "site": sorted({gr.site_code for gr in actor.grants if gr.site_code}) if actor else None,
+    }
+    detail = g.get("problem_log_detail")
+    if detail:
+        fields["detail"] = detail
+    log.info("request", extra={"fields": fields})
+
+
+def register(app: Flask) -> None:
+    app.before_request(_start)
+    app.before_request(_authorize)
+    app.before_request(_check_content_type)
+    app.after_request(_finish)

@@ -1,0 +1,183 @@
+"""`flask edc ...`: operator commands. Each calls the same services as the API."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from edc import runtime
+from edc.errors import Problem
+from edc.extensions import db
+from edc.security import keyring
+from edc.security.permissions import Actor
+from edc.services import audit, demo, users
+
+edc_cli = AppGroup("edc", help="edc operations.")
+keys_cli = AppGroup("keys", help="Key material: key ring and token-signing keys.")
+users_cli = AppGroup("users", help="Accounts.")
+roles_cli = AppGroup("roles", help="Role assignments.")
+audit_cli = AppGroup("audit", help="The audit trail.")
+
+
+def _session():
+    """The request-less session, bound to the app's runtime."""
+    runtime.bind(db.session, runtime.for_app(current_app))
+    return db.session
+
+
+def _run(action):
+    """Run a service call, commit, and turn a Problem into a one-line error and exit status 1."""
+    try:
+        result = action(_session())
+        db.session.commit()
+        return result
+    except Problem as exc:
+        db.session.rollback()
+        details = "; ".join(f"{e['pointer']}: {e['detail']}" for e in exc.errors or [])
+        raise click.ClickException(f"{exc.detail}{' ' + details if details else ''}") from None
+
+
+@edc_cli.command("init")
+def init_command():
+    """Apply all migrations (creates the database if it is a new SQLite file)."""
+    from flask_migrate import upgrade
+
+    upgrade()
+    click.echo("database at migration head")
+
+
+@edc_cli.command("seed-demo")
+@click.option("--if-empty", is_flag=True, help="Do nothing (and succeed) when the database already holds sites.")
+def seed_demo_command(if_empty):
+    """Create the demo sites and accounts (refused in production)."""
+    if if_empty and demo.is_seeded(_session()):
+        click.echo("demo seed skipped: the database is not empty")
+        return
+    counts = _run(lambda s: demo.seed_demo(s, Actor.system("seed-demo")))
+    click.echo(f"seeded {counts['sites']} sites and {counts['users']} demo accounts")
+
+
+@edc_cli.command("demo-logins")
+def demo_logins_command():
+    """Print how to sign in as each demo role."""
+    for username, name, grants in demo.DEMO_ACCOUNTS:
+        roles = ", ".join(f"{r}{'@' + s if s else ''}{' (PI)' if pi else ''}" for r, s, pi in grants)
+        click.echo(f"  {username:<10} {roles}")
+    click.echo(f"  password for every demo account: {demo.DEMO_PASSWORD}")
+
+
+@keys_cli.command("init")
+@click.option("--development", is_flag=True, help="Mark the keys as development keys (production refuses them).")
+def keys_init_command(development):
+    """Create the key ring and a token-signing key where missing."""
+    created = keyring.ensure_keys(current_app.config["EDC"]["keys_dir"], development=development)
+    click.echo("created: " + ", ".join(created) if created else "keys present; nothing created")
+
+
+@keys_cli.command("add-signing-key")
+@click.option("--development", is_flag=True)
+def add_signing_key_command(development):
+    """Add a token-signing key; it signs from now on, older keys still verify until retired."""
+    kid = keyring.add_signing_key(current_app.config["EDC"]["keys_dir"], development=development)
+    click.echo(f"new signing key {kid}; restart the service to use it")
+
+
+@keys_cli.command("retire-signing-key")
+@click.argument("kid")
+def retire_signing_key_command(kid):
+    """Remove an old signing key (after the longest access-token lifetime has passed)."""
+    try:
+        keyring.retire_signing_key(current_app.config["EDC"]["keys_dir"], kid)
+    except keyring.KeyError_ as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"retired {kid}; restart the service to stop accepting its tokens")
+
+
+@users_cli.command("create")
+@click.argument("username")
+@click.option("--name", "display_name", required=True, help="Printed name (used in signatures).")
+@click.option("--email", default=None)
+@click.option("--temporary-password", is_flag=True, help="Prompt for a temporary password instead of issuing a setup token.")
+def users_create_command(username, display_name, email, temporary_password):
+    """Create an account and print its one-time setup token."""
+    password = click.prompt("Temporary password", hide_input=True, confirmation_prompt=True) if temporary_password else None
+    user, setup = _run(lambda s: users.create_user(s, Actor.system(), username=username, display_name=display_name,
+                                                   email=email, temporary_password=password))
+    click.echo(f"created {user.username}")
+    if setup:
+        click.echo(f"setup token (give it to the user; valid until {setup.expires_at.isoformat()}): {setup.token}")
+    else:
+        click.echo("the temporary password must be changed at first login")
+
+
+@users_cli.command("disable")
+@click.argument("username")
+@click.option("--reason", required=True)
+def users_disable_command(username, reason):
+    """Disable an account (it is never deleted)."""
+    _run(lambda s: users.disable_user(s, Actor.system(), username, reason=reason))
+    click.echo(f"disabled {username}")
+
+
+@roles_cli.command("grant")
+@click.argument("username")
+@click.argument("role")
+@click.option("--site", default=None, help="Site code for site roles (investigator, coordinator, monitor).")
+@click.option("--pi", is_flag=True, help="Principal investigator of the site (investigators only).")
+def roles_grant_command(username, role, site, pi):
+    """Grant a role."""
+    _run(lambda s: users.grant_role(s, Actor.system(), username, role=role, site=site, principal_investigator=pi))
+    click.echo(f"granted {role}{' at ' + site.upper() if site else ''} to {username}")
+
+
+@roles_cli.command("revoke")
+@click.argument("username")
+@click.argument("role")
+@click.option("--site", default=None)
+@click.option("--reason", default=None)
+def roles_revoke_command(username, role, site, reason):
+    """Revoke a role."""
+
+    def revoke(session):
+        user = users.get_user(session, Actor.system(), username)
+        assignment = users.find_assignment(user, role, site)
+        return users.revoke_role(session, Actor.system(), username, assignment.id, reason=reason)
+
+    _run(revoke)
+    click.echo(f"revoked {role}{' at ' + site.upper() if site else ''} from {username}")
+
+
+@audit_cli.command("verify")
+def audit_verify_command():
+    """Verify every chain; name the first broken record of each. Exit 1 if any is broken."""
+    reports = audit.verify_all(_session())
+    broken = 0
+    for report in reports:
+        if report.ok:
+            click.echo(f"ok      {report.chain} ({report.records} records)")
+        else:
+            broken += 1
+            where = f"record {report.first_broken_id}" if report.first_broken_id else "chain head"
+            click.echo(f"BROKEN  {report.chain}: first broken at {where}: {report.problem}")
+    db.session.rollback()
+    click.echo(f"{len(reports)} chains, {broken} broken")
+    if broken:
+        sys.exit(1)
+
+
+@audit_cli.command("anchor")
+def audit_anchor_command():
+    """Print a signed digest of every chain head, to keep outside the database."""
+    doc = audit.anchor(_session())
+    db.session.rollback()
+    click.echo(json.dumps(doc, indent=2))
+
+
+def register(app: Flask) -> None:
+    for group in (keys_cli, users_cli, roles_cli, audit_cli):
+        edc_cli.add_command(group)
+    app.cli.add_command(edc_cli)

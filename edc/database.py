@@ -1,0 +1,43 @@
+"""Engine set-up that both databases need, and the migration head the schema must be at."""
+
+from __future__ import annotations
+
+import functools
+
+import sqlalchemy as sa
+from alembic.script import ScriptDirectory
+
+from edc.settings import PROJECT_ROOT
+
+MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+
+
+def install_sqlite_pragmas(engine: sa.Engine) -> None:
+    """SQLite: foreign keys on, WAL, and every transaction BEGIN IMMEDIATE.
+
+    SQLite ignores SELECT ... FOR UPDATE and a deferred transaction that later writes can
+    fail with 'database is locked'; taking the write lock at BEGIN serialises writers
+    instead (counters and audit chain heads stay race-free) while WAL keeps readers going.
+    """
+    if engine.dialect.name != "sqlite":
+        return
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # let us emit BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        if engine.url.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@functools.cache
+def migration_heads() -> tuple[str, ...]:
+    return tuple(sorted(ScriptDirectory(str(MIGRATIONS_DIR)).get_heads()))

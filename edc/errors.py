@@ -1,0 +1,209 @@
+"""Problems (RFC 9457) and the one place that turns every error into application/problem+json."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import sqlalchemy.exc
+from flask import Flask, g, request
+from werkzeug.exceptions import HTTPException
+
+from edc.extensions import db
+
+log = logging.getLogger("edc.errors")
+PROBLEM_TYPE = "application/problem+json"
+
+
+class Problem(Exception):
+    """An expected failure of a use case; the handler renders it. Services raise these."""
+
+    status = 500
+    title = "Internal Server Error"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        errors: Iterable[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+        after_rollback: Iterable[Callable[[Any], None]] = (),
+        log_detail: str | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.errors = list(errors) if errors is not None else None
+        self.headers = dict(headers or {})
+        # Security events (failed login, spent refresh token) that must survive the
+        # rollback of the failing request: run with the session in a fresh transaction.
+        self.after_rollback = list(after_rollback)
+        self.log_detail = log_detail  # for the server log only, never sent to the client
+        self.extra = extra
+
+
+class BadRequest(Problem):
+    status, title = 400, "Bad Request"
+
+
+class Unauthorized(Problem):
+    status, title = 401, "Unauthorized"
+
+    def __init__(self, detail: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {}).setdefault("WWW-Authenticate", 'Bearer realm="edc"')
+        super().__init__(detail, **kwargs)
+
+
+class Forbidden(Problem):
+    status, title = 403, "Forbidden"
+
+
+class NotFound(Problem):
+    status, title = 404, "Not Found"
+
+
+class Conflict(Problem):
+    status, title = 409, "Conflict"
+
+
+class PreconditionFailed(Problem):
+    status, title = 412, "Precondition Failed"
+
+
+class UnprocessableContent(Problem):
+    status, title = 422, "Unprocessable Content"
+
+    def __init__(self, detail: str | None = None, *, errors: Iterable[dict[str, str]] | None = None, **kwargs: Any):
+        super().__init__(detail or "The request has invalid fields.", errors=errors or [], **kwargs)
+
+
+class PreconditionRequired(Problem):
+    status, title = 428, "Precondition Required"
+
+
+class TooManyRequests(Problem):
+    status, title = 429, "Too Many Requests"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int, **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {})["Retry-After"] = str(max(1, int(retry_after)))
+        super().__init__(detail, **kwargs)
+
+
+class ServiceUnavailable(Problem):
+    status, title = 503, "Service Unavailable"
+
+
+def field_error(pointer: str, detail: str) -> dict[str, str]:
+    """One entry of a 422's errors list; pointer is a JSON Pointer into the request body."""
+    return {"pointer": pointer, "detail": detail}
+
+
+def problem_response(status: int, title: str, detail: str, *, errors=None, headers=None, extra=None):
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.path if request else None,
+        "request_id": g.get("request_id"),
+    }
+    if errors is not None:
+        body["errors"] = errors
+    if extra:
+        body.update(extra)
+    from flask import json
+
+    response = Flask.response_class(json.dumps(body), status=status, mimetype=PROBLEM_TYPE)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _pointers(messages: Any, prefix: str = "") -> list[dict[str, str]]:
+    """Flatten marshmallow/webargs messages into JSON Pointer errors."""
+    if isinstance(messages, dict):
+        out: list[dict[str, str]] = []
+        for key, value in messages.items():
+            token = str(key).replace("~", "~0").replace("/", "~1")
+            out.extend(_pointers(value, f"{prefix}/{token}"))
+        return out
+    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        return [field_error(prefix or "/", " ".join(messages))]
+    if isinstance(messages, list):
+        return [e for m in messages for e in _pointers(m, prefix)]
+    return [field_error(prefix or "/", str(messages))]
+
+
+def _webargs_errors(exc: HTTPException) -> list[dict[str, str]]:
+    messages = (getattr(exc, "data", None) or {}).get("messages", {})
+    out = []
+    for location, fields in messages.items():
+        base = "" if location == "json" else f"/{location}"
+        for error in _pointers(fields):
+            error["pointer"] = (base + error["pointer"]) if error["pointer"] != "/" else (base or "/")
+            out.append(error)
+    return out
+
+
+def handle_problem(exc: Problem):
+    db.session.rollback()
+    if exc.after_rollback:
+        try:
+            for write in exc.after_rollback:
+                write(db.session)
+            db.session.commit()
+        except Exception:  # the security write failed: still answer the original problem
+            db.session.rollback()
+            log.exception("security event could not be recorded")
+    g.problem_log_detail = exc.log_detail
+    return problem_response(exc.status, exc.title, exc.detail, errors=exc.errors, headers=exc.headers, extra=exc.extra)
+
+
+def handle_http_exception(exc: HTTPException):
+    db.session.rollback()
+    status = exc.code or 500
+    original = exc.get_response()
+    headers = {k: v for k, v in original.headers.items() if k in ("Allow", "WWW-Authenticate", "Retry-After")}
+    errors = None
+    detail = exc.description or ""
+    if status == 422:
+        errors = _webargs_errors(exc) or []
+        detail = "The request has invalid fields."
+    elif status == 400 and getattr(exc, "data", None):
+        detail = "The request body is not valid JSON."
+    elif status == 413:
+        detail = "The request body is too large."
+    title = "Unprocessable Content" if status == 422 else exc.name  # RFC 9110's name
+    return problem_response(status, title, detail, errors=errors, headers=headers)
+
+
+def handle_integrity_error(exc: sqlalchemy.exc.IntegrityError):
+    # Unique violations that a service did not anticipate (e.g. a race): a conflict, not a 500.
+    db.session.rollback()
+    log.warning("integrity error mapped to 409", extra={"request_id": g.get("request_id")})
+    return problem_response(409, "Conflict", "The request conflicts with an existing record.")
+
+
+def handle_database_unavailable(exc: sqlalchemy.exc.OperationalError):
+    db.session.rollback()
+    log.error("database unavailable: %s", type(exc.orig).__name__ if exc.orig else "unknown")
+    return problem_response(503, "Service Unavailable", "The database is unavailable; try again shortly.",
+                            headers={"Retry-After": "5"})
+
+
+def handle_unexpected(exc: Exception):
+    if isinstance(exc, HTTPException):
+        return handle_http_exception(exc)
+    db.session.rollback()
+    log.exception("unhandled error (request %s)", g.get("request_id"))
+    return problem_response(500, "Internal Server Error", "An unexpected error occurred; it has been logged.")
+
+
+def register(app: Flask) -> None:
+    """Install the handlers; called after flask-smorest so ours replace its own."""
+    app.register_error_handler(Problem, handle_problem)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(sqlalchemy.exc.IntegrityError, handle_integrity_error)
+    app.register_error_handler(sqlalchemy.exc.OperationalError, handle_database_unavailable)
+    app.register_error_handler(Exception, handle_unexpected)

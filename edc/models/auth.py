@@ -1,0 +1,47 @@
+"""Login sessions (refresh-token families), refresh tokens (hashed) and login throttling."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from edc.extensions import db
+from edc.models.base import IdMixin
+
+
+class AuthSession(IdMixin, db.Model):
+    """One login: a family of refresh tokens. Revoking it ends its access tokens too (claim sid)."""
+
+    __tablename__ = "auth_sessions"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    revoked_reason: Mapped[str | None] = mapped_column(sa.String(64))
+
+
+class RefreshToken(IdMixin, db.Model):
+    """A refresh token, stored only as its SHA-256. Spent once used; reuse revokes the family."""
+
+    __tablename__ = "refresh_tokens"
+
+    session_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("auth_sessions.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    issued_at: Mapped[datetime]
+    idle_expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class LoginThrottle(db.Model):
+    """Failure counters per account name and per client address (key 'user:<name>' / 'addr:<ip>')."""
+
+    __tablename__ = "login_throttles"
+
+    key: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    failures: Mapped[int] = mapped_column(default=0)
+    last_failure_at: Mapped[datetime | None]
+    locked_until: Mapped[datetime | None]

@@ -1,0 +1,1 @@
+"""Keys, field encryption, tokens, passwords and the permission matrix."""

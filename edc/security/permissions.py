@@ -1,0 +1,116 @@
+"""Who may do what: the whole permission matrix, deny by default, and the site scope of an actor.
+
+Every view declares exactly one permission with @requires(...) (or @public). A request to a
+view that declares none is refused; a test walks app.url_map to keep it that way.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from edc.errors import Forbidden
+from edc.models.users import ROLES
+
+F = TypeVar("F", bound=Callable)
+
+PUBLIC = "public"
+# Any signed-in account, including one that has no role yet or must change its password first.
+AUTHENTICATED = "authenticated"
+
+SITE_ROLES = frozenset({"investigator", "coordinator", "monitor"})
+GLOBAL_ROLES = frozenset(ROLES) - SITE_ROLES
+ALL_ROLES = frozenset(ROLES)
+STAFF_ROLES = ALL_ROLES - {"registry"}
+
+MATRIX: dict[str, frozenset[str]] = {
+    "sites:read": STAFF_ROLES,
+    "sites:manage": frozenset({"admin"}),
+    "users:read": frozenset({"admin", "auditor"}),
+    "users:manage": frozenset({"admin"}),
+    "audit:read": frozenset({"auditor"}),
+}
+
+
+@dataclass(frozen=True)
+class Grant:
+    role: str
+    site_id: uuid.UUID | None = None
+    site_code: str | None = None
+    principal_investigator: bool = False
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting: a user with the role assignments read from the database this request, or the CLI."""
+
+    username: str
+    display_name: str
+    user_id: uuid.UUID | None = None
+    grants: tuple[Grant, ...] = ()
+    session_id: uuid.UUID | None = None
+    must_change_password: bool = False
+    request_id: str | None = None
+    client_address: str | None = None
+    is_system: bool = False
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def system(cls, name: str = "cli") -> Actor:
+        """The operator at the command line, who holds every permission."""
+        return cls(username=f"system:{name}", display_name=f"System ({name})", is_system=True)
+
+    @property
+    def roles(self) -> list[str]:
+        return sorted({g.role for g in self.grants})
+
+    @property
+    def primary_role(self) -> str | None:
+        return "system" if self.is_system else (self.roles[0] if self.roles else None)
+
+    def can(self, permission: str) -> bool:
+        if permission in (PUBLIC, AUTHENTICATED):
+            return True
+        if self.is_system:
+            return True
+        allowed = MATRIX.get(permission)
+        if allowed is None:
+            return False
+        return any(g.role in allowed for g in self.grants)
+
+    def site_scope(self, permission: str) -> set[uuid.UUID] | None:
+        """Site ids this actor may reach with a permission; None means all sites."""
+        if self.is_system:
+            return None
+        allowed = MATRIX.get(permission, frozenset())
+        grants = [g for g in self.grants if g.role in allowed]
+        if any(g.site_id is None for g in grants):
+            return None
+        return {g.site_id for g in grants if g.site_id is not None}
+
+
+def require(actor: Actor, permission: str) -> None:
+    """Raise 403 unless the actor holds the permission."""
+    if not actor.can(permission):
+        raise Forbidden("Your role does not allow this action.")
+
+
+def requires(permission: str) -> Callable[[F], F]:
+    """Declare the permission a view needs; checked before the view runs."""
+    if permission not in MATRIX and permission not in (PUBLIC, AUTHENTICATED):
+        raise ValueError(f"unknown permission {permission}")
+
+    def mark(view: F) -> F:
+        view.edc_permission = permission  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
+public = requires(PUBLIC)
+
+
+def declared_permission(view: Callable | None) -> str | None:
+    return getattr(view, "edc_permission", None)

@@ -1,0 +1,1 @@
+"""Use cases as plain functions taking (session, actor, ...). They never commit or import Flask."""

@@ -1,0 +1,260 @@
+"""Login, token refresh, logout, password set/change, and turning a bearer token into an Actor."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, selectinload
+
+from edc import clock, runtime
+from edc.errors import TooManyRequests, Unauthorized, UnprocessableContent, field_error
+from edc.models.auth import AuthSession, RefreshToken
+from edc.models.users import RoleAssignment, User
+from edc.security import passwords, tokens
+from edc.security.permissions import Actor, Grant
+from edc.services import audit, throttle
+
+INVALID_LOGIN = "Invalid username or password."
+INVALID_TOKEN = "The access token is missing, invalid or expired."
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    expires_at: datetime
+    refresh_token: str
+    refresh_expires_at: datetime
+    password_change_required: bool
+
+    @property
+    def expires_in(self) -> int:
+        return max(0, int((self.expires_at - clock.utcnow()).total_seconds()))
+
+
+def _actor_for(user: User, *, request_id: str | None = None, client_address: str | None = None,
+               session_id: uuid.UUID | None = None) -> Actor:
+    grants = tuple(
+        Grant(role=r.role, site_id=r.site_id, site_code=r.site.code if r.site else None, principal_investigator=r.principal_investigator)
+        for r in user.active_roles
+    )
+    return Actor(
+        username=user.username,
+        display_name=user.display_name,
+        user_id=user.id,
+        grants=grants,
+        session_id=session_id,
+        must_change_password=user.must_change_password and not user.is_demo,
+        request_id=request_id,
+        client_address=client_address,
+    )
+
+
+def _user_by_name(session: Session, username: str) -> User | None:
+    return session.scalars(
+        sa.select(User).where(User.username == username.strip().lower()).options(selectinload(User.roles).selectinload(RoleAssignment.site))
+    ).one_or_none()
+
+
+def _failed_login(username: str, client_address: str | None, user_id: uuid.UUID | None, request_id: str | None):
+    """The writes a failed login leaves behind, run after the request's rollback."""
+
+    def write(session: Session) -> None:
+        throttle.record_failure(session, username, client_address)
+        who = Actor(username=username.strip().lower()[:64] if user_id else "(unknown)", display_name="", user_id=user_id,
+                    request_id=request_id, client_address=client_address)
+        audit.record(session, who, "login_failed", entity_type="user", entity_id=user_id)
+
+    return write
+
+
+def _start_session(session: Session, user: User, now: datetime) -> tuple[AuthSession, str, RefreshToken]:
+    settings = runtime.of(session).settings
+    auth_session = AuthSession(user_id=user.id, created_at=now, expires_at=now + timedelta(seconds=settings["refresh_absolute_seconds"]))
+    session.add(auth_session)
+    session.flush()
+    token, row = _new_refresh_token(session, auth_session, now)
+    return auth_session, token, row
+
+
+def _new_refresh_token(session: Session, auth_session: AuthSession, now: datetime) -> tuple[str, RefreshToken]:
+    settings = runtime.of(session).settings
+    token, token_hash = tokens.new_opaque_token()
+    idle = now + timedelta(seconds=settings["refresh_idle_seconds"])
+    row = RefreshToken(session_id=auth_session.id, token_hash=token_hash, issued_at=now, idle_expires_at=min(idle, auth_session.expires_at))
+    session.add(row)
+    return token, row
+
+
+def _pair(session: Session, user: User, auth_session: AuthSession, refresh: str, refresh_row: RefreshToken, now: datetime) -> TokenPair:
+    rt = runtime.of(session)
+    access = tokens.issue_access_token(
+        rt.current_signing_key,
+        issuer=rt.settings["jwt_issuer"],
+        audience=rt.settings["jwt_audience"],
+        subject=str(user.id),
+        session_id=str(auth_session.id),
+        roles=[r.role for r in user.active_roles],
+        now=now,
+        lifetime=timedelta(seconds=rt.settings["access_token_seconds"]),
+    )
+    return TokenPair(access.token, access.expires_at, refresh, refresh_row.idle_expires_at,
+                     user.must_change_password and not user.is_demo)
+
+
+def login(session: Session, *, username: str, password: str, client_address: str | None, request_id: str | None) -> TokenPair:
+    """Check a username and password; answer unknown users exactly like wrong passwords."""
+    wait = throttle.seconds_locked(session, username, client_address)
+    if wait:
+        raise TooManyRequests("Too many failed logins; try again later.", retry_after=wait)
+    user = _user_by_name(session, username)
+    valid = passwords.verify_password(user.password_hash if user else None, password)
+    if not (valid and user is not None and user.status == "active"):
+        raise Unauthorized(INVALID_LOGIN, after_rollback=[_failed_login(username, client_address, user.id if user else None, request_id)])
+    now = clock.utcnow()
+    throttle.clear_account(session, username)
+    if passwords.needs_rehash(user.password_hash):
+        user.password_hash = passwords.hash_password(password)
+    auth_session, refresh, refresh_row = _start_session(session, user, now)
+    actor = _actor_for(user, request_id=request_id, client_address=client_address, session_id=auth_session.id)
+    audit.record(session, actor, "login", entity_type="user", entity_id=user.id)
+    return _pair(session, user, auth_session, refresh, refresh_row, now)
+
+
+def _revoke_family(session_id: uuid.UUID, reason: str, request_id: str | None, client_address: str | None):
+    def write(session: Session) -> None:
+        auth_session = session.get(AuthSession, session_id)
+        if auth_session is None or auth_session.revoked_at is not None:
+            return
+        auth_session.revoked_at, auth_session.revoked_reason = clock.utcnow(), reason
+        user = session.get(User, auth_session.user_id)
+        who = Actor(username=user.username, display_name=user.display_name, user_id=user.id,
+                    request_id=request_id, client_address=client_address)
+        audit.record(session, who, "session_revoked", entity_type="auth_session", entity_id=session_id, reason=reason)
+
+    return write
+
+
+def refresh(session: Session, *, refresh_token: str, client_address: str | None, request_id: str | None) -> TokenPair:
+    """Swap a refresh token for a new pair; a spent token revokes its whole family."""
+    now = clock.utcnow()
+    row = session.scalars(
+        sa.select(RefreshToken).where(RefreshToken.token_hash == tokens.opaque_token_hash(refresh_token)).with_for_update()
+    ).one_or_none()
+    invalid = "The refresh token is invalid or expired."
+    if row is None:
+        raise Unauthorized(invalid)
+    auth_session = session.get(AuthSession, row.session_id)
+    if auth_session.revoked_at is not None or auth_session.expires_at <= now:
+        raise Unauthorized(invalid)
+    if row.used_at is not None:
+        raise Unauthorized(invalid, after_rollback=[_revoke_family(auth_session.id, "refresh_token_reuse", request_id, client_address)])
+    if row.idle_expires_at <= now:
+        raise Unauthorized(invalid)
+    user = session.scalars(
+        sa.select(User).where(User.id == auth_session.user_id).options(selectinload(User.roles).selectinload(RoleAssignment.site))
+    ).one()
+    if user.status != "active":
+        raise Unauthorized(invalid)
+    # Spend the token only if nobody else spent it concurrently.
+    spent = session.execute(
+        sa.update(RefreshToken).where(RefreshToken.id == row.id, RefreshToken.used_at.is_(None)).values(used_at=now)
+    ).rowcount
+    if spent != 1:
+        raise Unauthorized(invalid, after_rollback=[_revoke_family(auth_session.id, "refresh_token_reuse", request_id, client_address)])
+    new_token, new_row = _new_refresh_token(session, auth_session, now)
+    return _pair(session, user, auth_session, new_token, new_row, now)
+
+
+def authenticate(session: Session, bearer: str, *, request_id: str | None, client_address: str | None) -> Actor:
+    """Turn a bearer token into an Actor, reading the user and roles from the database now."""
+    rt = runtime.of(session)
+    now = clock.utcnow()
+    try:
+        claims = tokens.verify_access_token(
+            bearer, rt.signing_keys_by_kid, issuer=rt.settings["jwt_issuer"], audience=rt.settings["jwt_audience"],
+            leeway=rt.settings["jwt_leeway_seconds"], now=now,
+        )
+        user_id, session_id = uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"])
+    except (tokens.TokenRejected, ValueError) as exc:
+        raise Unauthorized(INVALID_TOKEN, headers={"WWW-Authenticate": 'Bearer realm="edc", error="invalid_token"'},
+                           log_detail=str(exc)) from None
+    row = session.execute(
+        sa.select(User, AuthSession).join(AuthSession, AuthSession.user_id == User.id)
+        .where(User.id == user_id, AuthSession.id == session_id)
+        .options(selectinload(User.roles).selectinload(RoleAssignment.site))
+    ).one_or_none()
+    if row is None:
+        raise Unauthorized(INVALID_TOKEN, log_detail="unknown user or session")
+    user, auth_session = row
+    if user.status != "active" or auth_session.revoked_at is not None or auth_session.expires_at <= now:
+        raise Unauthorized(INVALID_TOKEN, log_detail="user disabled or session ended")
+    return _actor_for(user, request_id=request_id, client_address=client_address, session_id=session_id)
+
+
+def logout(session: Session, actor: Actor) -> None:
+    """End the actor's session: its refresh tokens and access tokens stop working."""
+    auth_session = session.get(AuthSession, actor.session_id)
+    if auth_session and auth_session.revoked_at is None:
+        auth_session.revoked_at, auth_session.revoked_reason = clock.utcnow(), "logout"
+    audit.record(session, actor, "logout", entity_type="auth_session", entity_id=actor.session_id)
+
+
+def revoke_user_sessions(session: Session, user_id: uuid.UUID, reason: str, *, keep: uuid.UUID | None = None) -> int:
+    """Revoke every open session of a user (but keep one, e.g. the caller's own)."""
+    stmt = (
+        sa.update(AuthSession)
+        .where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
+        .values(revoked_at=clock.utcnow(), revoked_reason=reason)
+    )
+    if keep is not None:
+        stmt = stmt.where(AuthSession.id != keep)
+    return session.execute(stmt).rowcount
+
+
+def _check_policy(new_password: str, username: str, pointer: str = "/new_password") -> None:
+    problems = passwords.policy_problems(new_password, username=username)
+    if problems:
+        raise UnprocessableContent("The new password is not acceptable.",
+                                   errors=[field_error(pointer, f"Password {p}.") for p in problems])
+
+
+def change_password(session: Session, actor: Actor, *, current_password: str, new_password: str) -> None:
+    """Change one's own password; every other session of the user is revoked."""
+    user = session.get(User, actor.user_id, with_for_update=True)
+    if not passwords.verify_password(user.password_hash, current_password):
+        raise UnprocessableContent(
+            "The current password is wrong.",
+            errors=[field_error("/current_password", "Does not match the current password.")],
+            after_rollback=[_failed_login(user.username, actor.client_address, user.id, actor.request_id)],
+        )
+    _check_policy(new_password, user.username)
+    if passwords.verify_password(user.password_hash, new_password):
+        raise UnprocessableContent(errors=[field_error("/new_password", "Must differ from the current password.")])
+    user.password_hash = passwords.hash_password(new_password)
+    user.password_changed_at = clock.utcnow()
+    user.must_change_password = False
+    revoked = revoke_user_sessions(session, user.id, "password_changed", keep=actor.session_id)
+    audit.record(session, actor, "password_changed", entity_type="user", entity_id=user.id,
+                 changes=[audit.change("sessions_revoked", None, revoked)])
+
+
+def redeem_setup_token(session: Session, *, token: str, new_password: str, request_id: str | None,
+                       client_address: str | None) -> User:
+    """Set one's first password with the one-time token an admin issued."""
+    user = session.scalars(
+        sa.select(User).where(User.setup_token_hash == tokens.opaque_token_hash(token)).with_for_update()
+    ).one_or_none()
+    if user is None or user.status != "active" or user.setup_token_expires_at is None or user.setup_token_expires_at <= clock.utcnow():
+        raise Unauthorized("The setup token is invalid or expired.")
+    _check_policy(new_password, user.username)
+    user.password_hash = passwords.hash_password(new_password)
+    user.password_changed_at = clock.utcnow()
+    user.must_change_password = False
+    user.setup_token_hash = user.setup_token_expires_at = None
+    actor = Actor(username=user.username, display_name=user.display_name, user_id=user.id,
+                  request_id=request_id, client_address=client_address)
+    audit.record(session, actor, "password_set", entity_type="user", entity_id=user.id)
+    return user

@@ -1,0 +1,212 @@
+"""Accounts and role assignments (admin work, on the security chain)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, selectinload
+
+from edc import clock, runtime
+from edc.errors import Conflict, Forbidden, NotFound, UnprocessableContent, field_error
+from edc.models.sites import Site
+from edc.models.users import RoleAssignment, User
+from edc.security import passwords, tokens
+from edc.security.permissions import GLOBAL_ROLES, SITE_ROLES, Actor, require
+from edc.services import audit
+from edc.services.auth import revoke_user_sessions
+from edc.services.pagination import Page, paginate
+
+
+@dataclass(frozen=True)
+class SetupToken:
+    token: str
+    expires_at: datetime
+
+
+def _load(session: Session, username: str, *, lock: bool = False) -> User | None:
+    stmt = sa.select(User).where(User.username == username.strip().lower()).options(
+        selectinload(User.roles).selectinload(RoleAssignment.site)
+    )
+    if lock:
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt).one_or_none()
+
+
+def get_user(session: Session, actor: Actor, username: str) -> User:
+    require(actor, "users:read")
+    user = _load(session, username)
+    if user is None:
+        raise NotFound(f"No user {username}.")
+    return user
+
+
+def get_self(session: Session, actor: Actor) -> User:
+    user = session.scalars(
+        sa.select(User).where(User.id == actor.user_id).options(selectinload(User.roles).selectinload(RoleAssignment.site))
+    ).one()
+    return user
+
+
+def list_users(session: Session, actor: Actor, *, status: str | None = None, page: int = 1, page_size: int = 50) -> Page[User]:
+    require(actor, "users:read")
+    stmt = sa.select(User).order_by(User.username).options(selectinload(User.roles).selectinload(RoleAssignment.site))
+    if status:
+        stmt = stmt.where(User.status == status)
+    return paginate(session, stmt, page=page, page_size=page_size)
+
+
+def _issue_setup_token(session: Session, user: User) -> SetupToken:
+    token, token_hash = tokens.new_opaque_token()
+    expires = clock.utcnow() + timedelta(seconds=runtime.of(session).settings["setup_token_seconds"])
+    user.setup_token_hash, user.setup_token_expires_at = token_hash, expires
+    return SetupToken(token, expires)
+
+
+def create_user(
+    session: Session, actor: Actor, *, username: str, display_name: str, email: str | None = None,
+    temporary_password: str | None = None, demo_password: str | None = None,
+) -> tuple[User, SetupToken | None]:
+    """Create an account. It gets a one-time setup token unless the CLI gives a temporary password
+    (which must be changed at first login) or the demo seed gives the shared demo password."""
+    require(actor, "users:manage")
+    username = username.strip().lower()
+    if session.scalar(sa.select(User.id).where(User.username == username)) is not None:
+        raise Conflict(f"The username {username} is taken (usernames are never reused).")
+    user = User(username=username, display_name=display_name, email=email, status="active",
+                must_change_password=True, is_demo=demo_password is not None)
+    setup = None
+    given = demo_password or temporary_password
+    if given is not None:
+        problems = passwords.policy_problems(given, username=username)
+        if problems:
+            raise UnprocessableContent(errors=[field_error("/password", f"Password {p}.") for p in problems])
+        user.password_hash = passwords.hash_password(given)
+        user.password_changed_at = clock.utcnow()
+    else:
+        setup = _issue_setup_token(session, user)
+    session.add(user)
+    session.flush()
+    audit.record(session, actor, "user_created", entity_type="user", entity_id=user.id,
+                 changes=[audit.change("username", None, username), audit.change("display_name", None, display_name),
+                          audit.change("demo", None, user.is_demo)])
+    return user, setup
+
+
+def disable_user(session: Session, actor: Actor, username: str, *, reason: str) -> User:
+    """Disable an account: its sessions end now; the row and name stay forever."""
+    require(actor, "users:manage")
+    user = _load(session, username, lock=True)
+    if user is None:
+        raise NotFound(f"No user {username}.")
+    if actor.user_id == user.id:
+        raise Forbidden("You cannot disable your own account.")
+    if user.status == "disabled":
+        raise Conflict(f"{user.username} is already disabled.")
+    user.status, user.disabled_at = "disabled", clock.utcnow()
+    user.setup_token_hash = user.setup_token_expires_at = None
+    revoke_user_sessions(session, user.id, "user_disabled")
+    session.flush()
+    audit.record(session, actor, "user_disabled", entity_type="user", entity_id=user.id, reason=reason,
+                 changes=[audit.change("status", "active", "disabled")])
+    return user
+
+
+def reset_user(session: Session, actor: Actor, username: str, *, reason: str) -> SetupToken:
+    """Clear a password and issue a new setup token; the admin never learns or sets the password."""
+    require(actor, "users:manage")
+    user = _load(session, username, lock=True)
+    if user is None:
+        raise NotFound(f"No user {username}.")
+    if actor.user_id == user.id:
+        raise Forbidden("Change your own password instead of resetting it.")
+    if user.status != "active":
+        raise Conflict(f"{user.username} is disabled.")
+    user.password_hash = None
+    user.must_change_password = True
+    setup = _issue_setup_token(session, user)
+    revoke_user_sessions(session, user.id, "password_reset")
+    session.flush()
+    audit.record(session, actor, "password_reset", entity_type="user", entity_id=user.id, reason=reason)
+    return setup
+
+
+def _site_by_code(session: Session, code: str | None) -> Site | None:
+    if code is None:
+        return None
+    site = session.scalars(sa.select(Site).where(Site.code == code.upper())).one_or_none()
+    if site is None:
+        raise UnprocessableContent(errors=[field_error("/site", f"No site {code}.")])
+    return site
+
+
+def grant_role(session: Session, actor: Actor, username: str, *, role: str, site: str | None = None,
+               principal_investigator: bool = False) -> RoleAssignment:
+    require(actor, "users:manage")
+    user = _load(session, username, lock=True)
+    if user is None:
+        raise NotFound(f"No user {username}.")
+    if actor.user_id == user.id:
+        raise Forbidden("Nobody grants roles to their own account.")
+    if user.status != "active":
+        raise Conflict(f"{user.username} is disabled.")
+    errors = []
+    if role in SITE_ROLES and site is None:
+        errors.append(field_error("/site", f"The {role} role is held for one site; name it."))
+    if role in GLOBAL_ROLES and site is not None:
+        errors.append(field_error("/site", f"The {role} role covers all sites; give no site."))
+    if principal_investigator and role != "investigator":
+        errors.append(field_error("/principal_investigator", "Only an investigator can be principal investigator."))
+    if errors:
+        raise UnprocessableContent(errors=errors)
+    site_row = _site_by_code(session, site)
+    if site_row is not None and site_row.status != "active":
+        raise Conflict(f"Site {site_row.code} is closed.")
+    for held in user.active_roles:
+        if held.role == role and held.site_id == (site_row.id if site_row else None):
+            raise Conflict(f"{user.username} already holds {role}{' at ' + site_row.code if site_row else ''}.")
+    if principal_investigator:
+        other_pi = session.scalar(sa.select(RoleAssignment.id).where(
+            RoleAssignment.site_id == site_row.id, RoleAssignment.principal_investigator, RoleAssignment.revoked_at.is_(None)))
+        if other_pi is not None:
+            raise Conflict(f"Site {site_row.code} already has a principal investigator.")
+    assignment = RoleAssignment(user=user, role=role, site=site_row, principal_investigator=principal_investigator,
+                                granted_at=clock.utcnow(), granted_by=actor.username)
+    session.add(assignment)
+    session.flush()
+    audit.record(session, actor, "role_granted", entity_type="user", entity_id=user.id,
+                 site_code=site_row.code if site_row else None,
+                 changes=[audit.change("role", None, role), audit.change("site", None, site_row.code if site_row else None),
+                          audit.change("principal_investigator", None, principal_investigator)])
+    return assignment
+
+
+def revoke_role(session: Session, actor: Actor, username: str, assignment_id: uuid.UUID, *, reason: str | None = None) -> RoleAssignment:
+    require(actor, "users:manage")
+    user = _load(session, username, lock=True)
+    if user is None:
+        raise NotFound(f"No user {username}.")
+    if actor.user_id == user.id:
+        raise Forbidden("Nobody revokes roles on their own account.")
+    assignment = next((r for r in user.roles if r.id == assignment_id), None)
+    if assignment is None:
+        raise NotFound("No such role assignment for this user.")
+    if assignment.revoked_at is not None:
+        raise Conflict("This role assignment is already revoked.")
+    assignment.revoked_at, assignment.revoked_by = clock.utcnow(), actor.username
+    session.flush()
+    audit.record(session, actor, "role_revoked", entity_type="user", entity_id=user.id, reason=reason,
+                 site_code=assignment.site.code if assignment.site else None,
+                 changes=[audit.change("role", assignment.role, None),
+                          audit.change("site", assignment.site.code if assignment.site else None, None)])
+    return assignment
+
+
+def find_assignment(user: User, role: str, site: str | None) -> RoleAssignment:
+    """The active assignment of a role (at a site) for the CLI, which names roles rather than ids."""
+    for held in user.active_roles:
+        if held.role == role and (held.site.code if held.site else None) == (site.upper() if site else None):
+            return held
+    raise NotFound(f"{user.username} holds no active {role}{' at ' + site if site else ''}.")

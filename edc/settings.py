@@ -1,0 +1,117 @@
+"""Settings: config/default.toml, then an environment file, then EDC_* variables, then
+the argument given to create_app. Validated once; unsafe production settings refuse to start.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = PROJECT_ROOT / "config"
+ENV_PREFIX = "EDC_"
+ENVIRONMENTS = ("development", "testing", "production")
+MAX_ACCESS_TOKEN_SECONDS = 900
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing, malformed or unsafe; the message is one line for the operator."""
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise SettingsError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _coerce(name: str, raw: str, default: Any) -> Any:
+    """Convert an environment string to the type of the default value."""
+    if isinstance(default, bool):
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be true or false, got {raw!r}")
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be an integer, got {raw!r}") from None
+    return raw
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Return validated settings as a dict with lower-case keys."""
+    environ = os.environ if environ is None else environ
+    overrides = {k.lower(): v for k, v in (overrides or {}).items()}
+    settings = _read_toml(CONFIG_DIR / "default.toml")
+
+    env_name = overrides.get("env") or environ.get(f"{ENV_PREFIX}ENV")
+    config_file = overrides.pop("config_file", None) or environ.get(f"{ENV_PREFIX}CONFIG")
+    if config_file:
+        settings.update(_read_toml(Path(config_file)))
+    elif env_name and (CONFIG_DIR / f"{env_name}.toml").exists():
+        settings.update(_read_toml(CONFIG_DIR / f"{env_name}.toml"))
+
+    known = dict(settings)
+    for name, default in known.items():
+        raw = environ.get(f"{ENV_PREFIX}{name.upper()}")
+        if raw is not None:
+            settings[name] = _coerce(name, raw, default)
+    unknown = set(overrides) - set(known)
+    if unknown:
+        raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    settings.update(overrides)
+    _resolve_paths(settings)
+    validate(settings)
+    return settings
+
+
+def _resolve_paths(settings: dict[str, Any]) -> None:
+    """Make relative file paths relative to the project root, not the working directory."""
+    keys_dir = Path(settings["keys_dir"])
+    settings["keys_dir"] = str(keys_dir if keys_dir.is_absolute() else PROJECT_ROOT / keys_dir)
+    url: str = settings["database_url"]
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix:
+        settings["database_url"] = prefix + str(PROJECT_ROOT / url[len(prefix):])
+
+
+def validate(settings: Mapping[str, Any]) -> None:
+    """Raise SettingsError on malformed settings, or unsafe ones in production."""
+    if settings["env"] not in ENVIRONMENTS:
+        raise SettingsError(f"env must be one of {', '.join(ENVIRONMENTS)}, got {settings['env']!r}")
+    if not 0 < settings["access_token_seconds"] <= MAX_ACCESS_TOKEN_SECONDS:
+        raise SettingsError(f"access_token_seconds must be between 1 and {MAX_ACCESS_TOKEN_SECONDS}")
+    if settings["trusted_proxy_hops"] < 0:
+        raise SettingsError("trusted_proxy_hops must not be negative")
+    if not 0 < settings["page_size_default"] <= settings["page_size_max"]:
+        raise SettingsError("page_size_default must be between 1 and page_size_max")
+    if settings["env"] == "production":
+        _validate_production(settings)
+
+
+def _validate_production(settings: Mapping[str, Any]) -> None:
+    from edc.security import keyring  # local import: settings must stay importable alone
+
+    if settings["debug"]:
+        raise SettingsError("refusing to start in production with debug on")
+    if settings["benchmark_endpoints"]:
+        raise SettingsError("refusing to start in production with benchmark endpoints")
+    if settings["database_url"].startswith("sqlite") and not settings["allow_sqlite_in_production"]:
+        raise SettingsError("refusing to start in production on SQLite (set allow_sqlite_in_production to accept it)")
+    try:
+        ring = keyring.load_keyring(settings["keys_dir"])
+        signing = keyring.load_signing_keys(settings["keys_dir"])
+    except keyring.KeyError_ as exc:
+        raise SettingsError(f"refusing to start in production: {exc}") from None
+    if ring.development or any(key.development for key in signing):
+        raise SettingsError("refusing to start in production with development or demo keys")
