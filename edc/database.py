@@ -12,7 +12,7 @@ from edc.settings import PROJECT_ROOT
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 
 
-def install_sqlite_pragmas(engine: sa.Engine) -> None:
+def install_sqlite_pragmas(engine: sa.Engine, *, transactions: bool = True) -> None:
     """SQLite: foreign keys on, WAL, and every transaction BEGIN IMMEDIATE.
 
     SQLite ignores SELECT ... FOR UPDATE and a deferred transaction that later writes can
@@ -32,6 +32,9 @@ def install_sqlite_pragmas(engine: sa.Engine) -> None:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+
+    if not transactions:  # autocommit: each statement stands alone (test inspection sessions)
+        return
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection):

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from edc import clock, create_app, runtime
+from edc.database import install_sqlite_pragmas
 from edc.extensions import db
 from edc.security import keyring
 from edc.security.permissions import Actor
@@ -147,12 +149,23 @@ def runner(app):
 
 
 @pytest.fixture
-def session(app) -> Iterator:
-    """The app's session inside an app context, bound to the runtime like a request's."""
-    with app.app_context():
-        runtime.bind(db.session, runtime.for_app(app))
-        yield db.session
-        db.session.rollback()
+def session(app, database_url) -> Iterator[Session]:
+    """A session of the test's own on the test database, bound to the runtime like a request's.
+
+    No app context stays pushed (requests get their own context and session, as in production),
+    and it runs in autocommit: every statement sees what the app committed, and an open read
+    never holds a lock the app's writers wait for. Call expire_all() before re-reading an object.
+    """
+    if database_url.startswith("sqlite"):
+        engine = sa.create_engine(database_url)
+        install_sqlite_pragmas(engine, transactions=False)
+    else:
+        engine = sa.create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with Session(engine, expire_on_commit=True) as own:
+        runtime.bind(own, runtime.for_app(app))
+        yield own
+        own.rollback()
+    engine.dispose()
 
 
 class FakeClock:

@@ -1,0 +1,73 @@
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from conftest import BACKEND, make_app, problem
+from edc.database import MIGRATIONS_DIR
+from edc.extensions import db
+
+
+def test_migrations_have_a_single_head():
+    assert len(ScriptDirectory(str(MIGRATIONS_DIR)).get_heads()) == 1
+
+
+def test_migrated_database_matches_the_models(app):
+    with app.app_context(), db.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), db.metadata) == []
+
+
+def test_database_is_at_the_head(app):
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    with app.app_context():
+        assert db.session.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == head
+
+
+def test_sqlite_runs_with_wal_and_foreign_keys(app):
+    if BACKEND != "sqlite":
+        return
+    with app.app_context():
+        assert db.session.execute(sa.text("PRAGMA journal_mode")).scalar_one() == "wal"
+        assert db.session.execute(sa.text("PRAGMA foreign_keys")).scalar_one() == 1
+
+
+def test_foreign_keys_are_enforced(session):
+    import uuid
+
+    from edc.models import AuthSession
+    from edc import clock
+
+    session.add(AuthSession(user_id=uuid.uuid4(), created_at=clock.utcnow(), expires_at=clock.utcnow()))
+    try:
+        session.flush()
+    except sa.exc.IntegrityError:
+        session.rollback()
+    else:
+        raise AssertionError("a session for a user that does not exist was accepted")
+
+
+def test_readyz_is_ok_at_head(client):
+    assert client.get("/readyz").get_json() == {"status": "ready"}
+
+
+def test_readyz_is_503_on_an_unmigrated_database(tmp_path, keys_dir):
+    app = make_app(f"sqlite:///{tmp_path / 'empty.sqlite3'}", keys_dir)
+    body = problem(app.test_client().get("/readyz"), 503)
+    assert "not migrated" in body["detail"] or "migration head" in body["detail"]
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_readyz_is_503_when_the_audit_protection_is_gone(app, client):
+    with app.app_context():
+        if BACKEND == "postgresql":
+            db.session.execute(sa.text("ALTER TABLE audit_records DISABLE TRIGGER audit_records_no_update"))
+        else:
+            db.session.execute(sa.text("DROP TRIGGER audit_records_no_update"))
+        db.session.commit()
+    body = problem(client.get("/readyz"), 503)
+    assert "audit" in body["detail"]
+    if BACKEND == "postgresql":
+        with app.app_context():
+            db.session.execute(sa.text("ALTER TABLE audit_records ENABLE TRIGGER audit_records_no_update"))
+            db.session.commit()

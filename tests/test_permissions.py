@@ -1,0 +1,85 @@
+"""Deny by default: every route declares a permission; unauthenticated callers get 401 on all but public ones."""
+
+import re
+
+import pytest
+
+from conftest import problem
+from edc.api.hooks import permission_for
+from edc.security.permissions import MATRIX, PUBLIC
+
+PUBLIC_ROUTES = {
+    "/healthz", "/readyz", "/.well-known/jwks.json", "/api/openapi.json", "/api/docs/", "/api/docs/<path:path>",
+    "/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/setup",
+}
+
+
+def routes(app):
+    return [r for r in app.url_map.iter_rules()]
+
+
+def test_every_route_declares_a_permission(app):
+    with app.test_request_context():
+        missing = [r.rule for r in routes(app) if permission_for(r.endpoint) is None]
+    assert missing == []
+
+
+def test_only_the_agreed_routes_are_public(app):
+    with app.test_request_context():
+        public = {r.rule for r in routes(app) if permission_for(r.endpoint) == PUBLIC}
+    assert public == PUBLIC_ROUTES
+
+
+def _concrete(rule: str) -> str:
+    return re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: "00000000-0000-4000-8000-000000000000" if "id" in m.group(1) else "X", rule)
+
+
+def test_unauthenticated_requests_are_401_everywhere_but_public_routes(app, client):
+    checked = 0
+    for rule in routes(app):
+        if rule.rule in PUBLIC_ROUTES:
+            continue
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            response = client.open(_concrete(rule.rule), method=method, json={})
+            problem(response, 401)
+            checked += 1
+    assert checked >= 10
+
+
+def test_a_route_without_permission_is_refused(app_factory):
+    app = app_factory()
+
+    @app.get("/api/v1/undeclared")
+    def undeclared():
+        return {"leak": True}
+
+    problem(app.test_client().get("/api/v1/undeclared"), 403)
+
+
+def test_benchmark_routes_exist_only_in_benchmark_builds(app_factory):
+    normal = app_factory()
+    assert not [r for r in normal.url_map.iter_rules() if r.rule.startswith("/bench")]
+    bench = app_factory(benchmark_endpoints=True)
+    assert bench.test_client().get("/bench/bare").get_json() == {"ok": True}
+    with bench.test_request_context():
+        assert permission_for("bench.bare") == PUBLIC
+
+
+def test_the_matrix_only_names_known_roles():
+    from edc.models.users import ROLES
+
+    assert all(set(roles) <= set(ROLES) for roles in MATRIX.values())
+    assert "admin" not in MATRIX["audit:read"]
+
+
+@pytest.mark.parametrize("role, allowed", [
+    ("admin", {"sites:read", "sites:manage", "users:read", "users:manage"}),
+    ("auditor", {"sites:read", "users:read", "audit:read"}),
+    ("investigator", {"sites:read"}),
+    ("registry", set()),
+])
+def test_permission_matrix_by_role(role, allowed):
+    from edc.security.permissions import Actor, Grant
+
+    actor = Actor(username="x", display_name="x", grants=(Grant(role=role),))
+    assert {p for p in MATRIX if actor.can(p)} == allowed
