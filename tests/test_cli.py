@@ -1,0 +1,127 @@
+"""`flask edc ...` commands call the same services as the API."""
+
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import BACKEND, bearer, login, make_site, problem
+from edc.models import RoleAssignment, Site, User
+from edc.services.demo import DEMO_ACCOUNTS, DEMO_PASSWORD, DEMO_SITES
+
+
+def invoke(runner, *args, **kwargs):
+    return runner.invoke(args=["edc", *args], catch_exceptions=False, **kwargs)
+
+
+def test_seed_demo_creates_the_four_sites_and_every_demo_role(runner, client, session):
+    result = invoke(runner, "seed-demo")
+    assert result.exit_code == 0, result.output
+    assert sorted(session.scalars(sa.select(Site.code))) == sorted(code for code, *_ in DEMO_SITES)
+    assert len(session.scalars(sa.select(User)).all()) == len(DEMO_ACCOUNTS)
+    me = client.get("/api/v1/me", headers=bearer(login(client, "mon.es01", DEMO_PASSWORD))).get_json()
+    assert me["sites"] == ["ES01", "IT01"] and me["must_change_password"] is False
+    inv = client.get("/api/v1/me", headers=bearer(login(client, "inv.es01", DEMO_PASSWORD))).get_json()
+    assert inv["roles"][0]["principal_investigator"] is True
+    pis = session.scalars(sa.select(RoleAssignment).where(RoleAssignment.principal_investigator)).all()
+    assert len(pis) == 1
+
+
+def test_seed_demo_refuses_a_database_that_is_not_empty(runner, session):
+    make_site(session, "ES01")
+    assert invoke(runner, "seed-demo").exit_code == 1
+    result = invoke(runner, "seed-demo", "--if-empty")
+    assert result.exit_code == 0 and "skipped" in result.output
+
+
+def test_seed_demo_is_refused_in_production(tmp_path, session):
+    from edc import create_app
+    from edc.security import keyring
+
+    keys = tmp_path / "prod"
+    keyring.ensure_keys(keys, development=False)
+    url = session.get_bind().url.render_as_string(hide_password=False)
+    app = create_app({"env": "production", "database_url": url, "keys_dir": str(keys), "allow_sqlite_in_production": True})
+    result = app.test_cli_runner().invoke(args=["edc", "seed-demo"])
+    assert result.exit_code == 1 and "never created in production" in result.output
+    assert session.scalar(sa.select(sa.func.count()).select_from(User)) == 0
+    from edc.extensions import db
+
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_users_create_prints_a_setup_token(runner, client):
+    result = invoke(runner, "users", "create", "dm2", "--name", "Second Data Manager")
+    assert result.exit_code == 0, result.output
+    token = result.output.strip().rsplit(" ", 1)[-1]
+    assert client.post("/api/v1/auth/setup", json={"token": token, "new_password": "data-manager-passphrase"}).status_code == 204
+
+
+def test_users_create_with_a_temporary_password(runner, client):
+    result = invoke(runner, "users", "create", "ops", "--name", "Ops", "--temporary-password",
+                    input="temporary-pass-1234\ntemporary-pass-1234\n")
+    assert result.exit_code == 0, result.output
+    assert login(client, "ops", "temporary-pass-1234")["password_change_required"] is True
+
+
+def test_cli_reports_problems_in_one_line(runner):
+    invoke(runner, "users", "create", "dup", "--name", "Dup")
+    result = invoke(runner, "users", "create", "dup", "--name", "Dup")
+    assert result.exit_code == 1 and "never reused" in result.output
+
+
+def test_roles_grant_and_revoke(runner, client, session):
+    make_site(session, "ES01")
+    invoke(runner, "users", "create", "inv", "--name", "Inv", "--temporary-password", input="temporary-pass-1234\n" * 2)
+    assert invoke(runner, "roles", "grant", "inv", "investigator", "--site", "es01", "--pi").exit_code == 0
+    assert invoke(runner, "roles", "grant", "inv", "admin", "--site", "ES01").exit_code == 1
+    assert invoke(runner, "roles", "revoke", "inv", "investigator", "--site", "ES01", "--reason", "moved").exit_code == 0
+    assert invoke(runner, "roles", "revoke", "inv", "investigator", "--site", "ES01").exit_code == 1
+    active = session.scalars(sa.select(RoleAssignment).where(RoleAssignment.revoked_at.is_(None))).all()
+    assert active == []
+
+
+def test_users_disable_ends_sessions(runner, client, staff):
+    tokens = login(client, staff["monitor"])
+    assert invoke(runner, "users", "disable", staff["monitor"], "--reason", "left").exit_code == 0
+    problem(client.get("/api/v1/me", headers=bearer(tokens)), 401)
+
+
+def test_cli_actions_are_audited_as_the_system(runner, session):
+    invoke(runner, "users", "create", "someone", "--name", "Someone")
+    from edc.models import AuditRecord
+
+    record = session.scalars(sa.select(AuditRecord).where(AuditRecord.action == "user_created")).one()
+    assert record.actor_username == "system:cli" and record.actor_role == "system"
+
+
+def test_init_is_idempotent(runner):
+    result = invoke(runner, "init")
+    assert result.exit_code == 0 and "head" in result.output
+
+
+def test_keys_init_creates_missing_keys_only(runner, tmp_path, app):
+    app.config["EDC"]["keys_dir"] = str(tmp_path / "k")
+    first = invoke(runner, "keys", "init", "--development")
+    assert "keyring.json" in first.output and "signing/dev-" in first.output
+    assert "nothing created" in invoke(runner, "keys", "init").output
+
+
+def test_audit_verify_and_anchor_on_a_fresh_trail(runner, staff):
+    verify = invoke(runner, "audit", "verify")
+    assert verify.exit_code == 0 and "0 broken" in verify.output
+    anchor = json.loads(invoke(runner, "audit", "anchor").output)
+    assert anchor["chains"] >= 1 and anchor["jws"].count(".") == 2
+
+
+@pytest.mark.skipif(BACKEND != "sqlite", reason="the unmigrated-file case is SQLite's")
+def test_init_creates_a_new_sqlite_database(tmp_path, keys_dir):
+    from conftest import make_app
+    from edc.extensions import db
+
+    app = make_app(f"sqlite:///{tmp_path / 'new.sqlite3'}", keys_dir)
+    assert app.test_cli_runner().invoke(args=["edc", "init"]).exit_code == 0
+    assert app.test_client().get("/readyz").status_code == 200
+    with app.app_context():
+        db.engine.dispose()
