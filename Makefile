@@ -33,6 +33,7 @@ serve: keys
 
 # The whole suite on SQLite, then on PostgreSQL when EDC_TEST_DATABASE_URL is set.
 test: $(STAMP)
+	$(BIN)/ruff check edc tests migrations bench wsgi.py
 	$(BIN)/python -m pytest -W error -p no:cacheprovider tests
 	@if [ -n "$$EDC_TEST_DATABASE_URL" ]; then \
 		echo "== PostgreSQL pass: $$EDC_TEST_DATABASE_URL" ; \

@@ -120,7 +120,7 @@ def app_factory(database_url, keys_dir):
     apps = []
 
     def build(**overrides):
-        app = make_app(database_url, keys_dir, **overrides)
+        app = make_app(database_url, overrides.pop("keys_dir", keys_dir), **overrides)
         apps.append(app)
         return app
 

@@ -61,7 +61,9 @@ def verify_access_token(
         raise TokenRejected(f"malformed: {exc}") from None
     if header.get("alg") != ALGORITHM:
         raise TokenRejected("algorithm not allowed")
-    if header.get("typ") != TOKEN_TYPE:
+    typ = header.get("typ")
+    # RFC 9068 §4: "at+jwt", compared case-insensitively, optionally with the "application/" prefix.
+    if not isinstance(typ, str) or typ.lower().removeprefix("application/") != TOKEN_TYPE:
         raise TokenRejected("typ is not at+jwt")
     if "crit" in header:
         raise TokenRejected("unknown critical header")

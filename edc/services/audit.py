@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import uuid
@@ -151,15 +152,25 @@ class ChainReport:
 
 
 def _records(session: Session, chain: str) -> Iterator[AuditRecord]:
+    """Stream a chain in order (a server-side cursor on PostgreSQL, closed even on early exit)."""
     stmt = sa.select(AuditRecord).where(AuditRecord.chain == chain).order_by(AuditRecord.seq).execution_options(yield_per=500)
-    yield from session.scalars(stmt)
+    result = session.scalars(stmt)
+    try:
+        yield from result
+    finally:
+        result.close()
 
 
 def verify_chain(session: Session, chain: str) -> ChainReport:
     """Walk a chain from its first record; name the first record that breaks it."""
+    with contextlib.closing(_records(session, chain)) as rows:
+        return _walk(session, chain, rows)
+
+
+def _walk(session: Session, chain: str, rows: Iterator[AuditRecord]) -> ChainReport:
     ring = runtime.of(session).keyring
     prev_hash, expected_seq, count = GENESIS, 1, 0
-    for row in _records(session, chain):
+    for row in rows:
         count += 1
         try:
             computed = _record_hash(ring, row, _plain_changes(ring, row.id, row.changes))

@@ -19,6 +19,8 @@ from edc.services import audit, throttle
 
 INVALID_LOGIN = "Invalid username or password."
 INVALID_TOKEN = "The access token is missing, invalid or expired."
+# RFC 6750 §3.1: clients learn from error="invalid_token" that they must sign in again.
+INVALID_TOKEN_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="edc", error="invalid_token"'}
 
 
 @dataclass(frozen=True)
@@ -179,18 +181,17 @@ def authenticate(session: Session, bearer: str, *, request_id: str | None, clien
         )
         user_id, session_id = uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"])
     except (tokens.TokenRejected, ValueError) as exc:
-        raise Unauthorized(INVALID_TOKEN, headers={"WWW-Authenticate": 'Bearer realm="edc", error="invalid_token"'},
-                           log_detail=str(exc)) from None
+        raise Unauthorized(INVALID_TOKEN, headers=INVALID_TOKEN_CHALLENGE, log_detail=str(exc)) from None
     row = session.execute(
         sa.select(User, AuthSession).join(AuthSession, AuthSession.user_id == User.id)
         .where(User.id == user_id, AuthSession.id == session_id)
         .options(selectinload(User.roles).selectinload(RoleAssignment.site))
     ).one_or_none()
     if row is None:
-        raise Unauthorized(INVALID_TOKEN, log_detail="unknown user or session")
+        raise Unauthorized(INVALID_TOKEN, headers=INVALID_TOKEN_CHALLENGE, log_detail="unknown user or session")
     user, auth_session = row
     if user.status != "active" or auth_session.revoked_at is not None or auth_session.expires_at <= now:
-        raise Unauthorized(INVALID_TOKEN, log_detail="user disabled or session ended")
+        raise Unauthorized(INVALID_TOKEN, headers=INVALID_TOKEN_CHALLENGE, log_detail="user disabled or session ended")
     return _actor_for(user, request_id=request_id, client_address=client_address, session_id=session_id)
 
 
