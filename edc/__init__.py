@@ -46,20 +46,25 @@ def _configure(app: Flask, settings: dict[str, Any]) -> None:
 def _engine_options(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 30, "check_same_thread": False}}
-    return {"pool_pre_ping": True}
+    # No pre-ping: it costs a round trip per request. A connection lost to a database restart
+    # fails that one request with a 503 (errors.py) and SQLAlchemy then discards the stale pool.
+    return {"pool_recycle": 3600}
 
 
 def _wire(app: Flask, settings: dict[str, Any]) -> None:
     from flask_swagger_ui import get_swaggerui_blueprint
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from edc import cli, errors, logs
+    from edc import cli, errors, logs, runtime
+    from edc.ecrf import load_study
     from edc.api import register_blueprints
     from edc.api.hooks import register as register_hooks
     from edc.database import install_sqlite_pragmas
     from edc.extensions import api, db, migrate
 
     logs.configure()
+    # Invalid form definitions stop the service here, before it answers anything.
+    app.extensions[runtime.STUDY_KEY] = load_study(settings["forms_dir"])
     if settings["trusted_proxy_hops"]:
         hops = settings["trusted_proxy_hops"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0, x_prefix=0)  # type: ignore[method-assign]

@@ -21,6 +21,7 @@ keys_cli = AppGroup("keys", help="Key material: key ring and token-signing keys.
 users_cli = AppGroup("users", help="Accounts.")
 roles_cli = AppGroup("roles", help="Role assignments.")
 audit_cli = AppGroup("audit", help="The audit trail.")
+forms_cli = AppGroup("forms", help="eCRF definitions.")
 
 
 def _session():
@@ -95,6 +96,19 @@ def retire_signing_key_command(kid):
     except keyring.KeyError_ as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"retired {kid}; restart the service to stop accepting its tokens")
+
+
+@keys_cli.command("rotate")
+@click.option("--resume", is_flag=True, help="Finish an interrupted rotation with the newest key instead of adding another.")
+def keys_rotate_command(resume):
+    """Add a data key and re-encrypt every encrypted value under it, in committed batches."""
+    from edc.services import rotation
+
+    if not resume:
+        keyring.add_data_key(current_app.config["EDC"]["keys_dir"])
+    current_app.extensions.pop(runtime.APP_KEY, None)  # reload the ring with the newest key
+    report = rotation.rotate(_session(), Actor.system("keys-rotate"), db.session.commit)
+    click.echo(f"data key {report.key_id}: re-encrypted {report.entry_values} entry values and {report.audit_values} audit values")
 
 
 @users_cli.command("create")
@@ -177,7 +191,33 @@ def audit_anchor_command():
     click.echo(json.dumps(doc, indent=2))
 
 
+@forms_cli.command("check", with_appcontext=False)
+@click.option("--dir", "forms_dir", default=None, help="Definitions folder (default: the forms_dir setting).")
+def forms_check_command(forms_dir):
+    """Load and check every form definition; print file:line: message for each problem."""
+    from edc.ecrf import check_definitions
+    from edc.settings import load_settings
+
+    folder = forms_dir or load_settings()["forms_dir"]
+    messages = check_definitions(folder)
+    for message in messages:
+        click.echo(message)
+    if messages:
+        click.echo(f"{len(messages)} problem(s) in {folder}", err=True)
+        sys.exit(1)
+    click.echo(f"{folder}: definitions are valid")
+
+
+@forms_cli.command("recheck")
+def forms_recheck_command():
+    """Re-run the current warning checks over every entry; open or answer automatic queries, change no data."""
+    from edc.services import entries
+
+    opened, answered = _run(lambda s: entries.recheck_all(s, Actor.system("forms-recheck")))
+    click.echo(f"recheck done: {opened} queries opened, {answered} answered")
+
+
 def register(app: Flask) -> None:
-    for group in (keys_cli, users_cli, roles_cli, audit_cli):
+    for group in (keys_cli, users_cli, roles_cli, audit_cli, forms_cli):
         edc_cli.add_command(group)
     app.cli.add_command(edc_cli)

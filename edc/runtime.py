@@ -19,11 +19,12 @@ class Runtime:
     settings: dict[str, Any]
     keyring: Keyring = field(repr=False)
     signing_keys: tuple[SigningKey, ...] = field(repr=False)
+    study: Any = field(default=None, repr=False)  # edc.ecrf.Study, loaded and checked by create_app
 
     @classmethod
-    def load(cls, settings: dict[str, Any]) -> Runtime:
+    def load(cls, settings: dict[str, Any], study: Any = None) -> Runtime:
         keys_dir = settings["keys_dir"]
-        return cls(settings=settings, keyring=load_keyring(keys_dir), signing_keys=tuple(load_signing_keys(keys_dir)))
+        return cls(settings=settings, keyring=load_keyring(keys_dir), signing_keys=tuple(load_signing_keys(keys_dir)), study=study)
 
     @property
     def current_signing_key(self) -> SigningKey:
@@ -35,13 +36,14 @@ class Runtime:
 
 
 APP_KEY = "edc.runtime"
+STUDY_KEY = "edc.study"
 
 
 def for_app(app: Any) -> Runtime:
     """The app's runtime, loaded on first use so `flask edc keys init` can run before keys exist."""
     rt = app.extensions.get(APP_KEY)
     if rt is None:
-        rt = app.extensions[APP_KEY] = Runtime.load(app.config["EDC"])
+        rt = app.extensions[APP_KEY] = Runtime.load(app.config["EDC"], app.extensions.get(STUDY_KEY))
     return rt
 
 

@@ -77,8 +77,10 @@ def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[s
 
 def _resolve_paths(settings: dict[str, Any]) -> None:
     """Make relative file paths relative to the project root, not the working directory."""
-    keys_dir = Path(settings["keys_dir"])
-    settings["keys_dir"] = str(keys_dir if keys_dir.is_absolute() else PROJECT_ROOT / keys_dir)
+    for name in ("keys_dir", "forms_dir", "export_dir"):
+        if name in settings:
+            path = Path(settings[name])
+            settings[name] = str(path if path.is_absolute() else PROJECT_ROOT / path)
     url: str = settings["database_url"]
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix:

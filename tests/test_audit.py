@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from conftest import PASSWORD, bearer, login, problem
 from edc import runtime
-from edc.models import AuditChainHead, AuditRecord
+from edc.models import AuditChainHead, AuditRecord, AuditValue
 from edc.security import crypto
 from edc.security.permissions import Actor
 from edc.services import audit
@@ -358,7 +358,7 @@ def test_triggers_refuse_changes_to_audit_records_even_for_the_table_owner(sessi
 def test_trigger_refuses_truncate_of_audit_records(session, staff):
     before = session.execute(sa.text("SELECT count(*) FROM audit_records")).scalar_one()
     with pytest.raises(sa.exc.DBAPIError) as refused:
-        session.execute(sa.text("TRUNCATE audit_records"))
+        session.execute(sa.text("TRUNCATE audit_records CASCADE"))
     assert "append-only" in str(refused.value)
     session.rollback()
     assert session.execute(sa.text("SELECT count(*) FROM audit_records")).scalar_one() == before
@@ -398,7 +398,7 @@ def test_application_role_may_only_insert_and_select_audit_records(database_url,
             for refused_statement in (
                 sa.update(AUDIT).where(AUDIT.c.id == existing).values(action="harmless"),
                 sa.delete(AUDIT).where(AUDIT.c.id == existing),
-                sa.text("TRUNCATE audit_records"),
+                sa.text("TRUNCATE audit_records CASCADE"),
             ):
                 with pytest.raises(sa.exc.DBAPIError) as refused:
                     conn.execute(refused_statement)
@@ -460,6 +460,7 @@ def _record_canary(session) -> tuple[uuid.UUID, str]:
 
 def _raw_audit_rows(session) -> str:
     rows = session.execute(sa.text("SELECT * FROM audit_records")).all()
+    rows += session.execute(sa.text("SELECT * FROM audit_values")).all()
     session.rollback()
     return "\n".join(repr(tuple(r)) for r in rows)
 
@@ -479,38 +480,54 @@ def test_encrypted_audit_values_are_stored_encrypted_and_read_decrypted(runner, 
     assert result.exit_code == 0, result.output
 
 
-def test_reencrypting_an_audit_value_keeps_the_chain_valid_but_changing_it_does_not(runner, session, staff, tamper):
-    """Hashes cover keyed digests of plaintext, not ciphertext."""
+def _sealed_new_value(session, record_id):
+    value = session.scalars(sa.select(AuditValue).where(AuditValue.record_id == record_id, AuditValue.side == "new")).one()
+    session.expunge(value)
+    return value
+
+
+def test_reencrypting_an_audit_value_keeps_the_chain_valid_but_changing_it_does_not(runner, session, staff):
+    """Hashes cover keyed digests of plaintext, not ciphertext; audit_values may be re-encrypted."""
     record_id, canary = _record_canary(session)
     ring = runtime.of(session).keyring
-    [stored] = session.execute(sa.select(AUDIT.c.changes).where(AUDIT.c.id == record_id)).scalars().all()
-    session.rollback()
+    sealed = _sealed_new_value(session, record_id)
 
-    def with_new_value(value):
-        envelope = crypto.encrypt_value(ring, value, table="audit_records", record_id=str(record_id), field="x.new")
-        assert envelope != stored[0]["new"]["enc"]
-        return [{**stored[0], "new": {"enc": envelope}}, stored[1]]
+    def reseal(value):
+        envelope = crypto.encrypt_value(ring, value, table="audit_values", record_id=str(sealed.id),
+                                        field=f"{record_id}/x/new")
+        assert envelope != sealed.envelope
+        session.execute(sa.update(AuditValue).where(AuditValue.id == sealed.id).values(envelope=envelope))
+        session.commit()
 
-    tamper(sa.update(AUDIT).where(AUDIT.c.id == record_id).values(changes=with_new_value(canary)))
+    reseal(canary)
     result = verify(runner)
     assert result.exit_code == 0, result.output
 
-    tamper(sa.update(AUDIT).where(AUDIT.c.id == record_id).values(changes=with_new_value("CHANGED-" + canary)))
+    reseal("CHANGED-" + canary)
     result = verify(runner)
     assert result.exit_code == 1
     assert f"first broken at record {record_id}" in result.stdout
 
 
-def test_encrypted_audit_value_moved_to_another_record_cannot_be_opened(runner, session, staff, tamper):
+def test_encrypted_audit_value_moved_to_another_record_cannot_be_opened(runner, session, staff):
     record_id, _ = _record_canary(session)
-    rows = chain_rows(session)
-    other = next(r for r in rows if r.id != record_id and r.changes)
-    [stored] = session.execute(sa.select(AUDIT.c.changes).where(AUDIT.c.id == record_id)).scalars().all()
-    session.rollback()
-    moved = [{**other.changes[0], "new": stored[0]["new"]}, *other.changes[1:]]
-    tamper(sa.update(AUDIT).where(AUDIT.c.id == other.id).values(changes=moved))
+    other_id, _ = _record_canary(session)
+    mine, theirs = _sealed_new_value(session, record_id), _sealed_new_value(session, other_id)
+    session.execute(sa.update(AuditValue).where(AuditValue.id == theirs.id).values(envelope=mine.envelope))
+    session.commit()
     result = verify(runner)
     assert result.exit_code == 1
-    assert f"first broken at record {other.id}" in result.stdout
+    assert f"first broken at record {other_id}" in result.stdout
     assert "cannot be opened" in result.stdout
 
+
+def test_audit_values_are_never_deleted(session, staff):
+    record_id, _ = _record_canary(session)
+    try:
+        session.execute(sa.delete(AuditValue).where(AuditValue.record_id == record_id))
+    except sa.exc.DBAPIError as exc:
+        assert "never deleted" in str(exc)
+    else:
+        raise AssertionError("an audit value was deleted")
+    finally:
+        session.rollback()

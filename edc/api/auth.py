@@ -82,4 +82,4 @@ def redeem_setup_token(data):
 @blp.response(200, MeOut)
 def get_me():
     """Who you are, with the roles and sites the database gives you now."""
-    return users.get_self(db.session, current_actor())
+    return users.me(current_actor())

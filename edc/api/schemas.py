@@ -168,14 +168,23 @@ class TokenOut(Schema):
     password_change_required = fields.Boolean()
 
 
+class MyRoleOut(Schema):
+    id = fields.UUID()
+    role = fields.String()
+    site = fields.String(allow_none=True)
+    principal_investigator = fields.Boolean()
+    granted_at = fields.DateTime()
+    granted_by = fields.String()
+
+
 class MeOut(Schema):
     username = fields.String()
     display_name = fields.String()
     email = fields.String(allow_none=True)
-    must_change_password = fields.Function(lambda u: u.must_change_password and not u.is_demo)
-    roles = fields.List(fields.Nested(RoleOut), attribute="active_roles")
-    sites = fields.Function(lambda u: sorted({r.site.code for r in u.active_roles if r.site}))
-    all_sites = fields.Function(lambda u: any(r.site is None for r in u.active_roles))
+    must_change_password = fields.Boolean()
+    roles = fields.List(fields.Nested(MyRoleOut))
+    sites = fields.List(fields.String())
+    all_sites = fields.Boolean()
 
 
 # --- audit -----------------------------------------------------------------
@@ -200,3 +209,146 @@ class AuditRecordOut(Schema):
     reason = fields.String(allow_none=True)
     request_id = fields.String(allow_none=True)
     changes = fields.List(fields.Dict())
+
+
+# --- study and forms --------------------------------------------------------
+
+class FormArgs(Schema):
+    version = fields.String(validate=validate.Length(max=16))
+    lang = fields.String(load_default="en", validate=validate.Length(max=8))
+
+
+# --- subjects ----------------------------------------------------------------
+
+SUBJECT_STATUSES = ("screening", "enrolled", "screen_failed", "withdrawn", "completed", "deceased")
+
+
+class SubjectIn(Schema):
+    site = fields.String(required=True, validate=SITE_CODE)
+    birth_year = fields.Integer(required=True, strict=True)
+    birth_month = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=12))
+    sex = fields.String(required=True, validate=validate.OneOf(("F", "M", "U")))
+    consent_date = fields.Date(required=True)
+    hospital_number = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=64), load_only=True,
+                                    metadata={"description": "used only to detect duplicates; never stored"})
+
+
+class SubjectListArgs(PageArgs):
+    site = fields.String(validate=SITE_CODE)
+    status = fields.String(validate=validate.OneOf(SUBJECT_STATUSES))
+
+
+class SubjectOut(Schema):
+    number = fields.String()
+    site = fields.Function(lambda s: s.site.code)
+    status = fields.String()
+    status_reason = fields.String(allow_none=True)
+    birth_year = fields.Integer()
+    birth_month = fields.Integer()
+    sex = fields.String()
+    consent_date = fields.Date()
+    registration_date = fields.Date()
+    planned_infusion_date = fields.Date(allow_none=True)
+    day0 = fields.Date(allow_none=True)
+    version = fields.Integer()
+    created_at = fields.DateTime()
+
+
+class SubjectPage(PageOut):
+    items = fields.List(fields.Nested(SubjectOut))
+
+
+class SubjectStatusIn(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(SUBJECT_STATUSES))
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
+
+
+class QueryOut(Schema):
+    id = fields.UUID()
+    entry_id = fields.UUID()
+    form = fields.String(attribute="form_id")
+    item = fields.String(attribute="item_id", allow_none=True)
+    origin = fields.String()
+    check = fields.String(attribute="check_id", allow_none=True)
+    kind = fields.String(attribute="rule_kind", allow_none=True)
+    message = fields.String()
+    critical = fields.Boolean()
+    state = fields.String()
+    opened_at = fields.DateTime()
+    answered_at = fields.DateTime(allow_none=True)
+    answered_by_change = fields.UUID(allow_none=True)
+
+
+class CasebookFormOut(Schema):
+    form = fields.String()
+    state = fields.String()
+    entries = fields.Integer()
+    open_queries = fields.Integer()
+    verified = fields.Boolean()
+    signed = fields.Boolean()
+    locked = fields.Boolean()
+
+
+class CasebookEventOut(Schema):
+    event = fields.String()
+    instance = fields.Integer()
+    label = fields.String(allow_none=True)
+    anchor = fields.String(allow_none=True)
+    due = fields.Date(allow_none=True)
+    window = fields.Dict(allow_none=True)
+    overdue = fields.Boolean()
+    forms = fields.List(fields.Nested(CasebookFormOut))
+
+
+class CasebookOut(Schema):
+    subject = fields.String()
+    status = fields.String()
+    anchors = fields.Dict()
+    events = fields.List(fields.Nested(CasebookEventOut))
+    logs = fields.List(fields.Nested(CasebookFormOut))
+    queries = fields.List(fields.Nested(QueryOut))
+
+
+# --- entries -------------------------------------------------------------------
+
+class EntryIn(Schema):
+    event = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
+    event_instance = fields.Integer(load_default=1, strict=True, validate=validate.Range(min=1, max=999))
+    form = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    data = fields.Dict(required=True, keys=fields.String(validate=validate.Length(max=64)))
+    complete = fields.Boolean(load_default=False)
+
+
+class EntryPutIn(Schema):
+    data = fields.Dict(required=True, keys=fields.String(validate=validate.Length(max=64)))
+    complete = fields.Boolean(load_default=False)
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
+
+
+class EntryListArgs(Schema):
+    event = fields.String(validate=validate.Length(max=64))
+    form = fields.String(validate=validate.Length(max=64))
+
+
+class EntryOut(Schema):
+    id = fields.UUID()
+    subject = fields.String()
+    event = fields.String(allow_none=True)
+    event_instance = fields.Integer(allow_none=True)
+    form = fields.String()
+    form_version = fields.String()
+    status = fields.String()
+    data = fields.Dict()
+    version = fields.Integer()
+    created_at = fields.DateTime()
+    created_by = fields.String()
+    updated_at = fields.DateTime()
+    updated_by = fields.String()
+    queries = fields.List(fields.Nested(QueryOut))
+    warnings = fields.List(fields.Dict())
+    queries_opened = fields.List(fields.Nested(QueryOut))
+    queries_answered = fields.List(fields.Nested(QueryOut))
+
+
+class AuditHistoryArgs(PageArgs):
+    pass

@@ -1,13 +1,22 @@
 """Typed SQLAlchemy models, one module per aggregate. Models never query, commit or touch Flask."""
 
-from edc.models.audit import AuditChainHead, AuditRecord
+from edc.models.audit import AuditChainHead, AuditRecord, AuditValue
 from edc.models.auth import AuthSession, LoginThrottle, RefreshToken
+from edc.models.entries import Entry, FormStatus, FormVersion, Query
 from edc.models.sites import Site
+from edc.models.subjects import Subject, SubjectCounter
 from edc.models.users import RoleAssignment, User
 
 __all__ = [
     "AuditChainHead",
     "AuditRecord",
+    "AuditValue",
+    "Entry",
+    "FormStatus",
+    "FormVersion",
+    "Query",
+    "Subject",
+    "SubjectCounter",
     "AuthSession",
     "LoginThrottle",
     "RefreshToken",

@@ -48,3 +48,20 @@ class AuditChainHead(db.Model):
     chain: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     seq: Mapped[int]
     hash: Mapped[str] = mapped_column(sa.String(64))
+
+
+class AuditValue(IdMixin, db.Model):
+    """The ciphertext of one encrypted old or new value of an audit record.
+
+    Kept apart so key rotation can re-encrypt it while audit_records stays immutable; the
+    record's hash covers a keyed digest of the plaintext, so re-encryption changes no hash,
+    and a swapped ciphertext fails to open (it is bound to this row) or to match the digest.
+    """
+
+    __tablename__ = "audit_values"
+
+    record_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("audit_records.id"), index=True)
+    field: Mapped[str] = mapped_column(sa.String(200))
+    side: Mapped[str] = mapped_column(sa.String(3))  # "old" | "new"
+    envelope: Mapped[dict[str, Any]] = mapped_column(JSONDocument())
+    key_id: Mapped[int]

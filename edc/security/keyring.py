@@ -10,6 +10,7 @@ and production refuses them.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import secrets
@@ -43,9 +44,13 @@ class Keyring:
 
 
 @dataclass(frozen=True)
-class SigningKey:
+class SigningKey:  # not slotted: cached_property stores the derived public key on the instance
     kid: str
     private_key: ec.EllipticCurvePrivateKey = field(repr=False)
+
+    @functools.cached_property
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        return self.private_key.public_key()
 
     @property
     def development(self) -> bool:
@@ -56,7 +61,7 @@ class SigningKey:
         return self.kid.removeprefix(DEV_PREFIX)
 
     def public_jwk(self) -> dict[str, str]:
-        numbers = self.private_key.public_key().public_numbers()
+        numbers = self.public_key.public_numbers()
         return {
             "kty": "EC",
             "crv": "P-256",
@@ -174,3 +179,16 @@ def retire_signing_key(keys_dir: str | Path, kid: str) -> None:
     if keys[-1].kid == kid:
         raise KeyError_("the current signing key cannot be retired; add a new one first")
     (Path(keys_dir) / SIGNING_DIR / f"{kid}.pem").unlink()
+
+
+def add_data_key(keys_dir: str | Path) -> int:
+    """Add a data key to the ring (written atomically); new writes use it. Return its id."""
+    path = Path(keys_dir) / KEYRING_FILE
+    doc = json.loads(path.read_text())
+    new_id = max(int(k) for k in doc["data_keys"]) + 1
+    doc["data_keys"][str(new_id)] = base64.b64encode(secrets.token_bytes(32)).decode()
+    temporary = path.with_suffix(".tmp")
+    temporary.unlink(missing_ok=True)  # left by an interrupted earlier run
+    _write_private(temporary, json.dumps(doc, indent=2).encode())
+    os.replace(temporary, path)
+    return new_id

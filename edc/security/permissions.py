@@ -7,6 +7,7 @@ view that declares none is refused; a test walks app.url_map to keep it that way
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -25,8 +26,18 @@ GLOBAL_ROLES = frozenset(ROLES) - SITE_ROLES
 ALL_ROLES = frozenset(ROLES)
 STAFF_ROLES = ALL_ROLES - {"registry"}
 
+CLINICAL_READERS = frozenset({"investigator", "coordinator", "monitor", "data_manager", "safety", "auditor", "manufacturing"})
+
 MATRIX: dict[str, frozenset[str]] = {
     "sites:read": STAFF_ROLES,
+    "forms:read": STAFF_ROLES,
+    "subjects:read": CLINICAL_READERS,
+    "subjects:enrol": frozenset({"investigator", "coordinator"}),
+    "subjects:status": frozenset({"investigator", "coordinator", "data_manager"}),
+    "entries:read": CLINICAL_READERS,
+    # Manufacturing writes only the product forms the study assigns to it (checked per form).
+    "entries:write": frozenset({"investigator", "coordinator", "manufacturing"}),
+    "clinical_audit:read": frozenset({"investigator", "coordinator", "monitor", "data_manager", "safety", "auditor"}),
     "sites:manage": frozenset({"admin"}),
     "users:read": frozenset({"admin", "auditor"}),
     "users:manage": frozenset({"admin"}),
@@ -40,6 +51,9 @@ class Grant:
     site_id: uuid.UUID | None = None
     site_code: str | None = None
     principal_investigator: bool = False
+    assignment_id: uuid.UUID | None = None
+    granted_at: datetime | None = None
+    granted_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,7 @@ class Actor:
     username: str
     display_name: str
     user_id: uuid.UUID | None = None
+    email: str | None = None
     grants: tuple[Grant, ...] = ()
     session_id: uuid.UUID | None = None
     must_change_password: bool = False

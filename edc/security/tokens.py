@@ -74,7 +74,7 @@ def verify_access_token(
     try:
         claims = jwt.decode(
             token,
-            key.private_key.public_key(),
+            key.public_key,
             algorithms=[ALGORITHM],
             audience=audience,
             issuer=issuer,

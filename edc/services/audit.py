@@ -16,12 +16,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from edc import clock, runtime
-from edc.models.audit import SECURITY_CHAIN, AuditChainHead, AuditRecord
+from edc.errors import NotFound
+from edc.models.entries import Entry
+from edc.models.audit import SECURITY_CHAIN, AuditChainHead, AuditRecord, AuditValue
 from edc.security import crypto
 from edc.security.permissions import Actor, require
 
 GENESIS = "0" * 64
-ENCRYPTED_MARK = "enc"
+VALUE_REF = "sealed"  # a change side stored encrypted in audit_values: {"sealed": "<audit value id>"}
 
 
 def subject_chain(subject_id: uuid.UUID | str) -> str:
@@ -45,17 +47,26 @@ def _lock_head(session: Session, chain: str) -> AuditChainHead:
     ).one()
 
 
-def _plain_changes(ring, record_id: uuid.UUID, changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _is_ref(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {VALUE_REF}
+
+
+def _plain_changes(session: Session, ring, record_id: uuid.UUID, changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The changes with encrypted values opened, for hashing and for authorised readers."""
+    refs = [c[side][VALUE_REF] for c in changes for side in ("old", "new") if _is_ref(c.get(side))]
+    sealed = {}
+    if refs:
+        sealed = {str(v.id): v for v in session.scalars(sa.select(AuditValue).where(AuditValue.record_id == record_id))}
     out = []
     for item in changes:
         opened = dict(item)
         for side in ("old", "new"):
-            value = item.get(side)
-            if isinstance(value, dict) and set(value) == {ENCRYPTED_MARK}:
-                opened[side] = crypto.decrypt_value(
-                    ring, value[ENCRYPTED_MARK], table="audit_records", record_id=str(record_id), field=f"{item['field']}.{side}"
-                )
+            if _is_ref(item.get(side)):
+                value = sealed.get(item[side][VALUE_REF])
+                if value is None or value.field != item["field"] or value.side != side:
+                    raise crypto.DecryptionError(f"encrypted audit value of {item['field']} is missing")
+                opened[side] = crypto.decrypt_value(ring, value.envelope, table="audit_values", record_id=str(value.id),
+                                                    field=f"{record_id}/{value.field}/{side}")
         out.append(opened)
     return out
 
@@ -105,15 +116,19 @@ def record(
     head = _lock_head(session, chain)
     record_id = uuid.uuid4()
     plain = [dict(c) for c in changes or []]
-    stored = []
+    stored, sealed = [], []
     for item in plain:
         kept = dict(item)
         if item["field"] in encrypted_fields:
             for side in ("old", "new"):
-                envelope = crypto.encrypt_value(
-                    ring, item.get(side), table="audit_records", record_id=str(record_id), field=f"{item['field']}.{side}"
-                )
-                kept[side] = {ENCRYPTED_MARK: envelope}
+                if item.get(side) is None:
+                    continue
+                value_id = uuid.uuid4()
+                envelope = crypto.encrypt_value(ring, item[side], table="audit_values", record_id=str(value_id),
+                                                field=f"{record_id}/{item['field']}/{side}")
+                sealed.append(AuditValue(id=value_id, record_id=record_id, field=item["field"], side=side,
+                                         envelope=envelope, key_id=envelope["kid"]))
+                kept[side] = {VALUE_REF: str(value_id)}
         stored.append(kept)
     row = AuditRecord(
         id=record_id,
@@ -137,6 +152,8 @@ def record(
     )
     row.hash = _record_hash(ring, row, plain)
     session.add(row)
+    session.flush()
+    session.add_all(sealed)
     head.seq, head.hash = row.seq, row.hash
     session.flush()
     return row
@@ -173,7 +190,7 @@ def _walk(session: Session, chain: str, rows: Iterator[AuditRecord]) -> ChainRep
     for row in rows:
         count += 1
         try:
-            computed = _record_hash(ring, row, _plain_changes(ring, row.id, row.changes))
+            computed = _record_hash(ring, row, _plain_changes(session, ring, row.id, row.changes))
         except crypto.DecryptionError:
             return ChainReport(chain, count, False, str(row.id), "an encrypted value cannot be opened")
         if row.seq != expected_seq:
@@ -227,7 +244,7 @@ def history(session: Session, *, entity_type: str | None = None, entity_id: str 
     if chain:
         stmt = stmt.where(AuditRecord.chain == chain)
     rows = session.scalars(stmt.limit(limit).offset(offset))
-    return [_as_dict(ring, row) for row in rows]
+    return [_as_dict(session, ring, row) for row in rows]
 
 
 def security_history(session: Session, actor: Actor, *, entity_type: str | None = None, entity_id: str | None = None,
@@ -237,7 +254,25 @@ def security_history(session: Session, actor: Actor, *, entity_type: str | None 
     return history(session, chain=SECURITY_CHAIN, entity_type=entity_type, entity_id=entity_id, limit=limit, offset=offset)
 
 
-def _as_dict(ring, row: AuditRecord) -> dict[str, Any]:
+def subject_history(session: Session, actor: Actor, number: str, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    """A subject's chain (enrolment, entries, queries), within the caller's sites."""
+    from edc.services.subjects import get_subject  # subjects records audit events: import late
+
+    subject = get_subject(session, actor, number, "clinical_audit:read")
+    return history(session, chain=subject_chain(subject.id), limit=limit, offset=offset)
+
+
+def entry_history(session: Session, actor: Actor, entry_id: uuid.UUID) -> list[dict[str, Any]]:
+    """An entry's creation and changes, within the caller's sites."""
+    require(actor, "clinical_audit:read")
+    entry = session.get(Entry, entry_id)
+    scope = actor.site_scope("clinical_audit:read")
+    if entry is None or (scope is not None and entry.subject.site_id not in scope):
+        raise NotFound("No such entry among your sites.")
+    return history(session, chain=subject_chain(entry.subject_id), entity_type="entry", entity_id=str(entry.id), limit=10_000)
+
+
+def _as_dict(session: Session, ring, row: AuditRecord) -> dict[str, Any]:
     return {
         "id": str(row.id),
         "chain": row.chain,
@@ -252,5 +287,5 @@ def _as_dict(ring, row: AuditRecord) -> dict[str, Any]:
         "entity_id": row.entity_id,
         "reason": row.reason,
         "request_id": row.request_id,
-        "changes": json.loads(json.dumps(_plain_changes(ring, row.id, row.changes), default=str)),
+        "changes": json.loads(json.dumps(_plain_changes(session, ring, row.id, row.changes), default=str)),
     }

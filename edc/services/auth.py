@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, selectinload
 from edc import clock, runtime
 from edc.errors import TooManyRequests, Unauthorized, UnprocessableContent, field_error
 from edc.models.auth import AuthSession, RefreshToken
+from edc.models.sites import Site
 from edc.models.users import RoleAssignment, User
 from edc.security import passwords, tokens
 from edc.security.permissions import Actor, Grant
@@ -39,13 +40,15 @@ class TokenPair:
 def _actor_for(user: User, *, request_id: str | None = None, client_address: str | None = None,
                session_id: uuid.UUID | None = None) -> Actor:
     grants = tuple(
-        Grant(role=r.role, site_id=r.site_id, site_code=r.site.code if r.site else None, principal_investigator=r.principal_investigator)
+        Grant(role=r.role, site_id=r.site_id, site_code=r.site.code if r.site else None, principal_investigator=r.principal_investigator,
+              assignment_id=r.id, granted_at=r.granted_at, granted_by=r.granted_by)
         for r in user.active_roles
     )
     return Actor(
         username=user.username,
         display_name=user.display_name,
         user_id=user.id,
+        email=user.email,
         grants=grants,
         session_id=session_id,
         must_change_password=user.must_change_password and not user.is_demo,
@@ -182,17 +185,43 @@ def authenticate(session: Session, bearer: str, *, request_id: str | None, clien
         user_id, session_id = uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"])
     except (tokens.TokenRejected, ValueError) as exc:
         raise Unauthorized(INVALID_TOKEN, headers=INVALID_TOKEN_CHALLENGE, log_detail=str(exc)) from None
-    row = session.execute(
-        sa.select(User, AuthSession).join(AuthSession, AuthSession.user_id == User.id)
-        .where(User.id == user_id, AuthSession.id == session_id)
-        .options(selectinload(User.roles).selectinload(RoleAssignment.site))
-    ).one_or_none()
-    if row is None:
+    rows = session.execute(_ACTOR_QUERY, {"user_id": user_id, "session_id": session_id}).all()
+    if not rows:
         raise Unauthorized(INVALID_TOKEN, headers=INVALID_TOKEN_CHALLENGE, log_detail="unknown user or session")
-    user, auth_session = row
-    if user.status != "active" or auth_session.revoked_at is not None or auth_session.expires_at <= now:
+    first = rows[0]
+    if first.status != "active" or first.revoked_at is not None or first.expires_at <= now:
         raise Unauthorized(INVALID_TOKEN, headers=INVALID_TOKEN_CHALLENGE, log_detail="user disabled or session ended")
-    return _actor_for(user, request_id=request_id, client_address=client_address, session_id=session_id)
+    grants = tuple(
+        Grant(role=r.role, site_id=r.site_id, site_code=r.site_code, principal_investigator=r.principal_investigator,
+              assignment_id=r.assignment_id, granted_at=r.granted_at, granted_by=r.granted_by)
+        for r in rows if r.role is not None
+    )
+    return Actor(username=first.username, display_name=first.display_name, user_id=user_id, email=first.email,
+                 grants=grants, session_id=session_id, must_change_password=first.must_change_password and not first.is_demo,
+                 request_id=request_id, client_address=client_address)
+
+
+def _actor_query() -> sa.Select:
+    """User, session and active role assignments with their sites, in one statement (runs on every request)."""
+    users, sessions, roles = User.__table__, AuthSession.__table__, RoleAssignment.__table__
+    sites = Site.__table__
+    return (
+        sa.select(
+            users.c.username, users.c.display_name, users.c.email, users.c.status, users.c.must_change_password, users.c.is_demo,
+            sessions.c.revoked_at, sessions.c.expires_at,
+            roles.c.id.label("assignment_id"), roles.c.role, roles.c.site_id, roles.c.principal_investigator,
+            roles.c.granted_at, roles.c.granted_by, sites.c.code.label("site_code"),
+        )
+        .select_from(users)
+        .join(sessions, sa.and_(sessions.c.user_id == users.c.id, sessions.c.id == sa.bindparam("session_id")))
+        .outerjoin(roles, sa.and_(roles.c.user_id == users.c.id, roles.c.revoked_at.is_(None)))
+        .outerjoin(sites, sites.c.id == roles.c.site_id)
+        .where(users.c.id == sa.bindparam("user_id"))
+        .order_by(roles.c.granted_at)
+    )
+
+
+_ACTOR_QUERY = _actor_query()
 
 
 def logout(session: Session, actor: Actor) -> None:

@@ -43,11 +43,21 @@ def get_user(session: Session, actor: Actor, username: str) -> User:
     return user
 
 
-def get_self(session: Session, actor: Actor) -> User:
-    user = session.scalars(
-        sa.select(User).where(User.id == actor.user_id).options(selectinload(User.roles).selectinload(RoleAssignment.site))
-    ).one()
-    return user
+def me(actor: Actor) -> dict:
+    """The caller and the role assignments read from the database for this very request."""
+    return {
+        "username": actor.username,
+        "display_name": actor.display_name,
+        "email": actor.email,
+        "must_change_password": actor.must_change_password,
+        "roles": [
+            {"id": g.assignment_id, "role": g.role, "site": g.site_code, "principal_investigator": g.principal_investigator,
+             "granted_at": g.granted_at, "granted_by": g.granted_by}
+            for g in actor.grants
+        ],
+        "sites": sorted({g.site_code for g in actor.grants if g.site_code}),
+        "all_sites": any(g.site_id is None for g in actor.grants),
+    }
 
 
 def list_users(session: Session, actor: Actor, *, status: str | None = None, page: int = 1, page_size: int = 50) -> Page[User]:

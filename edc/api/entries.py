@@ -1,0 +1,79 @@
+"""Case-form entries: create, read, replace (If-Match), list, and their audit history."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import url_for
+from flask_smorest import Blueprint
+
+from edc.api.common import current_actor, etag, if_match
+from edc.api.schemas import AuditRecordOut, EntryIn, EntryListArgs, EntryOut, EntryPutIn
+from edc.extensions import db
+from edc.security.permissions import requires
+from edc.services import audit, entries, queries
+
+blp = Blueprint("entries", __name__, url_prefix="/api/v1", description="Case-form entries")
+
+
+def _out(entry, values, outcome=None) -> dict:
+    event, _, instance = entry.event_key.partition("/")
+    body = {
+        "id": entry.id, "subject": entry.subject.number, "event": event or None, "event_instance": int(instance) if instance else None,
+        "form": entry.form_id, "form_version": entry.form_version, "status": entry.status, "data": values,
+        "version": entry.version, "created_at": entry.created_at, "created_by": entry.created_by,
+        "updated_at": entry.updated_at, "updated_by": entry.updated_by,
+        "queries": queries.for_entry(db.session, entry.id),
+    }
+    if outcome is not None:
+        body.update(warnings=outcome.warnings, queries_opened=outcome.opened, queries_answered=outcome.answered)
+    return body
+
+
+@blp.post("/subjects/<number>/entries")
+@requires("entries:write")
+@blp.arguments(EntryIn)
+@blp.response(201, EntryOut)
+def create_entry(data, number):
+    """Enter a form for a subject (at an event, or in a subject-level log)."""
+    outcome = entries.create_entry(db.session, current_actor(), number, **data)
+    db.session.commit()
+    entry = outcome.entry
+    return _out(entry, outcome.values, outcome), 201, {"Location": url_for(".get_entry", entry_id=entry.id), "ETag": etag(entry)}
+
+
+@blp.get("/subjects/<number>/entries")
+@requires("entries:read")
+@blp.arguments(EntryListArgs, location="query")
+@blp.response(200, EntryOut(many=True))
+def list_entries(args, number):
+    """A subject's entries, by event and form."""
+    return [_out(e, v) for e, v in entries.list_entries(db.session, current_actor(), number, **args)]
+
+
+@blp.get("/entries/<uuid:entry_id>")
+@requires("entries:read")
+@blp.response(200, EntryOut)
+def get_entry(entry_id: uuid.UUID):
+    """One entry with its values (decrypted for you) and queries."""
+    entry, values = entries.get_entry(db.session, current_actor(), entry_id)
+    return _out(entry, values), 200, {"ETag": etag(entry)}
+
+
+@blp.put("/entries/<uuid:entry_id>")
+@requires("entries:write")
+@blp.arguments(EntryPutIn)
+@blp.response(200, EntryOut)
+def replace_entry(data, entry_id: uuid.UUID):
+    """Replace an entry's full item set (If-Match; changes to a completed entry need a reason)."""
+    outcome = entries.update_entry(db.session, current_actor(), entry_id, expected_etag=if_match(), **data)
+    db.session.commit()
+    return _out(outcome.entry, outcome.values, outcome), 200, {"ETag": etag(outcome.entry)}
+
+
+@blp.get("/entries/<uuid:entry_id>/audit")
+@requires("clinical_audit:read")
+@blp.response(200, AuditRecordOut(many=True))
+def get_entry_audit(entry_id: uuid.UUID):
+    """The entry's audit trail, oldest first."""
+    return audit.entry_history(db.session, current_actor(), entry_id)

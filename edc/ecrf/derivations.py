@@ -1,0 +1,62 @@
+"""Named Python derivations that `derived` items call, and the generic ones the engine ships.
+
+A derivation is `fn(values, subject, params) -> value | None`:
+- `values`: the item's declared `inputs` that are answered and visible, as Python values
+  (int, float, str, bool, list of codes, `date` for full dates, ISO string for partial dates,
+  aware `datetime` for date-times); unanswered, coded or hidden inputs are absent;
+- `subject`: the subject facts of the ValidationContext (site, sex, birth_year, birth_month,
+  registration_date, planned_infusion, day0; dates as `date`, any may be None);
+- `params`: the item's `params` mapping from the form file (thresholds live there, not in Python).
+It returns a value of the item's `value_type`, or None when it cannot derive one. It must not
+raise for missing inputs, and reads nothing but its arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .expressions import age_in_months
+
+Derivation = Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]], Any]
+_REGISTRY: dict[str, Derivation] = {}
+
+
+def register_derivation(name: str) -> Callable[[Derivation], Derivation]:
+    """Register `fn(values, subject, params)` under `name` for derived items (decorator)."""
+    def register(fn: Derivation) -> Derivation:
+        known = _REGISTRY.get(name)
+        if known is not None and known is not fn:
+            raise ValueError(f"derivation {name!r} is already registered")
+        _REGISTRY[name] = fn
+        return fn
+    return register
+
+
+def get_derivation(name: str) -> Derivation | None:
+    """Return the derivation registered under `name`, or None."""
+    return _REGISTRY.get(name)
+
+
+def registered_derivations() -> list[str]:
+    """Return the registered derivation names."""
+    return sorted(_REGISTRY)
+
+
+@register_derivation("age_months_at")
+def age_months_at(values: Mapping[str, Any], subject: Mapping[str, Any], params: Mapping[str, Any]) -> int | None:
+    """Age in completed months (from the 1st of the birth month) at the `date` input (params: date = item id)."""
+    at = values.get(params.get("date", ""))
+    birth_year, birth_month = subject.get("birth_year"), subject.get("birth_month")
+    if at is None or birth_year is None or birth_month is None or isinstance(at, str):
+        return None
+    return age_in_months(birth_year, birth_month, at)
+
+
+@register_derivation("band")
+def band(values: Mapping[str, Any], subject: Mapping[str, Any], params: Mapping[str, Any]) -> int | None:
+    """Count the ascending `cutoffs` the `value` input reaches (params: value = item id, cutoffs = list)."""
+    value = values.get(params.get("value", ""))
+    if value is None or isinstance(value, bool):
+        return None
+    return sum(1 for cutoff in params["cutoffs"] if value >= cutoff)

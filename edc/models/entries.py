@@ -1,0 +1,109 @@
+"""Case-form entries (one JSON document of values each), the form-status table, and queries."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from edc.extensions import JSONDocument, db
+from edc.models.base import IdMixin, TimestampMixin
+from edc.models.subjects import Subject
+
+ENTRY_STATUSES = ("draft", "complete")
+FORM_STATES = ("draft", "complete")
+QUERY_STATES = ("open", "answered", "closed", "cancelled")
+
+
+class FormVersion(db.Model):
+    """A released form version and the hash of its content: a released version never changes."""
+
+    __tablename__ = "form_versions"
+
+    form_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    version: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+    content_hash: Mapped[str] = mapped_column(sa.String(64))
+    released_at: Mapped[datetime]
+
+
+class Entry(IdMixin, TimestampMixin, db.Model):
+    """One filled-in case form. Encrypted items hold AES-GCM envelopes bound to this row."""
+
+    __tablename__ = "entries"
+    __table_args__ = (
+        sa.CheckConstraint(f"status IN {ENTRY_STATUSES!r}", name="status"),
+        # Non-repeating forms have one slot per event instance; repeating ones leave it NULL.
+        sa.UniqueConstraint("subject_id", "unique_slot"),
+        sa.Index("ix_entries_subject_form", "subject_id", "form_id"),
+    )
+
+    subject_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("subjects.id"))
+    event_key: Mapped[str] = mapped_column(sa.String(64))  # "<event>/<instance>", or "" for subject logs
+    form_id: Mapped[str] = mapped_column(sa.String(64))
+    form_version: Mapped[str] = mapped_column(sa.String(16))
+    unique_slot: Mapped[str | None] = mapped_column(sa.String(160))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONDocument())
+    status: Mapped[str] = mapped_column(sa.String(16), default="draft")
+    ever_completed: Mapped[bool] = mapped_column(default=False)
+    created_by: Mapped[str] = mapped_column(sa.String(64))
+    updated_by: Mapped[str] = mapped_column(sa.String(64))
+    version: Mapped[int] = mapped_column(default=1)
+
+    subject: Mapped[Subject] = relationship()
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class FormStatus(db.Model):
+    """Subject × event instance × form: what casebooks and reports read instead of scanning entries."""
+
+    __tablename__ = "form_status"
+
+    subject_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("subjects.id"), primary_key=True)
+    event_key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    form_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    site_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("sites.id"), index=True)
+    state: Mapped[str] = mapped_column(sa.String(16))
+    entries: Mapped[int] = mapped_column(default=0)
+    open_queries: Mapped[int] = mapped_column(default=0)
+    verified: Mapped[bool] = mapped_column(default=False)
+    signed: Mapped[bool] = mapped_column(default=False)
+    locked: Mapped[bool] = mapped_column(default=False)
+    updated_at: Mapped[datetime]
+
+
+class Query(IdMixin, db.Model):
+    """A data query on an entry or one of its items. Automatic ones come from warnings."""
+
+    __tablename__ = "queries"
+    __table_args__ = (
+        sa.CheckConstraint(f"state IN {QUERY_STATES!r}", name="state"),
+        sa.Index("ix_queries_site_state", "site_id", "state"),
+        sa.Index("ix_queries_entry_state", "entry_id", "state"),
+    )
+
+    entry_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("entries.id"))
+    subject_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("subjects.id"), index=True)
+    site_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("sites.id"))
+    form_id: Mapped[str] = mapped_column(sa.String(64))
+    item_id: Mapped[str | None] = mapped_column(sa.String(64))
+    origin: Mapped[str] = mapped_column(sa.String(16))  # "auto" | "manual"
+    check_id: Mapped[str | None] = mapped_column(sa.String(64))
+    rule_kind: Mapped[str | None] = mapped_column(sa.String(16))  # soft_range | check | cross_form
+    message: Mapped[str] = mapped_column(sa.Text)
+    critical: Mapped[bool] = mapped_column(default=False)
+    state: Mapped[str] = mapped_column(sa.String(16), default="open")
+    opened_at: Mapped[datetime]
+    opened_by: Mapped[str] = mapped_column(sa.String(64))
+    answered_at: Mapped[datetime | None]
+    # The audit record of the change that answered it (automatic queries: the fixing save).
+    answered_by_change: Mapped[uuid.UUID | None]
+    closed_at: Mapped[datetime | None]
+    version: Mapped[int] = mapped_column(default=1)
+
+    entry: Mapped["Entry"] = relationship()
+
+    __mapper_args__ = {"version_id_col": version}

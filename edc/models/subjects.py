@@ -1,0 +1,57 @@
+"""Subjects, known only by their study number, and the per-site counters that allocate it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from edc.extensions import db
+from edc.models.base import IdMixin, TimestampMixin
+from edc.models.sites import Site
+
+SUBJECT_STATUSES = ("screening", "enrolled", "screen_failed", "withdrawn", "completed", "deceased")
+
+
+class SubjectCounter(db.Model):
+    """The last study number given at a site; locked while the next one is allocated."""
+
+    __tablename__ = "subject_counters"
+
+    site_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("sites.id"), primary_key=True)
+    last_number: Mapped[int] = mapped_column(default=0)
+
+
+class Subject(IdMixin, TimestampMixin, db.Model):
+    """A pseudonymised trial subject. Birth year and month are the most that is ever stored."""
+
+    __tablename__ = "subjects"
+    __table_args__ = (
+        sa.CheckConstraint(f"status IN {SUBJECT_STATUSES!r}", name="status"),
+        sa.CheckConstraint("birth_month BETWEEN 1 AND 12", name="birth_month"),
+        sa.UniqueConstraint("site_id", "seq"),
+        sa.Index("ix_subjects_site_status", "site_id", "status"),
+    )
+
+    site_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("sites.id"))
+    seq: Mapped[int]
+    number: Mapped[str] = mapped_column(sa.String(16), unique=True)
+    status: Mapped[str] = mapped_column(sa.String(16), default="screening")
+    status_reason: Mapped[str | None] = mapped_column(sa.Text)
+    birth_year: Mapped[int]
+    birth_month: Mapped[int]
+    sex: Mapped[str] = mapped_column(sa.String(1))
+    consent_date: Mapped[date]
+    registration_date: Mapped[date]
+    planned_infusion_date: Mapped[date | None]
+    day0: Mapped[date | None]
+    # Truncated keyed hash of the site hospital number: finds duplicates, stores no number.
+    duplicate_index: Mapped[str | None] = mapped_column(sa.String(32), index=True)
+    created_by: Mapped[str] = mapped_column(sa.String(64))
+    version: Mapped[int] = mapped_column(default=1)
+
+    site: Mapped[Site] = relationship()
+
+    __mapper_args__ = {"version_id_col": version}

@@ -1,0 +1,336 @@
+"""Case-form entries: create and replace them with validation, encryption, audit, automatic
+queries and the form-status table, all in the caller's transaction."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from edc import clock, runtime
+from edc.ecrf import FormDef, Study, ValidationContext, evaluate_warnings, validate_entry
+from edc.errors import Conflict, Forbidden, NotFound, Problem, UnprocessableContent, field_error
+from edc.models.entries import Entry
+from edc.models.subjects import Subject
+from edc.security import crypto
+from edc.security.permissions import Actor, require
+from edc.services import audit, form_registry, queries, status_table
+from edc.services.concurrency import check_etag
+from edc.services.subjects import get_subject
+
+SUBJECT_LOG_KEY = ""
+SEALED = "sealed"
+
+
+class StoredValueUnreadable(Problem):
+    """A ciphertext does not open where it is stored (moved, altered or its key is gone)."""
+
+    status, title = 500, "Stored Value Unreadable"
+
+
+@dataclass
+class SaveOutcome:
+    entry: Entry
+    values: dict[str, Any]
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    opened: list[Any] = field(default_factory=list)
+    answered: list[Any] = field(default_factory=list)
+
+
+def _study(session: Session) -> Study:
+    return runtime.of(session).study
+
+
+# --- encryption of item values ---------------------------------------------------------------
+
+def _paths(form: FormDef, values: dict[str, Any]):
+    """Yield (container, key, field path) for every encrypted value present."""
+    encrypted = form.encrypted_items
+    for key in list(values):
+        item = form.items.get(key)
+        if key in encrypted and (item is None or item.group is None):
+            yield values, key, key
+        elif key in form.groups and isinstance(values[key], list):
+            for index, row in enumerate(values[key]):
+                for item_id in list(row):
+                    if item_id in encrypted:
+                        yield row, item_id, f"{key}/{index}/{item_id}"
+
+
+def seal(session: Session, form: FormDef, entry_id: uuid.UUID, values: dict[str, Any]) -> dict[str, Any]:
+    """Values as stored: encrypted items become envelopes bound to this entry and item."""
+    ring = runtime.of(session).keyring
+    stored = _deep_copy(values)
+    for container, key, path in _paths(form, stored):
+        if container[key] is not None:
+            container[key] = {SEALED: crypto.encrypt_value(ring, container[key], table="entries", record_id=str(entry_id), field=path)}
+    return stored
+
+
+def unseal(session: Session, form: FormDef, entry: Entry) -> dict[str, Any]:
+    """Stored values opened; a ciphertext moved from elsewhere fails cleanly, showing nothing."""
+    ring = runtime.of(session).keyring
+    values = _deep_copy(entry.data)
+    for container, key, path in _paths(form, values):
+        sealed = container[key]
+        if isinstance(sealed, dict) and set(sealed) == {SEALED}:
+            try:
+                container[key] = crypto.decrypt_value(ring, sealed[SEALED], table="entries", record_id=str(entry.id), field=path)
+            except crypto.DecryptionError:
+                raise StoredValueUnreadable(
+                    "A stored value of this entry cannot be opened; it has been reported to the data manager.",
+                    log_detail=f"entry {entry.id} item {path}: ciphertext integrity failure",
+                ) from None
+    return values
+
+
+def _deep_copy(values: Any) -> Any:
+    if isinstance(values, dict):
+        return {k: _deep_copy(v) for k, v in values.items()}
+    if isinstance(values, list):
+        return [_deep_copy(v) for v in values]
+    return values
+
+
+# --- reading -------------------------------------------------------------------------------
+
+def _scope_entry(session: Session, actor: Actor, entry_id: uuid.UUID, permission: str) -> Entry:
+    require(actor, permission)
+    entry = session.get(Entry, entry_id)
+    scope = actor.site_scope(permission)
+    if entry is None or (scope is not None and entry.subject.site_id not in scope):
+        raise NotFound("No such entry among your sites.")
+    if not _may_touch_form(actor, _study(session), entry.form_id, permission):
+        raise NotFound("No such entry among your sites.")
+    return entry
+
+
+def _may_touch_form(actor: Actor, study: Study, form_id: str, permission: str | None = None) -> bool:
+    """A manufacturing-only account reaches only the product forms the study assigns to it."""
+    if actor.is_system or set(actor.roles) != {"manufacturing"}:
+        return True
+    return "manufacturing" in study.form_roles.get(form_id, set())
+
+
+def get_entry(session: Session, actor: Actor, entry_id: uuid.UUID) -> tuple[Entry, dict[str, Any]]:
+    entry = _scope_entry(session, actor, entry_id, "entries:read")
+    form = _study(session).form(entry.form_id, entry.form_version)
+    return entry, unseal(session, form, entry)
+
+
+def list_entries(session: Session, actor: Actor, number: str, *, event: str | None = None,
+                 form: str | None = None) -> list[tuple[Entry, dict[str, Any]]]:
+    subject = get_subject(session, actor, number, "entries:read")
+    study = _study(session)
+    stmt = sa.select(Entry).where(Entry.subject_id == subject.id).order_by(Entry.created_at, Entry.id)
+    if event is not None:
+        stmt = stmt.where(Entry.event_key.like(f"{event}/%") if event else Entry.event_key == SUBJECT_LOG_KEY)
+    if form:
+        stmt = stmt.where(Entry.form_id == form)
+    rows = [e for e in session.scalars(stmt) if _may_touch_form(actor, study, e.form_id, "entries:read")]
+    return [(e, unseal(session, study.form(e.form_id, e.form_version), e)) for e in rows]
+
+
+# --- context for validation --------------------------------------------------------------------
+
+def subject_facts(subject: Subject) -> dict[str, Any]:
+    return {
+        "site": subject.site.code,
+        "birth_year": subject.birth_year,
+        "birth_month": subject.birth_month,
+        "sex": subject.sex,
+        "registration_date": subject.registration_date,
+        "day0": subject.day0,
+        "planned_infusion": subject.planned_infusion_date,
+    }
+
+
+def _other_forms(session: Session, subject: Subject, exclude: uuid.UUID | None) -> dict[str, dict[str, Any]]:
+    """The latest values of each of the subject's forms, for cross-form checks."""
+    study = _study(session)
+    latest: dict[str, Entry] = {}
+    for entry in session.scalars(sa.select(Entry).where(Entry.subject_id == subject.id).order_by(Entry.updated_at, Entry.id)):
+        if entry.id != exclude:
+            latest[entry.form_id] = entry
+    return {form_id: unseal(session, study.form(e.form_id, e.form_version), e) for form_id, e in latest.items()}
+
+
+def _context(session: Session, subject: Subject, exclude: uuid.UUID | None) -> ValidationContext:
+    return ValidationContext(subject=subject_facts(subject), other_forms=_other_forms(session, subject, exclude),
+                             today=clock.utcnow().date())
+
+
+# --- writing -------------------------------------------------------------------------------
+
+def _writer_check(actor: Actor, study: Study, form_id: str) -> None:
+    require(actor, "entries:write")
+    if not _may_touch_form(actor, study, form_id):
+        raise Forbidden("Your role does not enter this form.")
+
+
+def _resolve_place(study: Study, form_id: str, event: str | None, instance: int) -> tuple[FormDef, str]:
+    """The form's latest version and the event key it is entered at."""
+    errors = []
+    try:
+        form = study.form(form_id)
+    except KeyError:
+        raise UnprocessableContent(errors=[field_error("/form", f"No form {form_id} in this study.")]) from None
+    if event is None:
+        if form_id not in study.subject_logs and form_id not in study.repeating_forms:
+            errors.append(field_error("/event", f"{form_id} is entered at a visit; name the event."))
+        event_key = SUBJECT_LOG_KEY
+    else:
+        try:
+            event_def = study.event(event)
+        except KeyError:
+            raise UnprocessableContent(errors=[field_error("/event", f"No event {event} in the schedule.")]) from None
+        if form_id not in event_def.forms:
+            errors.append(field_error("/form", f"{form_id} is not scheduled at {event}."))
+        if instance != 1 and not event_def.repeatable:
+            errors.append(field_error("/event_instance", f"{event} happens once."))
+        event_key = f"{event}/{instance}"
+    if errors:
+        raise UnprocessableContent(errors=errors)
+    return form, event_key
+
+
+def _validated(form: FormDef, data: dict[str, Any], complete: bool, context: ValidationContext):
+    result = validate_entry(form, data, complete=complete, context=context)
+    if result.errors:
+        raise UnprocessableContent("The entry has invalid values.", errors=result.errors)
+    return result
+
+
+def create_entry(session: Session, actor: Actor, number: str, *, form: str, data: dict[str, Any], complete: bool,
+                 event: str | None = None, event_instance: int = 1) -> SaveOutcome:
+    """Enter a new case form for a subject of one of the caller's sites."""
+    study = _study(session)
+    _writer_check(actor, study, form)
+    subject = get_subject(session, actor, number, "entries:write")
+    form_def, event_key = _resolve_place(study, form, event, event_instance)
+    form_registry.ensure_released(session, form_def)
+    slot = None if form_def.repeating else f"{event_key}|{form}"
+    if slot is not None:
+        existing = session.scalar(sa.select(Entry.id).where(Entry.subject_id == subject.id, Entry.unique_slot == slot))
+        if existing is not None:
+            raise Conflict(f"{form} already has an entry here; change it instead.", existing=f"/api/v1/entries/{existing}")
+    result = _validated(form_def, data, complete, _context(session, subject, None))
+    entry = Entry(id=uuid.uuid4(), subject=subject, event_key=event_key, form_id=form, form_version=form_def.version,
+                  unique_slot=slot, status="complete" if complete else "draft", ever_completed=complete,
+                  created_by=actor.username, updated_by=actor.username, data={})
+    entry.data = seal(session, form_def, entry.id, result.values)
+    session.add(entry)
+    session.flush()
+    changes = _diff({}, result.values)
+    record = audit.record(session, actor, "entry_created", entity_type="entry", entity_id=entry.id,
+                          chain=audit.subject_chain(subject.id), site_code=subject.site.code,
+                          changes=[audit.change("@status", None, entry.status), *changes],
+                          encrypted_fields=_encrypted_change_fields(form_def, changes))
+    return _after_save(session, actor, subject, entry, form_def, result, record)
+
+
+def update_entry(session: Session, actor: Actor, entry_id: uuid.UUID, *, data: dict[str, Any], complete: bool,
+                 expected_etag: str, reason: str | None = None) -> SaveOutcome:
+    """Replace an entry's item set (If-Match); a complete entry's changes need a reason."""
+    study = _study(session)
+    entry = _scope_entry(session, actor, entry_id, "entries:write")
+    _writer_check(actor, study, entry.form_id)
+    check_etag(entry, expected_etag, "This entry")
+    subject = entry.subject
+    form_def = study.form(entry.form_id, entry.form_version)
+    old_values = unseal(session, form_def, entry)
+    result = _validated(form_def, data, complete, _context(session, subject, entry.id))
+    changes = _diff(old_values, result.values)
+    new_status = "complete" if complete else "draft"
+    if new_status != entry.status:
+        changes.insert(0, audit.change("@status", entry.status, new_status))
+    if not changes:
+        return SaveOutcome(entry=entry, values=old_values, warnings=result.warnings)
+    needs_reason = entry.ever_completed or study.settings.get("reason_required_after_first_save", False)
+    if needs_reason and not (reason or "").strip():
+        raise UnprocessableContent("Changing saved data needs a reason.",
+                                   errors=[field_error("/reason", "Say why the data change (e.g. 'transcription error').")])
+    entry.data = seal(session, form_def, entry.id, result.values)
+    entry.status, entry.ever_completed = new_status, entry.ever_completed or complete
+    entry.updated_by = actor.username
+    session.flush()
+    record = audit.record(session, actor, "entry_updated", entity_type="entry", entity_id=entry.id,
+                          chain=audit.subject_chain(subject.id), site_code=subject.site.code, reason=reason,
+                          changes=changes, encrypted_fields=_encrypted_change_fields(form_def, changes))
+    return _after_save(session, actor, subject, entry, form_def, result, record)
+
+
+def _after_save(session, actor, subject, entry, form_def, result, record) -> SaveOutcome:
+    opened, answered = queries.sync_automatic(session, actor, entry, result.warnings, fixing_change=record.id)
+    anchors_changed = _apply_anchors(session, actor, subject, entry, result.values)
+    _recheck_dependants(session, actor, subject, entry, record.id, facts_changed=anchors_changed)
+    status_table.refresh(session, subject, entry.event_key, entry.form_id)
+    return SaveOutcome(entry=entry, values=result.values, warnings=result.warnings, opened=opened, answered=answered)
+
+
+def _recheck_dependants(session: Session, actor: Actor, subject: Subject, changed: Entry, change_id: uuid.UUID,
+                        *, facts_changed: bool) -> None:
+    """Re-run the warning checks of the subject's other entries that read the changed form (or subject facts)."""
+    study = _study(session)
+    readers = set(study.cross_form_dependencies.get(changed.form_id, set()))
+    if facts_changed:
+        readers |= set().union(*study.subject_fact_dependencies.values()) if study.subject_fact_dependencies else set()
+    readers.discard(changed.form_id)
+    if not readers:
+        return
+    for other in session.scalars(sa.select(Entry).where(Entry.subject_id == subject.id, Entry.form_id.in_(readers))):
+        form_def = study.form(other.form_id, other.form_version)
+        warnings = evaluate_warnings(form_def, unseal(session, form_def, other), _context(session, subject, other.id))
+        queries.sync_automatic(session, actor, other, warnings, fixing_change=change_id, only_cross_form=True)
+        status_table.refresh(session, subject, other.event_key, other.form_id)
+
+
+def _apply_anchors(session: Session, actor: Actor, subject: Subject, entry: Entry, values: dict[str, Any]) -> bool:
+    """Copy schedule anchor dates (planned infusion, Day 0) from the forms the study names."""
+    anchors = _study(session).settings.get("anchors", {}) or {}
+    changes = []
+    for anchor, source in anchors.items():
+        if source.get("form") != entry.form_id or anchor not in ("planned_infusion_date", "day0"):
+            continue
+        raw = values.get(source.get("item"))
+        new = date.fromisoformat(raw[:10]) if isinstance(raw, str) and len(raw) >= 10 else None
+        if new != getattr(subject, anchor):
+            changes.append(audit.change(anchor, _iso(getattr(subject, anchor)), _iso(new)))
+            setattr(subject, anchor, new)
+    if changes:
+        session.flush()
+        audit.record(session, actor, "subject_anchor_changed", entity_type="subject", entity_id=subject.id,
+                     chain=audit.subject_chain(subject.id), site_code=subject.site.code, changes=changes)
+    return bool(changes)
+
+
+def _iso(value: date | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _diff(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
+    """Changed top-level items (a repeating group counts as one item), in a stable order."""
+    return [audit.change(key, old.get(key), new.get(key)) for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+
+
+def _encrypted_change_fields(form: FormDef, changes: list[dict[str, Any]]) -> frozenset[str]:
+    encrypted = form.encrypted_items
+    groups_with_secrets = {form.items[i].group for i in encrypted if form.items[i].group}
+    return frozenset(c["field"] for c in changes if c["field"] in encrypted or c["field"] in groups_with_secrets)
+
+
+def recheck_all(session: Session, actor: Actor) -> tuple[int, int]:
+    """Re-run the current warning checks over every entry (after an amendment); no data changes."""
+    study = _study(session)
+    opened = answered = 0
+    for entry in session.scalars(sa.select(Entry).order_by(Entry.subject_id, Entry.created_at)):
+        form_def = study.form(entry.form_id, entry.form_version)
+        warnings = evaluate_warnings(form_def, unseal(session, form_def, entry), _context(session, entry.subject, entry.id))
+        new, done = queries.sync_automatic(session, actor, entry, warnings, fixing_change=None)
+        opened, answered = opened + len(new), answered + len(done)
+        status_table.refresh(session, entry.subject, entry.event_key, entry.form_id)
+    return opened, answered
