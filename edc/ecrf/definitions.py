@@ -178,6 +178,7 @@ class Study:
     subject_logs: list[str]
     repeating_forms: dict[str, dict[str, Any]]
     form_roles: dict[str, set[str]]
+    anchors: dict[str, dict[str, str]]   # planned_infusion / day0 -> {form, item} whose date sets it
     code_lists: dict[str, dict[str, Labels]]
     canonical_url: str
     source: str

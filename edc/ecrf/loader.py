@@ -32,7 +32,7 @@ from .static import evaluate_samples, resolve_form_refs
 STUDY_FILE, CODELISTS_FILE, RELEASED_FILE = "study.yaml", "codelists.yaml", "released.yaml"
 _STUDY_FILES = (STUDY_FILE, CODELISTS_FILE, RELEASED_FILE)
 STUDY_KEYS = {"id", "title", "languages", "canonical_url", "parameters", "settings", "missing_codes", "events",
-              "subject_logs", "repeating_forms", "form_roles"}
+              "subject_logs", "repeating_forms", "form_roles", "anchors"}
 EVENT_KEYS = {"id", "label", "anchor", "day", "window_before", "window_after", "forms", "repeatable"}
 REPEATING_FORM_KEYS = {"anchor", "from_day", "to_day", "date_item"}
 SETTINGS: dict[str, tuple[Any, Any]] = {  # name -> (parser, default)
@@ -115,9 +115,10 @@ class _Loader:
             missing_code_labels=missing_labels, languages=self.languages,
             events=self._events(reader, fields), subject_logs=list(fields.get("subject_logs", identifiers, ())),
             repeating_forms=self._repeating_forms(reader, fields), form_roles=fields.get("form_roles", _form_roles, {}),
+            anchors=fields.get("anchors", _anchors, {}),
             code_lists=code_lists, canonical_url=fields.get("canonical_url", _url, f"urn:edc:{study_id}"),
             source=reader.file)
-        self._study_lines = {key: fields.line(key) for key in ("subject_logs", "repeating_forms", "form_roles")}
+        self._study_lines = {key: fields.line(key) for key in ("subject_logs", "repeating_forms", "form_roles", "anchors")}
         basics = StudyBasics(study.id, study.canonical_url, self.languages, tuple(missing_labels), missing_labels,
                              code_lists, study.parameters, settings["text_max_length"], settings["max_group_rows"])
         return study, basics
@@ -279,6 +280,12 @@ class _Loader:
         for form_id in study.form_roles:
             if form_id not in study.all_forms and form_id not in self._form_dirs:
                 reader.error(self._study_lines["form_roles"], f"form_roles: unknown form {form_id!r}")
+        for anchor, source in study.anchors.items():
+            form = study.all_forms.get(source["form"])
+            item = form[next(reversed(form))].items.get(source["item"]) if form else None
+            if item is None or item.group is not None or item.value_kind not in ("date", "datetime"):
+                reader.error(self._study_lines["anchors"],
+                             f"anchors: {anchor} must name a date item of a form ({source['form']}.{source['item']} is not one)")
         attached = event_forms | set(study.subject_logs) | set(study.repeating_forms)
         for form_id, versions in study.all_forms.items():
             if form_id not in attached:
@@ -410,6 +417,23 @@ def _form_roles(value: Any) -> dict[str, set[str]]:
                 raise BadValue(f"unknown role {role!r} for form {form_id!r} (roles: {', '.join(ROLES)})")
         roles[identifier(form_id)] = set(parsed)
     return roles
+
+
+ANCHOR_SOURCES = ("planned_infusion", "day0")  # registration is the enrolment date itself
+
+
+def _anchors(value: Any) -> dict[str, dict[str, str]]:
+    """anchors: {day0: {form: infusion, item: INFDAT}}: the item whose date sets the anchor."""
+    if not isinstance(value, dict):
+        raise BadValue("must map anchors (planned_infusion, day0) to {form, item}")
+    anchors = {}
+    for anchor, source in value.items():
+        if anchor not in ANCHOR_SOURCES:
+            raise BadValue(f"unknown anchor {anchor!r} (anchors set from forms: {', '.join(ANCHOR_SOURCES)})")
+        if not isinstance(source, dict) or set(source) != {"form", "item"}:
+            raise BadValue(f"anchor {anchor!r} must be {{form: <form id>, item: <date item id>}}")
+        anchors[anchor] = {"form": identifier(source["form"]), "item": identifier(source["item"])}
+    return anchors
 
 
 def _url(value: Any) -> str:

@@ -45,17 +45,18 @@ def casebook(session: Session, actor: Actor, number: str) -> dict[str, Any]:
             key = f"{event.id}/{instance}"
             anchor = anchors.get(event.anchor) if event.anchor else None
             due = anchor + timedelta(days=event.day) if anchor is not None and event.day is not None else None
-            window = ({"from": due - timedelta(days=event.window_before), "to": due + timedelta(days=event.window_after)}
-                      if due else None)
+            window = ({"from": (due - timedelta(days=event.window_before)).isoformat(),
+                       "to": (due + timedelta(days=event.window_after)).isoformat()} if due else None)
             forms = [{"form": f, **_cell(cells.get((key, f)))} for f in event.forms]
-            overdue = bool(window and window["to"] < today and any(f["state"] == NOT_STARTED for f in forms))
+            overdue = bool(due and due + timedelta(days=event.window_after) < today
+                           and any(f["state"] == NOT_STARTED for f in forms))
             events.append({"event": event.id, "instance": instance, "label": event.label.get("en"), "anchor": event.anchor,
                            "due": due, "window": window, "overdue": overdue, "forms": forms})
     logs = [{"form": f, **_cell(cells.get(("", f)))} for f in [*study.subject_logs, *study.repeating_forms]]
     return {
         "subject": subject.number,
         "status": subject.status,
-        "anchors": anchors,
+        "anchors": {name: value.isoformat() if value else None for name, value in anchors.items()},
         "events": events,
         "logs": logs,
         "queries": queries.for_subject(session, subject.id),

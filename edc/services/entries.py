@@ -23,6 +23,7 @@ from edc.services.concurrency import check_etag
 from edc.services.subjects import get_subject
 
 SUBJECT_LOG_KEY = ""
+ANCHOR_COLUMNS = {"planned_infusion": "planned_infusion_date", "day0": "day0"}
 SEALED = "sealed"
 
 
@@ -291,16 +292,16 @@ def _recheck_dependants(session: Session, actor: Actor, subject: Subject, change
 
 def _apply_anchors(session: Session, actor: Actor, subject: Subject, entry: Entry, values: dict[str, Any]) -> bool:
     """Copy schedule anchor dates (planned infusion, Day 0) from the forms the study names."""
-    anchors = _study(session).settings.get("anchors", {}) or {}
     changes = []
-    for anchor, source in anchors.items():
-        if source.get("form") != entry.form_id or anchor not in ("planned_infusion_date", "day0"):
+    for anchor, source in _study(session).anchors.items():
+        if source["form"] != entry.form_id:
             continue
-        raw = values.get(source.get("item"))
+        column = ANCHOR_COLUMNS[anchor]
+        raw = values.get(source["item"])
         new = date.fromisoformat(raw[:10]) if isinstance(raw, str) and len(raw) >= 10 else None
-        if new != getattr(subject, anchor):
-            changes.append(audit.change(anchor, _iso(getattr(subject, anchor)), _iso(new)))
-            setattr(subject, anchor, new)
+        if new != getattr(subject, column):
+            changes.append(audit.change(column, _iso(getattr(subject, column)), _iso(new)))
+            setattr(subject, column, new)
     if changes:
         session.flush()
         audit.record(session, actor, "subject_anchor_changed", entity_type="subject", entity_id=subject.id,
