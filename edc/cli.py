@@ -208,6 +208,22 @@ def forms_check_command(forms_dir):
     click.echo(f"{folder}: definitions are valid")
 
 
+@forms_cli.command("release", with_appcontext=False)
+@click.argument("form_id")
+@click.argument("version", required=False)
+@click.option("--dir", "forms_dir", default=None, help="Definitions folder (default: the forms_dir setting).")
+def forms_release_command(form_id, version, forms_dir):
+    """Record a form version's content hash in released.yaml: from now on it may not change."""
+    from edc.ecrf import DefinitionError, release
+    from edc.settings import load_settings
+
+    try:
+        digest = release(forms_dir or load_settings()["forms_dir"], form_id, version)
+    except (DefinitionError, KeyError) as exc:
+        raise click.ClickException(f"cannot release {form_id}: {exc}") from None
+    click.echo(f"released {form_id}{' v' + version if version else ''}: {digest}")
+
+
 @forms_cli.command("recheck")
 def forms_recheck_command():
     """Re-run the current warning checks over every entry; open or answer automatic queries, change no data."""

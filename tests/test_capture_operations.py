@@ -154,3 +154,15 @@ def test_key_rotation_resumes_after_being_killed(client, inv, subject, session, 
     assert kids == {2}
     assert {v.key_id for v in session.scalars(sa.select(AuditValue))} == {2}
     assert runner.invoke(args=["edc", "audit", "verify"]).exit_code == 0
+
+
+def test_forms_release_records_the_hash_and_forms_check_then_guards_it(runner, tmp_path):
+    folder = tmp_path / "forms"
+    shutil.copytree(project_root() / "forms", folder)
+    result = runner.invoke(args=["edc", "forms", "release", "ae", "1", "--dir", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert "ae:" in (folder / "released.yaml").read_text()
+    ae = folder / "ae" / "1.yaml"
+    ae.write_text(ae.read_text().replace("Reported term", "Reported event term"))
+    check = runner.invoke(args=["edc", "forms", "check", "--dir", str(folder)])
+    assert check.exit_code == 1 and "ae" in check.output

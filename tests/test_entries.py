@@ -327,3 +327,43 @@ def test_automatic_queries_are_rows_listed_on_the_entry(client, inv, subject, se
     rows = session.scalars(sa.select(Query).where(Query.entry_id == uuid.UUID(body["id"]))).all()
     assert [(q.origin, q.item_id, q.state) for q in rows] == [("auto", "HR", "open")]
     assert [q["item"] for q in client.get(f"/api/v1/entries/{body['id']}", headers=inv).get_json()["queries"]] == ["HR"]
+
+
+ROLES_OWN_OTHER = ["investigator", "coordinator_it", "monitor", "data_manager", "auditor", "safety", "manufacturing",
+                   "statistician", "admin"]
+# (method, route, expected status per role); coordinator_it is staff of the other site (IT01).
+ROUTE_MATRIX = {
+    ("GET", "entry"): {"investigator": 200, "coordinator_it": 404, "monitor": 200, "data_manager": 200, "auditor": 200,
+                       "safety": 200, "manufacturing": 404, "statistician": 403, "admin": 403},
+    ("GET", "entry_audit"): {"investigator": 200, "coordinator_it": 404, "monitor": 200, "data_manager": 200, "auditor": 200,
+                             "safety": 200, "manufacturing": 403, "statistician": 403, "admin": 403},
+    ("GET", "subject_audit"): {"investigator": 200, "coordinator_it": 404, "monitor": 200, "data_manager": 200, "auditor": 200,
+                               "safety": 200, "manufacturing": 403, "statistician": 403, "admin": 403},
+    ("PUT", "entry"): {"investigator": 200, "coordinator_it": 404, "monitor": 403, "data_manager": 403, "auditor": 403,
+                       "safety": 403, "manufacturing": 404, "statistician": 403, "admin": 403},
+    ("POST", "status"): {"investigator": 200, "coordinator_it": 404, "monitor": 403, "data_manager": 200, "auditor": 403,
+                         "safety": 403, "manufacturing": 403, "statistician": 403, "admin": 403},
+}
+
+
+@pytest.mark.parametrize("route", ROUTE_MATRIX, ids=lambda r: f"{r[0]}-{r[1]}")
+@pytest.mark.parametrize("role", ROLES_OWN_OTHER)
+def test_every_subject_and_entry_route_by_role_and_site(client, site_staff, inv, subject, session, route, role):
+    created = post_entry(client, inv, subject, "vitals", VITALS, event="SCR")
+    entry_url = created.headers["Location"]
+    headers = bearer(login(client, site_staff[role]))
+    method, name = route
+    if name == "entry":
+        response = client.open(entry_url, method=method, headers={**headers, "If-Match": created.headers["ETag"]},
+                               json={"data": {**VITALS, "HR": 99}, "complete": True, "reason": "check"} if method == "PUT" else None)
+    elif name == "entry_audit":
+        response = client.get(f"{entry_url}/audit", headers=headers)
+    elif name == "subject_audit":
+        response = client.get(f"/api/v1/subjects/{subject}/audit", headers=headers)
+    else:
+        etag = client.get(f"/api/v1/subjects/{subject}", headers=inv).headers["ETag"]
+        response = client.post(f"/api/v1/subjects/{subject}/status", json={"status": "enrolled"},
+                               headers={**headers, "If-Match": etag})
+    assert response.status_code == ROUTE_MATRIX[route][role], response.get_json()
+    if response.status_code >= 400:
+        assert client.get(entry_url, headers=inv).get_json()["data"]["HR"] == VITALS["HR"]

@@ -3,7 +3,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+import uuid
+
+import sqlalchemy as sa
+from flask import Blueprint, jsonify, request
+
+from edc.extensions import db
+from edc.models.entries import Entry
+from edc.models.subjects import Subject
 
 blp = Blueprint("bench", __name__, url_prefix="/bench")
 
@@ -12,3 +19,18 @@ blp = Blueprint("bench", __name__, url_prefix="/bench")
 def bare():
     """The cheapest JSON response the stack can give: the floor every endpoint is compared with."""
     return jsonify({"ok": True})
+
+
+@blp.post("/insert")
+def insert():
+    """Insert the posted JSON as an entry row through SQLAlchemy: no auth, validation, encryption or audit.
+
+    Body: {"subject": "<study number>", "form": "<form id>", "data": {...}}. The floor for saving an entry.
+    """
+    body = request.get_json()
+    subject_id = db.session.scalar(sa.select(Subject.id).where(Subject.number == body["subject"]))
+    entry = Entry(id=uuid.uuid4(), subject_id=subject_id, event_key="", form_id=body["form"], form_version="bench",
+                  unique_slot=None, data=body["data"], status="draft", created_by="bench", updated_by="bench")
+    db.session.add(entry)
+    db.session.commit()
+    return jsonify({"id": str(entry.id)}), 201
