@@ -105,12 +105,12 @@ def _scope_entry(session: Session, actor: Actor, entry_id: uuid.UUID, permission
     scope = actor.site_scope(permission)
     if entry is None or (scope is not None and entry.subject.site_id not in scope):
         raise NotFound("No such entry among your sites.")
-    if not _may_touch_form(actor, _study(session), entry.form_id, permission):
+    if not _may_touch_form(actor, _study(session), entry.form_id):
         raise NotFound("No such entry among your sites.")
     return entry
 
 
-def _may_touch_form(actor: Actor, study: Study, form_id: str, permission: str | None = None) -> bool:
+def _may_touch_form(actor: Actor, study: Study, form_id: str) -> bool:
     """A manufacturing-only account reaches only the product forms the study assigns to it."""
     if actor.is_system or set(actor.roles) != {"manufacturing"}:
         return True
@@ -129,10 +129,10 @@ def list_entries(session: Session, actor: Actor, number: str, *, event: str | No
     study = _study(session)
     stmt = sa.select(Entry).where(Entry.subject_id == subject.id).order_by(Entry.created_at, Entry.id)
     if event is not None:
-        stmt = stmt.where(Entry.event_key.like(f"{event}/%") if event else Entry.event_key == SUBJECT_LOG_KEY)
+        stmt = stmt.where(Entry.event_key.startswith(f"{event}/", autoescape=True) if event else Entry.event_key == SUBJECT_LOG_KEY)
     if form:
         stmt = stmt.where(Entry.form_id == form)
-    rows = [e for e in session.scalars(stmt) if _may_touch_form(actor, study, e.form_id, "entries:read")]
+    rows = [e for e in session.scalars(stmt) if _may_touch_form(actor, study, e.form_id)]
     return [(e, unseal(session, study.form(e.form_id, e.form_version), e)) for e in rows]
 
 
@@ -150,18 +150,28 @@ def subject_facts(subject: Subject) -> dict[str, Any]:
     }
 
 
-def _other_forms(session: Session, subject: Subject, exclude: uuid.UUID | None) -> dict[str, dict[str, Any]]:
-    """The latest values of each of the subject's forms, for cross-form checks."""
+def _forms_read_by(study: Study, form_id: str) -> set[str]:
+    """The other forms whose values the cross-form checks of form_id read."""
+    return {source for source, readers in study.cross_form_dependencies.items() if form_id in readers}
+
+
+def _other_forms(session: Session, subject: Subject, form_id: str, exclude: uuid.UUID | None) -> dict[str, dict[str, Any]]:
+    """The latest values of the forms this form's cross-form checks read (and only those)."""
     study = _study(session)
+    wanted = _forms_read_by(study, form_id)
+    if not wanted:
+        return {}
     latest: dict[str, Entry] = {}
-    for entry in session.scalars(sa.select(Entry).where(Entry.subject_id == subject.id).order_by(Entry.updated_at, Entry.id)):
+    stmt = (sa.select(Entry).where(Entry.subject_id == subject.id, Entry.form_id.in_(wanted))
+            .order_by(Entry.updated_at, Entry.id))
+    for entry in session.scalars(stmt):
         if entry.id != exclude:
             latest[entry.form_id] = entry
-    return {form_id: unseal(session, study.form(e.form_id, e.form_version), e) for form_id, e in latest.items()}
+    return {fid: unseal(session, study.form(e.form_id, e.form_version), e) for fid, e in latest.items()}
 
 
-def _context(session: Session, subject: Subject, exclude: uuid.UUID | None) -> ValidationContext:
-    return ValidationContext(subject=subject_facts(subject), other_forms=_other_forms(session, subject, exclude),
+def _context(session: Session, subject: Subject, form_id: str, exclude: uuid.UUID | None) -> ValidationContext:
+    return ValidationContext(subject=subject_facts(subject), other_forms=_other_forms(session, subject, form_id, exclude),
                              today=clock.utcnow().date())
 
 
@@ -219,7 +229,7 @@ def create_entry(session: Session, actor: Actor, number: str, *, form: str, data
         existing = session.scalar(sa.select(Entry.id).where(Entry.subject_id == subject.id, Entry.unique_slot == slot))
         if existing is not None:
             raise Conflict(f"{form} already has an entry here; change it instead.", existing=f"/api/v1/entries/{existing}")
-    result = _validated(form_def, data, complete, _context(session, subject, None))
+    result = _validated(form_def, data, complete, _context(session, subject, form, None))
     entry = Entry(id=uuid.uuid4(), subject=subject, event_key=event_key, form_id=form, form_version=form_def.version,
                   unique_slot=slot, status="complete" if complete else "draft", ever_completed=complete,
                   created_by=actor.username, updated_by=actor.username, data={})
@@ -244,7 +254,7 @@ def update_entry(session: Session, actor: Actor, entry_id: uuid.UUID, *, data: d
     subject = entry.subject
     form_def = study.form(entry.form_id, entry.form_version)
     old_values = unseal(session, form_def, entry)
-    result = _validated(form_def, data, complete, _context(session, subject, entry.id))
+    result = _validated(form_def, data, complete, _context(session, subject, entry.form_id, entry.id))
     changes = _diff(old_values, result.values)
     new_status = "complete" if complete else "draft"
     if new_status != entry.status:
@@ -285,7 +295,7 @@ def _recheck_dependants(session: Session, actor: Actor, subject: Subject, change
         return
     for other in session.scalars(sa.select(Entry).where(Entry.subject_id == subject.id, Entry.form_id.in_(readers))):
         form_def = study.form(other.form_id, other.form_version)
-        warnings = evaluate_warnings(form_def, unseal(session, form_def, other), _context(session, subject, other.id))
+        warnings = evaluate_warnings(form_def, unseal(session, form_def, other), _context(session, subject, other.form_id, other.id))
         queries.sync_automatic(session, actor, other, warnings, fixing_change=change_id, only_cross_form=True)
         status_table.refresh(session, subject, other.event_key, other.form_id)
 
@@ -330,7 +340,7 @@ def recheck_all(session: Session, actor: Actor) -> tuple[int, int]:
     opened = answered = 0
     for entry in session.scalars(sa.select(Entry).order_by(Entry.subject_id, Entry.created_at)):
         form_def = study.form(entry.form_id, entry.form_version)
-        warnings = evaluate_warnings(form_def, unseal(session, form_def, entry), _context(session, entry.subject, entry.id))
+        warnings = evaluate_warnings(form_def, unseal(session, form_def, entry), _context(session, entry.subject, entry.form_id, entry.id))
         new, done = queries.sync_automatic(session, actor, entry, warnings, fixing_change=None)
         opened, answered = opened + len(new), answered + len(done)
         status_table.refresh(session, entry.subject, entry.event_key, entry.form_id)

@@ -18,6 +18,7 @@ OPEN = "open"
 
 
 def _key(check_id: str | None, item_id: str | None) -> tuple[str | None, str | None]:
+    """What identifies an automatic query within one entry: the rule and the item (or row path)."""
     return check_id, item_id
 
 
