@@ -166,3 +166,18 @@ def test_forms_release_records_the_hash_and_forms_check_then_guards_it(runner, t
     ae.write_text(ae.read_text().replace("Reported term", "Reported event term"))
     check = runner.invoke(args=["edc", "forms", "check", "--dir", str(folder)])
     assert check.exit_code == 1 and "ae" in check.output
+
+
+def test_study_setting_can_require_a_reason_for_every_change_after_the_first_save(app_factory, staff, tmp_path):
+    folder = tmp_path / "forms"
+    shutil.copytree(project_root() / "forms", folder)
+    study = folder / "study.yaml"
+    study.write_text(study.read_text().replace("reason_required_after_first_save: false", "reason_required_after_first_save: true"))
+    client = app_factory(forms_dir=str(folder)).test_client()
+    inv = bearer(login(client, staff["investigator"]))
+    number = client.post("/api/v1/subjects", json={"site": "ES01", "birth_year": 2016, "birth_month": 4, "sex": "F",
+                                                   "consent_date": "2026-11-02"}, headers=inv).get_json()["number"]
+    draft = post_entry(client, inv, number, "vitals", VITALS, event="SCR", complete=False)
+    body = problem(client.put(draft.headers["Location"], json={"data": {**VITALS, "HR": 90}},
+                              headers={**inv, "If-Match": draft.headers["ETag"]}), 422)
+    assert body["errors"][0]["pointer"] == "/reason"

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import BACKEND, bearer, count_rows, login, make_user, problem
 from edc.models import AuditRecord, Entry, Query
@@ -367,3 +369,32 @@ def test_every_subject_and_entry_route_by_role_and_site(client, site_staff, inv,
     assert response.status_code == ROUTE_MATRIX[route][role], response.get_json()
     if response.status_code >= 400:
         assert client.get(entry_url, headers=inv).get_json()["data"]["HR"] == VITALS["HR"]
+
+
+vital_edit = st.fixed_dictionaries(
+    {"TEMP": st.floats(min_value=35.0, max_value=39.9).map(lambda t: round(t, 1)), "HR": st.integers(50, 180)},
+    optional={"SPO2": st.integers(92, 100), "VSCOMM": st.text("abcdeé ع", min_size=1, max_size=20),
+              "MEASURED_BY": st.sampled_from(["Nurse A", "Nurse B"])},
+)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(vital_edit, st.booleans()), min_size=1, max_size=6))
+def test_property_audit_replay_equals_current_data(client, inv, edits):
+    """For any edit sequence, replaying the entry's audit changes from nothing gives its current data."""
+    number = client.post("/api/v1/subjects", json=SUBJECT, headers=inv).get_json()["number"]
+    created = post_entry(client, inv, number, "vitals", {**VITALS, **edits[0][0]}, event="SCR", complete=edits[0][1])
+    assert created.status_code == 201, created.get_json()
+    url, etag = created.headers["Location"], created.headers["ETag"]
+    for data, complete in edits[1:]:
+        response = client.put(url, json={"data": {**VITALS, **data}, "complete": complete, "reason": "edit"},
+                              headers={**inv, "If-Match": etag})
+        assert response.status_code == 200, response.get_json()
+        etag = response.headers["ETag"]
+    replayed: dict = {}
+    for record in client.get(f"{url}/audit", headers=inv).get_json():
+        for change in record["changes"]:
+            if not change["field"].startswith("@"):
+                replayed[change["field"]] = change["new"]
+    current = client.get(url, headers=inv).get_json()["data"]
+    assert {k: v for k, v in replayed.items() if v is not None} == current
