@@ -20,6 +20,8 @@ class Runtime:
     keyring: Keyring = field(repr=False)
     signing_keys: tuple[SigningKey, ...] = field(repr=False)
     study: Any = field(default=None, repr=False)  # edc.ecrf.Study, loaded and checked by create_app
+    # (form id, version, content hash) already checked against form_versions by this process.
+    released_checked: set = field(default_factory=set, repr=False, compare=False)
 
     @classmethod
     def load(cls, settings: dict[str, Any], study: Any = None) -> Runtime:

@@ -52,13 +52,15 @@ def test_old_entries_keep_their_form_version(client, inv, subject, session):
     assert client.get("/api/v1/forms/vitals?version=1", headers=inv).get_json()["version"] == "1"
 
 
-def test_saving_releases_the_version_and_a_changed_release_is_refused(client, inv, subject, session):
+def test_saving_releases_the_version_and_a_changed_release_is_refused(client, inv, subject, session, app_factory):
     post_entry(client, inv, subject, "vitals", VITALS, event="SCR")
     released = session.get(FormVersion, ("vitals", "2"))
     assert released is not None
+    # The definition on disk no longer matches what was released (as after editing the file and restarting).
     session.execute(sa.update(FormVersion).where(FormVersion.form_id == "vitals").values(content_hash="0" * 64))
     session.commit()
-    body = problem(post_entry(client, inv, subject, "vitals", VITALS, event="D7"), 409)
+    restarted = app_factory().test_client()
+    body = problem(post_entry(restarted, inv, subject, "vitals", VITALS, event="D7"), 409)
     assert "new version" in body["detail"]
 
 

@@ -23,7 +23,7 @@ def _out(entry, values, outcome=None) -> dict:
         "form": entry.form_id, "form_version": entry.form_version, "status": entry.status, "data": values,
         "version": entry.version, "created_at": entry.created_at, "created_by": entry.created_by,
         "updated_at": entry.updated_at, "updated_by": entry.updated_by,
-        "queries": queries.for_entry(db.session, entry.id),
+        "queries": outcome.queries if outcome is not None else queries.for_entry(db.session, entry.id),
     }
     if outcome is not None:
         body.update(warnings=outcome.warnings, queries_opened=outcome.opened, queries_answered=outcome.answered)
@@ -37,9 +37,10 @@ def _out(entry, values, outcome=None) -> dict:
 def create_entry(data, number):
     """Enter a form for a subject (at an event, or in a subject-level log)."""
     outcome = entries.create_entry(db.session, current_actor(), number, **data)
-    db.session.commit()
     entry = outcome.entry
-    return _out(entry, outcome.values, outcome), 201, {"Location": url_for(".get_entry", entry_id=entry.id), "ETag": etag(entry)}
+    body, headers = _out(entry, outcome.values, outcome), {"Location": url_for(".get_entry", entry_id=entry.id), "ETag": etag(entry)}
+    db.session.commit()  # after building the answer: committing expires the loaded rows
+    return body, 201, headers
 
 
 @blp.get("/subjects/<number>/entries")
@@ -67,8 +68,9 @@ def get_entry(entry_id: uuid.UUID):
 def replace_entry(data, entry_id: uuid.UUID):
     """Replace an entry's full item set (If-Match; changes to a completed entry need a reason)."""
     outcome = entries.update_entry(db.session, current_actor(), entry_id, expected_etag=if_match(), **data)
-    db.session.commit()
-    return _out(outcome.entry, outcome.values, outcome), 200, {"ETag": etag(outcome.entry)}
+    body, headers = _out(outcome.entry, outcome.values, outcome), {"ETag": etag(outcome.entry)}
+    db.session.commit()  # after building the answer: committing expires the loaded rows
+    return body, 200, headers
 
 
 @blp.get("/entries/<uuid:entry_id>/audit")

@@ -37,14 +37,16 @@ def change(field: str, old: Any, new: Any) -> dict[str, Any]:
 
 def _lock_head(session: Session, chain: str) -> AuditChainHead:
     """Create the chain head if needed, then lock it (FOR UPDATE; SQLite is already in BEGIN IMMEDIATE)."""
+    locked = sa.select(AuditChainHead).where(AuditChainHead.chain == chain).with_for_update().execution_options(populate_existing=True)
+    head = session.scalars(locked).one_or_none()
+    if head is not None:  # the usual case: one statement
+        return head
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     session.execute(
         insert(AuditChainHead).values(chain=chain, seq=0, hash=GENESIS).on_conflict_do_nothing(index_elements=["chain"])
     )
-    return session.scalars(
-        sa.select(AuditChainHead).where(AuditChainHead.chain == chain).with_for_update().execution_options(populate_existing=True)
-    ).one()
+    return session.scalars(locked).one()
 
 
 def _is_ref(value: Any) -> bool:

@@ -40,6 +40,7 @@ class SaveOutcome:
     warnings: list[dict[str, Any]] = field(default_factory=list)
     opened: list[Any] = field(default_factory=list)
     answered: list[Any] = field(default_factory=list)
+    queries: list[Any] = field(default_factory=list)  # every query on the entry after the save
 
 
 def _study(session: Session) -> Study:
@@ -241,7 +242,7 @@ def create_entry(session: Session, actor: Actor, number: str, *, form: str, data
                           chain=audit.subject_chain(subject.id), site_code=subject.site.code,
                           changes=[audit.change("@status", None, entry.status), *changes],
                           encrypted_fields=_encrypted_change_fields(form_def, changes))
-    return _after_save(session, actor, subject, entry, form_def, result, record)
+    return _after_save(session, actor, subject, entry, form_def, result, record, new_entry=True)
 
 
 def update_entry(session: Session, actor: Actor, entry_id: uuid.UUID, *, data: dict[str, Any], complete: bool,
@@ -260,7 +261,7 @@ def update_entry(session: Session, actor: Actor, entry_id: uuid.UUID, *, data: d
     if new_status != entry.status:
         changes.insert(0, audit.change("@status", entry.status, new_status))
     if not changes:
-        return SaveOutcome(entry=entry, values=old_values, warnings=result.warnings)
+        return SaveOutcome(entry=entry, values=old_values, warnings=result.warnings, queries=queries.for_entry(session, entry.id))
     needs_reason = entry.ever_completed or study.settings.get("reason_required_after_first_save", False)
     if needs_reason and not (reason or "").strip():
         raise UnprocessableContent("Changing saved data needs a reason.",
@@ -275,12 +276,14 @@ def update_entry(session: Session, actor: Actor, entry_id: uuid.UUID, *, data: d
     return _after_save(session, actor, subject, entry, form_def, result, record)
 
 
-def _after_save(session, actor, subject, entry, form_def, result, record) -> SaveOutcome:
-    opened, answered = queries.sync_automatic(session, actor, entry, result.warnings, fixing_change=record.id)
+def _after_save(session, actor, subject, entry, form_def, result, record, *, new_entry: bool = False) -> SaveOutcome:
+    opened, answered = queries.sync_automatic(session, actor, entry, result.warnings, fixing_change=record.id,
+                                              new_entry=new_entry)
     anchors_changed = _apply_anchors(session, actor, subject, entry, result.values)
     _recheck_dependants(session, actor, subject, entry, record.id, facts_changed=anchors_changed)
     status_table.refresh(session, subject, entry.event_key, entry.form_id)
-    return SaveOutcome(entry=entry, values=result.values, warnings=result.warnings, opened=opened, answered=answered)
+    return SaveOutcome(entry=entry, values=result.values, warnings=result.warnings, opened=opened, answered=answered,
+                       queries=opened if new_entry else queries.for_entry(session, entry.id))
 
 
 def _recheck_dependants(session: Session, actor: Actor, subject: Subject, changed: Entry, change_id: uuid.UUID,

@@ -5,14 +5,22 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from edc import clock
+from edc import clock, runtime
 from edc.ecrf import FormDef, Study
 from edc.errors import Conflict
 from edc.models.entries import FormVersion
 
 
 def ensure_released(session: Session, form: FormDef) -> None:
-    """Record a version at its first use; refuse data for a released version whose content changed."""
+    """Record a version at its first use; refuse data for a released version whose content changed.
+
+    A process checks each (form, version, hash) once: the definitions cannot change under a
+    running process, and a changed file means a restart, hence a new check.
+    """
+    checked = runtime.of(session).released_checked
+    key = (form.id, form.version, form.content_hash)
+    if key in checked:
+        return
     row = session.get(FormVersion, (form.id, form.version))
     if row is None:
         session.add(FormVersion(form_id=form.id, version=form.version, content_hash=form.content_hash, released_at=clock.utcnow()))
@@ -20,6 +28,7 @@ def ensure_released(session: Session, form: FormDef) -> None:
     elif row.content_hash != form.content_hash:
         raise Conflict(f"Form {form.id} version {form.version} was changed after release; "
                        "give the change a new version number.")
+    checked.add(key)
 
 
 def changed_versions(session: Session, study: Study) -> list[str]:

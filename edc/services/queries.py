@@ -33,10 +33,11 @@ def _wanted(warnings: list[dict[str, Any]], only_cross_form: bool) -> dict[tuple
 
 
 def sync_automatic(session: Session, actor: Actor, entry: Entry, warnings: list[dict[str, Any]], *,
-                   fixing_change: uuid.UUID | None, only_cross_form: bool = False) -> tuple[list[Query], list[Query]]:
+                   fixing_change: uuid.UUID | None, only_cross_form: bool = False,
+                   new_entry: bool = False) -> tuple[list[Query], list[Query]]:
     """Open a query for each new warning; answer open automatic queries whose rule now passes."""
     now = clock.utcnow()
-    existing = session.scalars(
+    existing = [] if new_entry else session.scalars(
         sa.select(Query).where(Query.entry_id == entry.id, Query.origin == "auto", Query.state == OPEN)
     ).all()
     wanted = _wanted(warnings, only_cross_form)

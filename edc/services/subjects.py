@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from edc import clock, runtime
 from edc.errors import Conflict, NotFound, UnprocessableContent, field_error
@@ -104,7 +104,9 @@ def _plain(value: Any) -> Any:
 def get_subject(session: Session, actor: Actor, number: str, permission: str = "subjects:read") -> Subject:
     """A subject by study number, only within the caller's sites (404 otherwise)."""
     require(actor, permission)
-    subject = session.scalars(sa.select(Subject).where(Subject.number == number.upper())).one_or_none()
+    subject = session.scalars(
+        sa.select(Subject).where(Subject.number == number.upper()).options(joinedload(Subject.site))
+    ).one_or_none()
     scope = actor.site_scope(permission)
     if subject is None or (scope is not None and subject.site_id not in scope):
         raise NotFound(f"No subject {number} among your sites.")
