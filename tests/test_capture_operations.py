@@ -183,3 +183,16 @@ def test_study_setting_can_require_a_reason_for_every_change_after_the_first_sav
     body = problem(client.put(draft.headers["Location"], json={"data": {**VITALS, "HR": 90}},
                               headers={**inv, "If-Match": draft.headers["ETag"]}), 422)
     assert body["errors"][0]["pointer"] == "/reason"
+
+
+def test_a_changed_anchor_rechecks_the_rules_that_read_it(client, inv, subject):
+    aph = post_entry(client, inv, subject, "apheresis", {"APHDAT": "2026-10-20", "PLANINFDAT": "2026-11-01",
+                                                         "PRODUCT_ID": "ARI-000001"}, event="APH")
+    inf = post_entry(client, inv, subject, "infusion", {"INFDAT": "2026-11-21", "PRODUCT_ID": "ARI-000001", "WEIGHT": 20.0,
+                                                        "DOSE": 1.0}, event="D0")
+    assert [q["check"] for q in inf.get_json()["queries_opened"]] == ["INFUSION_DELAY"]
+    client.put(aph.headers["Location"], json={"data": {"APHDAT": "2026-10-20", "PLANINFDAT": "2026-11-15",
+                                                       "PRODUCT_ID": "ARI-000001"}, "complete": True, "reason": "rescheduled"},
+               headers={**inv, "If-Match": aph.headers["ETag"]})
+    states = {q["check"]: q["state"] for q in client.get(inf.headers["Location"], headers=inv).get_json()["queries"]}
+    assert states == {"INFUSION_DELAY": "answered"}

@@ -279,20 +279,20 @@ def update_entry(session: Session, actor: Actor, entry_id: uuid.UUID, *, data: d
 def _after_save(session, actor, subject, entry, form_def, result, record, *, new_entry: bool = False) -> SaveOutcome:
     opened, answered = queries.sync_automatic(session, actor, entry, result.warnings, fixing_change=record.id,
                                               new_entry=new_entry)
-    anchors_changed = _apply_anchors(session, actor, subject, entry, result.values)
-    _recheck_dependants(session, actor, subject, entry, record.id, facts_changed=anchors_changed)
+    changed_facts = _apply_anchors(session, actor, subject, entry, result.values)
+    _recheck_dependants(session, actor, subject, entry, record.id, changed_facts=changed_facts)
     status_table.refresh(session, subject, entry.event_key, entry.form_id)
     return SaveOutcome(entry=entry, values=result.values, warnings=result.warnings, opened=opened, answered=answered,
                        queries=opened if new_entry else queries.for_entry(session, entry.id))
 
 
 def _recheck_dependants(session: Session, actor: Actor, subject: Subject, changed: Entry, change_id: uuid.UUID,
-                        *, facts_changed: bool) -> None:
+                        *, changed_facts: set[str]) -> None:
     """Re-run the warning checks of the subject's other entries that read the changed form (or subject facts)."""
     study = _study(session)
     readers = set(study.cross_form_dependencies.get(changed.form_id, set()))
-    if facts_changed:
-        readers |= set().union(*study.subject_fact_dependencies.values()) if study.subject_fact_dependencies else set()
+    for fact in changed_facts:
+        readers |= study.subject_fact_dependencies.get(fact, set())
     readers.discard(changed.form_id)
     if not readers:
         return
@@ -303,9 +303,9 @@ def _recheck_dependants(session: Session, actor: Actor, subject: Subject, change
         status_table.refresh(session, subject, other.event_key, other.form_id)
 
 
-def _apply_anchors(session: Session, actor: Actor, subject: Subject, entry: Entry, values: dict[str, Any]) -> bool:
+def _apply_anchors(session: Session, actor: Actor, subject: Subject, entry: Entry, values: dict[str, Any]) -> set[str]:
     """Copy schedule anchor dates (planned infusion, Day 0) from the forms the study names."""
-    changes = []
+    changes, changed = [], set()
     for anchor, source in _study(session).anchors.items():
         if source["form"] != entry.form_id:
             continue
@@ -315,11 +315,12 @@ def _apply_anchors(session: Session, actor: Actor, subject: Subject, entry: Entr
         if new != getattr(subject, column):
             changes.append(audit.change(column, _iso(getattr(subject, column)), _iso(new)))
             setattr(subject, column, new)
+            changed.add(anchor)
     if changes:
         session.flush()
         audit.record(session, actor, "subject_anchor_changed", entity_type="subject", entity_id=subject.id,
                      chain=audit.subject_chain(subject.id), site_code=subject.site.code, changes=changes)
-    return bool(changes)
+    return changed
 
 
 def _iso(value: date | None) -> str | None:
