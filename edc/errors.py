@@ -71,6 +71,10 @@ class PreconditionFailed(Problem):
     status, title = 412, "Precondition Failed"
 
 
+class UnsupportedMediaType(Problem):
+    status, title = 415, "Unsupported Media Type"
+
+
 class UnprocessableContent(Problem):
     status, title = 422, "Unprocessable Content"
 

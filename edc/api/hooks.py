@@ -10,7 +10,7 @@ import uuid
 from flask import Flask, current_app, g, request
 
 from edc import runtime
-from edc.errors import Forbidden, Problem, Unauthorized
+from edc.errors import Forbidden, Unauthorized, UnsupportedMediaType
 from edc.extensions import db
 from edc.security.permissions import AUTHENTICATED, PUBLIC, declared_permission
 from edc.services import auth
@@ -36,14 +36,7 @@ def _check_content_type() -> None:
     has_body = (request.content_length or 0) > 0 or request.headers.get("Transfer-Encoding")
     mimetype = request.mimetype or ""
     if has_body and not (mimetype in JSON_TYPES or mimetype.endswith("+json")):
-        raise Problem415()
-
-
-class Problem415(Problem):
-    status, title = 415, "Unsupported Media Type"
-
-    def __init__(self) -> None:
-        super().__init__("Send the request body as application/json.")
+        raise UnsupportedMediaType("Send the request body as application/json.")
 
 
 def permission_for(endpoint: str | None) -> str | None:

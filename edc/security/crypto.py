@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import os
 from typing import Any
 
@@ -54,8 +55,6 @@ def encrypt_value(ring: Keyring, value: Any, *, table: str, record_id: str, fiel
 
 def decrypt_value(ring: Keyring, envelope: dict[str, Any], *, table: str, record_id: str, field: str) -> Any:
     """Decrypt an envelope made by encrypt_value for exactly this table, row and field."""
-    import json
-
     try:
         key_id = int(envelope["kid"])
         blob = base64.b64decode(envelope["ct"], validate=True)

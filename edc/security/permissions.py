@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from edc.errors import Forbidden
@@ -70,7 +70,6 @@ class Actor:
     request_id: str | None = None
     client_address: str | None = None
     is_system: bool = False
-    extra: dict = field(default_factory=dict, compare=False)
 
     @classmethod
     def system(cls, name: str = "cli") -> Actor:

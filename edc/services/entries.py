@@ -3,6 +3,7 @@ queries and the form-status table, all in the caller's transaction."""
 
 from __future__ import annotations
 
+import copy
 import uuid
 from dataclasses import dataclass, field
 from datetime import date
@@ -24,7 +25,7 @@ from edc.services.subjects import get_subject
 
 SUBJECT_LOG_KEY = ""
 ANCHOR_COLUMNS = {"planned_infusion": "planned_infusion_date", "day0": "day0"}
-SEALED = "sealed"
+SEALED = "sealed"  # an encrypted item value: {"sealed": <AES-GCM envelope>}
 
 
 class StoredValueUnreadable(Problem):
@@ -66,7 +67,7 @@ def _paths(form: FormDef, values: dict[str, Any]):
 def seal(session: Session, form: FormDef, entry_id: uuid.UUID, values: dict[str, Any]) -> dict[str, Any]:
     """Values as stored: encrypted items become envelopes bound to this entry and item."""
     ring = runtime.of(session).keyring
-    stored = _deep_copy(values)
+    stored = copy.deepcopy(values)
     for container, key, path in _paths(form, stored):
         if container[key] is not None:
             container[key] = {SEALED: crypto.encrypt_value(ring, container[key], table="entries", record_id=str(entry_id), field=path)}
@@ -76,7 +77,7 @@ def seal(session: Session, form: FormDef, entry_id: uuid.UUID, values: dict[str,
 def unseal(session: Session, form: FormDef, entry: Entry) -> dict[str, Any]:
     """Stored values opened; a ciphertext moved from elsewhere fails cleanly, showing nothing."""
     ring = runtime.of(session).keyring
-    values = _deep_copy(entry.data)
+    values = copy.deepcopy(entry.data)
     for container, key, path in _paths(form, values):
         sealed = container[key]
         if isinstance(sealed, dict) and set(sealed) == {SEALED}:
@@ -87,14 +88,6 @@ def unseal(session: Session, form: FormDef, entry: Entry) -> dict[str, Any]:
                     "A stored value of this entry cannot be opened; it has been reported to the data manager.",
                     log_detail=f"entry {entry.id} item {path}: ciphertext integrity failure",
                 ) from None
-    return values
-
-
-def _deep_copy(values: Any) -> Any:
-    if isinstance(values, dict):
-        return {k: _deep_copy(v) for k, v in values.items()}
-    if isinstance(values, list):
-        return [_deep_copy(v) for v in values]
     return values
 
 

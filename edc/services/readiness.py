@@ -28,7 +28,6 @@ def problems(session: Session, heads: tuple[str, ...]) -> list[str]:
         dialect = session.get_bind().dialect.name
         missing = set(AUDIT_TRIGGERS.get(dialect, ())) - _present_triggers(session, dialect)
     except sa.exc.SQLAlchemyError:
-        session.rollback()
         return ["database unreachable or not migrated"]
     finally:
         session.rollback()

@@ -14,8 +14,8 @@ from edc.models.entries import Entry
 from edc.security import crypto
 from edc.security.permissions import Actor
 from edc.services import audit
+from edc.services.entries import SEALED
 
-SEALED = "sealed"
 BATCH = 200
 
 
