@@ -72,7 +72,7 @@ def test_forms_check_cli_passes_on_the_study(runner):
 
 def test_forms_check_cli_names_file_and_line(runner, tmp_path):
     broken = tmp_path / "forms"
-    shutil.copytree(project_root() / "forms", broken)
+    shutil.copytree(project_root() / "tests" / "demo_forms", broken)
     vitals = broken / "vitals" / "2.yaml"
     vitals.write_text(vitals.read_text().replace("    assert: SBP > DBP", "    assert: SBP > 'abc'"))
     result = runner.invoke(args=["edc", "forms", "check", "--dir", str(broken)])
@@ -85,7 +85,7 @@ def test_service_refuses_to_start_with_invalid_definitions(tmp_path, keys_dir):
     from edc.ecrf import DefinitionError
 
     broken = tmp_path / "forms"
-    shutil.copytree(project_root() / "forms", broken)
+    shutil.copytree(project_root() / "tests" / "demo_forms", broken)
     (broken / "study.yaml").write_text((broken / "study.yaml").read_text() + "\nunknown_key: 1\n")
     with pytest.raises(DefinitionError, match="unknown_key"):
         create_app({"env": "testing", "keys_dir": keys_dir, "forms_dir": str(broken)})
@@ -160,7 +160,7 @@ def test_key_rotation_resumes_after_being_killed(client, inv, subject, session, 
 
 def test_forms_release_records_the_hash_and_forms_check_then_guards_it(runner, tmp_path):
     folder = tmp_path / "forms"
-    shutil.copytree(project_root() / "forms", folder)
+    shutil.copytree(project_root() / "tests" / "demo_forms", folder)
     result = runner.invoke(args=["edc", "forms", "release", "ae", "1", "--dir", str(folder)])
     assert result.exit_code == 0, result.output
     assert "ae:" in (folder / "released.yaml").read_text()
@@ -172,7 +172,7 @@ def test_forms_release_records_the_hash_and_forms_check_then_guards_it(runner, t
 
 def test_study_setting_can_require_a_reason_for_every_change_after_the_first_save(app_factory, staff, tmp_path):
     folder = tmp_path / "forms"
-    shutil.copytree(project_root() / "forms", folder)
+    shutil.copytree(project_root() / "tests" / "demo_forms", folder)
     study = folder / "study.yaml"
     study.write_text(study.read_text().replace("reason_required_after_first_save: false", "reason_required_after_first_save: true"))
     client = app_factory(forms_dir=str(folder)).test_client()

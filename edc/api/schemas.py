@@ -294,6 +294,7 @@ class CasebookEventOut(Schema):
     instance = fields.Integer()
     label = fields.String(allow_none=True)
     anchor = fields.String(allow_none=True)
+    optional = fields.Boolean()
     due = fields.Date(allow_none=True)
     window = fields.Dict(allow_none=True)
     overdue = fields.Boolean()

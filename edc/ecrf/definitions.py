@@ -160,6 +160,7 @@ class EventDef:
     window_after: int
     forms: list[str]
     repeatable: bool = False
+    optional: bool = False         # event-driven or optional: never overdue
     line: int = 0
 
 
@@ -178,10 +179,11 @@ class Study:
     subject_logs: list[str]
     repeating_forms: dict[str, dict[str, Any]]
     form_roles: dict[str, set[str]]
-    anchors: dict[str, dict[str, str]]   # planned_infusion / day0 -> {form, item} whose date sets it
+    anchors: dict[str, dict[str, Any]]   # planned_infusion / day0 -> {form, item, event} whose date sets it
     code_lists: dict[str, dict[str, Labels]]
     canonical_url: str
     source: str
+    exclusive_forms: set[str] = field(default_factory=set)   # entered only by their form_roles, not site staff
     all_forms: dict[str, dict[str, FormDef]] = field(default_factory=dict)   # form id -> version -> form
     cross_form_dependencies: dict[str, set[str]] = field(default_factory=dict)
     subject_fact_dependencies: dict[str, set[str]] = field(default_factory=dict)

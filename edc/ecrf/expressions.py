@@ -15,7 +15,7 @@ from typing import Any
 
 import cel
 
-FORMS, SUBJECT, PARAMS = "forms", "subject", "params"
+FORMS, ENTRIES, SUBJECT, PARAMS = "forms", "entries", "subject", "params"
 
 # Subject facts an expression may read as `subject.<fact>`, with the item type that binds them.
 SUBJECT_FACTS: dict[str, str] = {
@@ -98,6 +98,31 @@ def _date_parts(value: Any) -> tuple[int, int | None, int | None] | None:
     return numbers[0], numbers[1], numbers[2]
 
 
+def _numbers(values: Any) -> list[float] | None:
+    if not isinstance(values, list) or any(isinstance(v, bool) or not isinstance(v, int | float) for v in values):
+        return None
+    return [float(v) for v in values]
+
+
+def _sum_of(values: Any) -> float | None:
+    """Sum of a list of numbers (0.0 for an empty list), as a double."""
+    numbers = _numbers(values)
+    return None if numbers is None else float(sum(numbers))
+
+
+def _max_of(values: Any) -> float | None:
+    """Largest of a list of numbers, as a double; an empty list makes the rule skip."""
+    numbers = _numbers(values)
+    return max(numbers) if numbers else None
+
+
+def _hours_between(start: Any, end: Any) -> float | None:
+    """Hours from timestamp `start` to timestamp `end`, as a double."""
+    if not isinstance(start, datetime) or not isinstance(end, datetime):
+        return None
+    return (end - start).total_seconds() / 3600
+
+
 def age_in_months(birth_year: int, birth_month: int, at: date) -> int:
     """Return age in completed months at `at`, counted from the 1st of the birth month."""
     return (at.year - birth_year) * 12 + (at.month - birth_month)
@@ -109,6 +134,9 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "latest": _latest,
     "date_precision": _date_precision,
     "days_between": _days_between,
+    "sum_of": _sum_of,
+    "max_of": _max_of,
+    "hours_between": _hours_between,
 }
 AGE_MONTHS = "age_months"
 KNOWN_FUNCTIONS = STANDARD_FUNCTIONS | set(FUNCTIONS) | {AGE_MONTHS}
@@ -134,16 +162,18 @@ class Expression:
     program: Any
     names: tuple[str, ...]                      # own-entry items and groups
     form_refs: tuple[tuple[str, str], ...]      # (form id, item id) read as forms.<form>.<item>
+    entry_refs: tuple[str, ...]                 # form ids read as entries.<form> (the subject's other entries)
     subject_facts: tuple[str, ...]
     params: tuple[str, ...]
     functions: tuple[str, ...]                  # named functions called
     constants: dict[str, Any] = field(default_factory=dict)  # params map and functions, bound once at load
     form_ref_items: dict[tuple[str, str], Any] = field(default_factory=dict)  # resolved ItemDef per form ref
+    entry_ref_forms: dict[str, Any] = field(default_factory=dict)  # resolved FormDef (latest version) per entries ref
 
     @property
     def reads_subject(self) -> bool:
         """Whether this expression reads other forms or subject facts."""
-        return bool(self.form_refs or self.subject_facts)
+        return bool(self.form_refs or self.entry_refs or self.subject_facts)
 
 
 def compile_expression(source: Any) -> Expression:
@@ -158,13 +188,14 @@ def compile_expression(source: Any) -> Expression:
     bound = set(_MACRO_VARIABLE.findall(code))
     roots = set(program.variables()) - bound - _CEL_TYPE_NAMES
     form_refs = _dotted(code, FORMS, 2) if FORMS in roots else ()
+    entry_refs = tuple(ref[0] for ref in _dotted(code, ENTRIES, 1)) if ENTRIES in roots else ()
     subject_facts = tuple(ref[0] for ref in _dotted(code, SUBJECT, 1)) if SUBJECT in roots else ()
     params = tuple(ref[0] for ref in _dotted(code, PARAMS, 1)) if PARAMS in roots else ()
     functions = tuple(name for name in program.functions() if name[:1].isalpha())
     if AGE_MONTHS in functions:
         subject_facts = tuple(dict.fromkeys((*subject_facts, "birth_year", "birth_month")))
-    names = tuple(sorted(roots - {FORMS, SUBJECT, PARAMS}))
-    return Expression(source, program, names, form_refs, subject_facts, params, functions)
+    names = tuple(sorted(roots - {FORMS, ENTRIES, SUBJECT, PARAMS}))
+    return Expression(source, program, names, form_refs, entry_refs, subject_facts, params, functions)
 
 
 def _dotted(code: str, root: str, depth: int) -> tuple[tuple[str, ...], ...]:
@@ -174,7 +205,7 @@ def _dotted(code: str, root: str, depth: int) -> tuple[tuple[str, ...], ...]:
     uses = len(re.findall(_ROOT + root + r"\b", code))
     found = path.findall(code)
     if len(found) != uses:
-        shape = f"{root}.<form>.<item>" if depth == 2 else f"{root}.<name>"
+        shape = f"{root}.<form>.<item>" if depth == 2 else f"{root}.<form>" if root == ENTRIES else f"{root}.<name>"
         raise ExpressionError(f"read `{root}` only as {shape}")
     return tuple(dict.fromkeys((match,) if depth == 1 else match for match in found))
 

@@ -374,10 +374,24 @@ class FormFileBuilder:
                 fields.error(None, f"derived item {item.id!r} needs {key!r}")
         item.derivation = fields.get("derivation", identifier)
         item.inputs = fields.get("inputs", identifiers, ())
-        item.params = fields.get("params", _params, {})
+        item.params = self._study_parameters_in(fields, fields.get("params", _params, {}))
         if item.derivation is not None and get_derivation(item.derivation) is None:
             fields.error("derivation", f"unknown derivation {item.derivation!r} (register it with @register_derivation)")
             self.broken.add(item.id)
+
+    def _study_parameters_in(self, fields: Fields, params: Any) -> Any:
+        """Replace each `{param: name}` in a derivation's params by that study parameter's value."""
+        if isinstance(params, dict) and set(params) == {"param"}:
+            name = params["param"]
+            if name not in self.basics.parameters:
+                fields.error("params", f"unknown study parameter {name!r} in params")
+                return None
+            return self.basics.parameters[name]
+        if isinstance(params, dict):
+            return {key: self._study_parameters_in(fields, value) for key, value in params.items()}
+        if isinstance(params, list):
+            return [self._study_parameters_in(fields, value) for value in params]
+        return params
 
     def _compile(self, fields: Fields, key: str, role: str, group: str | None, owner: Any) -> Expression | None:
         if not fields.has(key) or not isinstance(fields.node[key], str):
@@ -461,7 +475,7 @@ class FormFileBuilder:
             program.constants = self._constants(program)
             if pending.role == "check":
                 self._check_scope(pending)
-            elif program.form_refs:
+            elif program.form_refs or program.entry_refs:
                 self.reader.error(pending.line, f"a {pending.role} expression may not read other forms")
         for item in self.items.values():
             if item.type == "derived":

@@ -33,7 +33,7 @@ STUDY_FILE, CODELISTS_FILE, RELEASED_FILE = "study.yaml", "codelists.yaml", "rel
 _STUDY_FILES = (STUDY_FILE, CODELISTS_FILE, RELEASED_FILE)
 STUDY_KEYS = {"id", "title", "languages", "canonical_url", "parameters", "settings", "missing_codes", "events",
               "subject_logs", "repeating_forms", "form_roles", "anchors"}
-EVENT_KEYS = {"id", "label", "anchor", "day", "window_before", "window_after", "forms", "repeatable"}
+EVENT_KEYS = {"id", "label", "anchor", "day", "window_before", "window_after", "forms", "repeatable", "optional"}
 REPEATING_FORM_KEYS = {"anchor", "from_day", "to_day", "date_item"}
 SETTINGS: dict[str, tuple[Any, Any]] = {  # name -> (parser, default)
     "reason_required_after_first_save": (boolean, False),
@@ -115,6 +115,7 @@ class _Loader:
             missing_code_labels=missing_labels, languages=self.languages,
             events=self._events(reader, fields), subject_logs=list(fields.get("subject_logs", identifiers, ())),
             repeating_forms=self._repeating_forms(reader, fields), form_roles=fields.get("form_roles", _form_roles, {}),
+            exclusive_forms=fields.get("form_roles", _exclusive_forms, set()),
             anchors=fields.get("anchors", _anchors, {}),
             code_lists=code_lists, canonical_url=fields.get("canonical_url", _url, f"urn:edc:{study_id}"),
             source=reader.file)
@@ -160,16 +161,21 @@ class _Loader:
     def _event(self, reader: FileReader, node: YamlMap) -> EventDef:
         fields = reader.fields(node, f"event {node.get('id')!r}", EVENT_KEYS, ("id", "label", "forms"))
         repeatable = fields.get("repeatable", boolean, False)
-        if not repeatable:
+        optional = fields.get("optional", boolean, False)
+        if not repeatable and not optional:
             for key in ("anchor", "day"):
                 if not fields.has(key):
-                    fields.error(None, f"scheduled event {node.get('id')!r} needs {key!r} (or repeatable: true)")
+                    fields.error(None, f"scheduled event {node.get('id')!r} needs {key!r} (or repeatable: true, "
+                                       "or optional: true for an event-driven visit)")
+        elif fields.has("anchor") != fields.has("day"):
+            fields.error(None, f"event {node.get('id')!r}: give both anchor and day, or neither")
         event_id = fields.get("id", identifier, f"event{node.line}")
         return EventDef(id=event_id, label=fields.get("label", reader.labels, {"en": event_id}),
                         anchor=fields.get("anchor", one_of(*ANCHORS)), day=fields.get("day", integer),
                         window_before=fields.get("window_before", non_negative, 0),
                         window_after=fields.get("window_after", non_negative, 0),
-                        forms=list(fields.get("forms", identifiers, ())), repeatable=repeatable, line=node.line)
+                        forms=list(fields.get("forms", identifiers, ())), repeatable=repeatable, optional=optional,
+                        line=node.line)
 
     def _repeating_forms(self, reader: FileReader, fields) -> dict[str, dict[str, Any]]:
         node = reader.mapping(fields.node["repeating_forms"], fields.line("repeating_forms"), "repeating_forms") \
@@ -259,7 +265,8 @@ class _Loader:
             evaluate_samples(build, build.reader)
         for build in builds:
             for check in build.form.checks:
-                for form_id, _ in check.program.form_refs if check.program else ():
+                program = check.program
+                for form_id in {ref[0] for ref in program.form_refs} | set(program.entry_refs) if program else ():
                     study.cross_form_dependencies.setdefault(form_id, set()).add(build.form.id)
             for pending in build.expressions:
                 for fact in pending.program.subject_facts:
@@ -286,6 +293,10 @@ class _Loader:
             if item is None or item.group is not None or item.value_kind not in ("date", "datetime"):
                 reader.error(self._study_lines["anchors"],
                              f"anchors: {anchor} must name a date item of a form ({source['form']}.{source['item']} is not one)")
+            if source["event"] is not None and source["form"] not in {f for e in study.events if e.id == source["event"]
+                                                                       for f in e.forms}:
+                reader.error(self._study_lines["anchors"], f"anchors: {anchor}: form {source['form']!r} is not at event "
+                                                           f"{source['event']!r}")
         attached = event_forms | set(study.subject_logs) | set(study.repeating_forms)
         for form_id, versions in study.all_forms.items():
             if form_id not in attached:
@@ -311,9 +322,9 @@ class _Loader:
         if form_id not in study.all_forms or spec["date_item"] is None:
             return
         item = study.form(form_id).items.get(spec["date_item"])
-        if item is None or item.type != "date" or item.partial or item.group or not item.required:
+        if item is None or item.type not in ("date", "datetime") or item.partial or item.group or not item.required:
             reader.error(self._repeating_lines[form_id], f"repeating form {form_id!r}: date_item {spec['date_item']!r} "
-                                       "must be a required full-date item at the top level of the form")
+                                       "must be a required full-date or date-time item at the top level of the form")
 
     def _check_releases(self, study: Study) -> None:
         if not (self.root / RELEASED_FILE).is_file():
@@ -407,10 +418,16 @@ def _parameters(value: Any) -> dict[str, Any]:
 
 
 def _form_roles(value: Any) -> dict[str, set[str]]:
+    """form_roles: {mfg: [manufacturing]} or {mfg: {roles: [manufacturing], only: true}}."""
     if not isinstance(value, dict):
         raise BadValue("must map form ids to lists of roles")
     roles = {}
     for form_id, names in value.items():
+        if isinstance(names, dict):
+            if not set(names) <= {"roles", "only"} or "roles" not in names:
+                raise BadValue(f"form {form_id!r}: give a list of roles, or {{roles: [...], only: true|false}}")
+            boolean(names.get("only", False))
+            names = names["roles"]
         parsed = identifiers(names)
         for role in parsed:
             if role not in ROLES:
@@ -419,20 +436,28 @@ def _form_roles(value: Any) -> dict[str, set[str]]:
     return roles
 
 
+def _exclusive_forms(value: Any) -> set[str]:
+    """The forms whose form_roles say `only: true`: site staff do not enter them."""
+    _form_roles(value)
+    return {form_id for form_id, spec in value.items() if isinstance(spec, dict) and spec.get("only") is True}
+
+
 ANCHOR_SOURCES = ("planned_infusion", "day0")  # registration is the enrolment date itself
 
 
 def _anchors(value: Any) -> dict[str, dict[str, str]]:
-    """anchors: {day0: {form: infusion, item: INFDAT}}: the item whose date sets the anchor."""
+    """anchors: {day0: {form: inf, item: EXSTDTC, event: INF1}}: the item whose date sets the anchor
+    (`event`, optional: only the entry at that event sets it, for a form used at several events)."""
     if not isinstance(value, dict):
         raise BadValue("must map anchors (planned_infusion, day0) to {form, item}")
     anchors = {}
     for anchor, source in value.items():
         if anchor not in ANCHOR_SOURCES:
             raise BadValue(f"unknown anchor {anchor!r} (anchors set from forms: {', '.join(ANCHOR_SOURCES)})")
-        if not isinstance(source, dict) or set(source) != {"form", "item"}:
-            raise BadValue(f"anchor {anchor!r} must be {{form: <form id>, item: <date item id>}}")
-        anchors[anchor] = {"form": identifier(source["form"]), "item": identifier(source["item"])}
+        if not isinstance(source, dict) or not {"form", "item"} <= set(source) <= {"form", "item", "event"}:
+            raise BadValue(f"anchor {anchor!r} must be {{form: <form id>, item: <date item id>[, event: <event id>]}}")
+        anchors[anchor] = {"form": identifier(source["form"]), "item": identifier(source["item"]),
+                           "event": identifier(source["event"]) if "event" in source else None}
     return anchors
 
 

@@ -13,7 +13,7 @@ from .source import YamlList, YamlMap
 IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 LANGUAGE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*")
 # Names that would clash with CEL or with the engine's own bindings.
-RESERVED = frozenset({"forms", "subject", "params", "true", "false", "null", "in", "as", "break", "const", "continue",
+RESERVED = frozenset({"forms", "entries", "subject", "params", "true", "false", "null", "in", "as", "break", "const", "continue",
                       "else", "for", "function", "if", "import", "let", "loop", "package", "namespace", "return",
                       "var", "void", "while", "int", "uint", "double", "bool", "string", "bytes", "list", "map",
                       "null_type", "type", "timestamp", "duration", "dyn", "has", "missing", "note"})

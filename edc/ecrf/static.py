@@ -15,6 +15,7 @@ from .definitions import FormDef, GroupDef, ItemDef, Study
 from .derivations import get_derivation
 from .expressions import (
     AGE_MONTHS,
+    ENTRIES,
     FORMS,
     KNOWN_FUNCTIONS,
     SUBJECT,
@@ -49,6 +50,11 @@ def resolve_form_refs(study: Study, build: FormBuild, reader: FileReader) -> Non
                 reader.error(pending.line, f"form {form_id!r} has no top-level item {item_id!r}")
             else:
                 pending.program.form_ref_items[(form_id, item_id)] = item
+        for form_id in pending.program.entry_refs:
+            if form_id not in study.all_forms:
+                reader.error(pending.line, f"unknown form {form_id!r} in entries.{form_id}")
+            else:
+                pending.program.entry_ref_forms[form_id] = study.form(form_id)
 
 
 def _referenced_item(study: Study, form_id: str, item_id: str) -> ItemDef | None:
@@ -79,6 +85,7 @@ def _evaluable(pending: PendingExpression, build: FormBuild) -> bool:
     return (all(name in known for name in program.names)
             and all(function in KNOWN_FUNCTIONS for function in program.functions)
             and all(ref in program.form_ref_items for ref in program.form_refs)
+            and all(ref in program.entry_ref_forms for ref in program.entry_refs)
             and all(fact in SUBJECT_FACTS for fact in program.subject_facts)
             and all(name in program.constants.get("params", {}) for name in program.params))
 
@@ -88,7 +95,9 @@ def _evaluate_expression(form: FormDef, pending: PendingExpression, reader: File
     for description, variables in _scenarios(form, program):
         try:
             result = program.program.execute(variables)
-        except Exception as exc:  # any CEL failure here is a definition error
+        except Exception as exc:  # any CEL failure here is a definition error...
+            if any(not entries for entries in variables.get(ENTRIES, {}).values()):
+                continue  # ...but max_of() of no other entries skips the rule at run time too
             reader.error(pending.line, f"{pending.role} expression fails on sample values ({description}): {describe_error(exc)}")
             return
         problem = _result_problem(pending, result)
@@ -122,6 +131,9 @@ def _input_samples(form: FormDef, program: Expression) -> dict[str, dict[str, An
     inputs = {name: _name_samples(form, name) for name in program.names}
     for (form_id, item_id), item in program.form_ref_items.items():
         inputs[f"{FORMS}.{form_id}.{item_id}"] = samples(item)
+    for form_id, other in program.entry_ref_forms.items():
+        typical = _entry_map(other, "typical")
+        inputs[f"{ENTRIES}.{form_id}"] = {"typical": [typical], "minimum": [], "maximum": [typical, _entry_map(other, "maximum")]}
     for fact in program.subject_facts:
         kind = SUBJECT_FACTS[fact]
         typical = SAMPLE_SUBJECT[fact]
@@ -138,6 +150,11 @@ def _name_samples(form: FormDef, name: str) -> dict[str, Any]:
     return samples(form.items[name])
 
 
+def _entry_map(form: FormDef, bound: str) -> dict[str, Any]:
+    """Sample values of another entry's top-level items, as `entries.<form>` binds them."""
+    return {item.id: samples(item)[bound] for item in form.items.values() if item.group is None}
+
+
 def _row(form: FormDef, group: GroupDef, bound: str) -> dict[str, Any]:
     return {member: samples(form.items[member])[bound] for member in group.items if member in form.items}
 
@@ -145,9 +162,12 @@ def _row(form: FormDef, group: GroupDef, bound: str) -> dict[str, Any]:
 def _variables(program: Expression, chosen: dict[str, Any]) -> dict[str, Any]:
     variables = dict(program.constants)
     forms: dict[str, dict[str, Any]] = {}
+    entries: dict[str, list[dict[str, Any]]] = {}
     subject: dict[str, Any] = {}
     for name, value in chosen.items():
-        if name.startswith(FORMS + "."):
+        if name.startswith(ENTRIES + "."):
+            entries[name.split(".", 1)[1]] = value
+        elif name.startswith(FORMS + "."):
             _, form_id, item_id = name.split(".")
             forms.setdefault(form_id, {})[item_id] = value
         elif name.startswith(SUBJECT + "."):
@@ -156,6 +176,8 @@ def _variables(program: Expression, chosen: dict[str, Any]) -> dict[str, Any]:
             variables[name] = value
     if program.form_refs:
         variables[FORMS] = forms
+    if program.entry_refs:
+        variables[ENTRIES] = entries
     if subject:
         variables[SUBJECT] = subject
     if AGE_MONTHS in program.functions:

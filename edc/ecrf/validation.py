@@ -9,7 +9,7 @@ from typing import Any
 
 from .definitions import CheckDef, FormDef, GroupDef, ItemDef
 from .derivations import get_derivation
-from .expressions import AGE_MONTHS, FORMS, SUBJECT, SUBJECT_FACTS, Expression, age_months_function, cel_date
+from .expressions import AGE_MONTHS, ENTRIES, FORMS, SUBJECT, SUBJECT_FACTS, Expression, age_months_function, cel_date
 from .values import (
     MISSING,
     InvalidValue,
@@ -30,11 +30,14 @@ class ValidationContext:
 
     subject: Mapping[str, Any] = field(default_factory=dict)
     other_forms: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # form id -> stored values of each of the subject's OTHER entries of that form (for entries.<form>)
+    other_entries: Mapping[str, list[Mapping[str, Any]]] = field(default_factory=dict)
     today: date | None = None
     lang: str = "en"
     cel_subject: dict[str, Any] = field(init=False, repr=False)
     age_months: Any = field(init=False, repr=False)
     _form_values: dict[tuple[str, str], Any] = field(init=False, repr=False)
+    _entry_lists: dict[str, list[dict[str, Any]]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.today is None:
@@ -43,6 +46,7 @@ class ValidationContext:
                             if fact in SUBJECT_FACTS and value is not None}
         self.age_months = age_months_function(self.subject)
         self._form_values = {}
+        self._entry_lists = {}
 
     def form_value(self, form_id: str, item_id: str, item: ItemDef) -> Any:
         """Return the CEL value of another form's item for this subject, or MISSING."""
@@ -51,6 +55,24 @@ class ValidationContext:
             values = self.other_forms.get(form_id) or {}
             self._form_values[key] = from_stored(item, values.get(item_id))
         return self._form_values[key]
+
+
+    def entry_list(self, form: FormDef) -> list[dict[str, Any]]:
+        """Return the CEL list of the subject's other entries of `form`: one map of answered top-level items each."""
+        if form.id not in self._entry_lists:
+            converted = []
+            for values in self.other_entries.get(form.id, ()):
+                row = {}
+                for item_id, stored in values.items():
+                    item = form.items.get(item_id)
+                    if item is None or item.group is not None:
+                        continue
+                    value = from_stored(item, stored)
+                    if value is not MISSING:
+                        row[item_id] = value
+                converted.append(row)
+            self._entry_lists[form.id] = converted
+        return self._entry_lists[form.id]
 
 
 def _cel_fact(value: Any) -> Any:
@@ -316,6 +338,9 @@ class _Run:
                     return None
                 forms.setdefault(form_id, {})[item_id] = value
             variables[FORMS] = forms
+        if program.entry_refs:
+            variables[ENTRIES] = {form_id: self.context.entry_list(form)
+                                  for form_id, form in program.entry_ref_forms.items()}
         if program.subject_facts:
             subject = self.context.cel_subject
             if any(fact not in subject for fact in program.subject_facts):

@@ -35,8 +35,8 @@ MATRIX: dict[str, frozenset[str]] = {
     "subjects:enrol": frozenset({"investigator", "coordinator"}),
     "subjects:status": frozenset({"investigator", "coordinator", "data_manager"}),
     "entries:read": CLINICAL_READERS,
-    # Manufacturing writes only the product forms the study assigns to it (checked per form).
-    "entries:write": frozenset({"investigator", "coordinator", "manufacturing"}),
+    # Manufacturing and safety write only the forms the study assigns to them (checked per form).
+    "entries:write": frozenset({"investigator", "coordinator", "manufacturing", "safety"}),
     "clinical_audit:read": frozenset({"investigator", "coordinator", "monitor", "data_manager", "safety", "auditor"}),
     "sites:manage": frozenset({"admin"}),
     "users:read": frozenset({"admin", "auditor"}),

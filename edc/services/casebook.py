@@ -48,9 +48,10 @@ def casebook(session: Session, actor: Actor, number: str) -> dict[str, Any]:
             window = ({"from": (due - timedelta(days=event.window_before)).isoformat(),
                        "to": (due + timedelta(days=event.window_after)).isoformat()} if due else None)
             forms = [{"form": f, **_cell(cells.get((key, f)))} for f in event.forms]
-            overdue = bool(due and due + timedelta(days=event.window_after) < today
+            overdue = bool(not event.optional and due and due + timedelta(days=event.window_after) < today
                            and any(f["state"] == NOT_STARTED for f in forms))
             events.append({"event": event.id, "instance": instance, "label": event.label.get("en"), "anchor": event.anchor,
+                           "optional": event.optional or event.repeatable,
                            "due": due, "window": window, "overdue": overdue, "forms": forms})
     logs = [{"form": f, **_cell(cells.get(("", f)))} for f in [*study.subject_logs, *study.repeating_forms]]
     return {

@@ -24,6 +24,7 @@ from edc.services.concurrency import check_etag
 from edc.services.subjects import get_subject
 
 SUBJECT_LOG_KEY = ""
+SITE_WRITERS = frozenset({"investigator", "coordinator"})  # site staff: enter every non-exclusive form
 ANCHOR_COLUMNS = {"planned_infusion": "planned_infusion_date", "day0": "day0"}
 SEALED = "sealed"  # an encrypted item value: {"sealed": <AES-GCM envelope>}
 
@@ -111,6 +112,16 @@ def _may_touch_form(actor: Actor, study: Study, form_id: str) -> bool:
     return "manufacturing" in study.form_roles.get(form_id, set())
 
 
+def _may_write_form(actor: Actor, study: Study, form_id: str) -> bool:
+    """Site staff write every form but the exclusive ones; other roles only the forms the study assigns them."""
+    if actor.is_system:
+        return True
+    roles = set(actor.roles)
+    if roles & study.form_roles.get(form_id, set()):
+        return True
+    return form_id not in study.exclusive_forms and bool(roles & SITE_WRITERS)
+
+
 def get_entry(session: Session, actor: Actor, entry_id: uuid.UUID) -> tuple[Entry, dict[str, Any]]:
     entry = _scope_entry(session, actor, entry_id, "entries:read")
     form = _study(session).form(entry.form_id, entry.form_version)
@@ -149,23 +160,29 @@ def _forms_read_by(study: Study, form_id: str) -> set[str]:
     return {source for source, readers in study.cross_form_dependencies.items() if form_id in readers}
 
 
-def _other_forms(session: Session, subject: Subject, form_id: str, exclude: uuid.UUID | None) -> dict[str, dict[str, Any]]:
-    """The latest values of the forms this form's cross-form checks read (and only those)."""
+def _other_entries(session: Session, subject: Subject, form_id: str,
+                   exclude: uuid.UUID | None) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """The subject's other entries of the forms this form's cross-form checks read (and only those): the latest
+    values per form (for forms.<form>.<item>) and every entry's values per form (for entries.<form>)."""
     study = _study(session)
     wanted = _forms_read_by(study, form_id)
     if not wanted:
-        return {}
-    latest: dict[str, Entry] = {}
+        return {}, {}
+    latest: dict[str, dict[str, Any]] = {}
+    every: dict[str, list[dict[str, Any]]] = {form: [] for form in wanted}
     stmt = (sa.select(Entry).where(Entry.subject_id == subject.id, Entry.form_id.in_(wanted))
             .order_by(Entry.updated_at, Entry.id))
     for entry in session.scalars(stmt):
         if entry.id != exclude:
-            latest[entry.form_id] = entry
-    return {fid: unseal(session, study.form(e.form_id, e.form_version), e) for fid, e in latest.items()}
+            values = unseal(session, study.form(entry.form_id, entry.form_version), entry)
+            latest[entry.form_id] = values
+            every[entry.form_id].append(values)
+    return latest, every
 
 
 def _context(session: Session, subject: Subject, form_id: str, exclude: uuid.UUID | None) -> ValidationContext:
-    return ValidationContext(subject=subject_facts(subject), other_forms=_other_forms(session, subject, form_id, exclude),
+    latest, every = _other_entries(session, subject, form_id, exclude)
+    return ValidationContext(subject=subject_facts(subject), other_forms=latest, other_entries=every,
                              today=clock.utcnow().date())
 
 
@@ -173,7 +190,7 @@ def _context(session: Session, subject: Subject, form_id: str, exclude: uuid.UUI
 
 def _writer_check(actor: Actor, study: Study, form_id: str) -> None:
     require(actor, "entries:write")
-    if not _may_touch_form(actor, study, form_id):
+    if not _may_write_form(actor, study, form_id):
         raise Forbidden("Your role does not enter this form.")
 
 
@@ -286,10 +303,10 @@ def _recheck_dependants(session: Session, actor: Actor, subject: Subject, change
     readers = set(study.cross_form_dependencies.get(changed.form_id, set()))
     for fact in changed_facts:
         readers |= study.subject_fact_dependencies.get(fact, set())
-    readers.discard(changed.form_id)
     if not readers:
-        return
-    for other in session.scalars(sa.select(Entry).where(Entry.subject_id == subject.id, Entry.form_id.in_(readers))):
+        return  # a form that reads its own other entries (entries.<form>) is its own reader
+    others = sa.select(Entry).where(Entry.subject_id == subject.id, Entry.form_id.in_(readers), Entry.id != changed.id)
+    for other in session.scalars(others.order_by(Entry.created_at, Entry.id)):
         form_def = study.form(other.form_id, other.form_version)
         warnings = evaluate_warnings(form_def, unseal(session, form_def, other), _context(session, subject, other.form_id, other.id))
         queries.sync_automatic(session, actor, other, warnings, fixing_change=change_id, only_cross_form=True)
@@ -300,7 +317,7 @@ def _apply_anchors(session: Session, actor: Actor, subject: Subject, entry: Entr
     """Copy schedule anchor dates (planned infusion, Day 0) from the forms the study names."""
     changes, changed = [], set()
     for anchor, source in _study(session).anchors.items():
-        if source["form"] != entry.form_id:
+        if source["form"] != entry.form_id or (source["event"] and entry.event_key.split("/")[0] != source["event"]):
             continue
         column = ANCHOR_COLUMNS[anchor]
         raw = values.get(source["item"])

@@ -26,7 +26,8 @@ def schedule(session: Session, actor: Actor) -> dict[str, Any]:
         "missing_codes": study.missing_codes,
         "events": [
             {"id": e.id, "label": e.label, "anchor": e.anchor, "day": e.day, "window_before": e.window_before,
-             "window_after": e.window_after, "forms": e.forms, "repeatable": e.repeatable}
+             "window_after": e.window_after, "forms": e.forms, "repeatable": e.repeatable,
+             "optional": e.optional}
             for e in study.events
         ],
         "subject_logs": study.subject_logs,

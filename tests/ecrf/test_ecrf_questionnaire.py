@@ -7,7 +7,7 @@ from fhir.resources.R4B.questionnaire import Questionnaire
 
 from edc.ecrf import load_study, to_questionnaire
 
-FORMS = Path(__file__).resolve().parents[2] / "forms"
+FORMS = Path(__file__).resolve().parents[2] / "tests" / "demo_forms"
 EXT = "http://hl7.org/fhir/StructureDefinition/"
 
 

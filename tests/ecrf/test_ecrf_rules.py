@@ -8,7 +8,7 @@ import pytest
 
 from edc.ecrf import ValidationContext, evaluate_warnings, load_study, register_derivation, validate_entry
 
-FORMS = Path(__file__).resolve().parents[2] / "forms"
+FORMS = Path(__file__).resolve().parents[2] / "tests" / "demo_forms"
 TODAY = date(2026, 11, 25)
 SUBJECT = {"site": "ES01", "sex": "F", "birth_year": 2015, "birth_month": 4, "registration_date": date(2026, 1, 10),
            "planned_infusion": date(2026, 2, 10), "day0": date(2026, 2, 16)}

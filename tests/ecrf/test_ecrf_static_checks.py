@@ -409,7 +409,7 @@ def test_repeating_form_date_item_must_be_a_required_date(tmp_path):
     study = STUDY.replace("forms: [f]", "forms: []") + \
         "repeating_forms:\n  f: {anchor: day0, from_day: 0, to_day: 14, date_item: A}\n"
     expect(tmp_path, VALID.replace("title: F\n", "title: F\nrepeating: true\n"), 13,
-           "date_item 'A' must be a required full-date item", file="study.yaml", study=study)
+           "date_item 'A' must be a required full-date or date-time item", file="study.yaml", study=study)
 
 
 def test_scheduled_event_needs_an_anchor(tmp_path):

@@ -1,4 +1,4 @@
-"""The demo definitions in forms/ load cleanly, and the Study API answers the service layer's questions."""
+"""The demo definitions in tests/demo_forms/ load cleanly, and the Study API answers the service layer's questions."""
 
 import ast
 import shutil
@@ -9,7 +9,7 @@ import pytest
 from edc.ecrf import DefinitionError, check_definitions, check_recorded_hashes, load_study, release
 
 ROOT = Path(__file__).resolve().parents[2]
-FORMS = ROOT / "forms"
+FORMS = ROOT / "tests" / "demo_forms"
 ENGINE = ROOT / "edc" / "ecrf"
 
 
