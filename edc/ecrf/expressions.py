@@ -26,7 +26,13 @@ SUBJECT_FACTS: dict[str, str] = {
     "registration_date": "date",
     "planned_infusion": "date",
     "day0": "date",
+    # The window of the scheduled visit the entry belongs to (absent for logs, repeating forms, event-driven
+    # visits and before the visit's anchor is known): due date, first and last day of the window.
+    "visit_due": "date",
+    "visit_earliest": "date",
+    "visit_latest": "date",
 }
+VISIT_FACTS = ("visit_due", "visit_earliest", "visit_latest")
 
 # Identifiers CEL itself defines (type names appear among Program.variables()).
 _CEL_TYPE_NAMES = frozenset({"int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type",

@@ -32,6 +32,7 @@ from .values import coerce_result, natural, samples
 SAMPLE_SUBJECT: dict[str, Any] = {
     "site": "ES01", "sex": "F", "birth_year": 2015, "birth_month": 4, "registration_date": date(2026, 1, 12),
     "planned_infusion": date(2026, 2, 16), "day0": date(2026, 2, 16),
+    "visit_due": date(2026, 3, 16), "visit_earliest": date(2026, 3, 13), "visit_latest": date(2026, 3, 19),
 }
 _FACT_SAMPLES = {"text": {"typical": "ES01", "minimum": "F", "maximum": "M"},
                  "integer": {"typical": 2015, "minimum": 1, "maximum": 12}}

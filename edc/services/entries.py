@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import uuid
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,12 +14,13 @@ from sqlalchemy.orm import Session
 
 from edc import clock, runtime
 from edc.ecrf import FormDef, Study, ValidationContext, evaluate_warnings, validate_entry
+from edc.ecrf.expressions import VISIT_FACTS
 from edc.errors import Conflict, Forbidden, NotFound, Problem, UnprocessableContent, field_error
 from edc.models.entries import Entry
 from edc.models.subjects import Subject
 from edc.security import crypto
 from edc.security.permissions import Actor, require
-from edc.services import audit, form_registry, queries, status_table
+from edc.services import audit, form_registry, queries, safety, status_table
 from edc.services.concurrency import check_etag
 from edc.services.subjects import get_subject
 
@@ -143,8 +144,10 @@ def list_entries(session: Session, actor: Actor, number: str, *, event: str | No
 
 # --- context for validation --------------------------------------------------------------------
 
-def subject_facts(subject: Subject) -> dict[str, Any]:
+def subject_facts(subject: Subject, event_key: str = SUBJECT_LOG_KEY, study: Study | None = None) -> dict[str, Any]:
+    """The facts rules read as subject.<fact>, with the window of the visit at `event_key` when it is known."""
     return {
+        **(_visit_window(study, subject, event_key) if study is not None else {}),
         "site": subject.site.code,
         "birth_year": subject.birth_year,
         "birth_month": subject.birth_month,
@@ -153,6 +156,19 @@ def subject_facts(subject: Subject) -> dict[str, Any]:
         "day0": subject.day0,
         "planned_infusion": subject.planned_infusion_date,
     }
+
+
+def _visit_window(study: Study, subject: Subject, event_key: str) -> dict[str, date]:
+    if not event_key:
+        return {}
+    event = study.event(event_key.split("/")[0])
+    anchor = {"registration": subject.registration_date, "planned_infusion": subject.planned_infusion_date,
+              "day0": subject.day0}.get(event.anchor) if event.anchor else None
+    if anchor is None or event.day is None or event.repeatable:
+        return {}
+    due = anchor + timedelta(days=event.day)
+    return {"visit_due": due, "visit_earliest": due - timedelta(days=event.window_before),
+            "visit_latest": due + timedelta(days=event.window_after)}
 
 
 def _forms_read_by(study: Study, form_id: str) -> set[str]:
@@ -180,9 +196,11 @@ def _other_entries(session: Session, subject: Subject, form_id: str,
     return latest, every
 
 
-def _context(session: Session, subject: Subject, form_id: str, exclude: uuid.UUID | None) -> ValidationContext:
+def _context(session: Session, subject: Subject, form_id: str, exclude: uuid.UUID | None,
+             event_key: str = SUBJECT_LOG_KEY) -> ValidationContext:
     latest, every = _other_entries(session, subject, form_id, exclude)
-    return ValidationContext(subject=subject_facts(subject), other_forms=latest, other_entries=every,
+    facts = subject_facts(subject, event_key, _study(session))
+    return ValidationContext(subject=facts, other_forms=latest, other_entries=every,
                              today=clock.utcnow().date())
 
 
@@ -240,7 +258,7 @@ def create_entry(session: Session, actor: Actor, number: str, *, form: str, data
         existing = session.scalar(sa.select(Entry.id).where(Entry.subject_id == subject.id, Entry.unique_slot == slot))
         if existing is not None:
             raise Conflict(f"{form} already has an entry here; change it instead.", existing=f"/api/v1/entries/{existing}")
-    result = _validated(form_def, data, complete, _context(session, subject, form, None))
+    result = _validated(form_def, data, complete, _context(session, subject, form, None, event_key))
     entry = Entry(id=uuid.uuid4(), subject=subject, event_key=event_key, form_id=form, form_version=form_def.version,
                   unique_slot=slot, status="complete" if complete else "draft", ever_completed=complete,
                   created_by=actor.username, updated_by=actor.username, data={})
@@ -265,7 +283,7 @@ def update_entry(session: Session, actor: Actor, entry_id: uuid.UUID, *, data: d
     subject = entry.subject
     form_def = study.form(entry.form_id, entry.form_version)
     old_values = unseal(session, form_def, entry)
-    result = _validated(form_def, data, complete, _context(session, subject, entry.form_id, entry.id))
+    result = _validated(form_def, data, complete, _context(session, subject, entry.form_id, entry.id, entry.event_key))
     changes = _diff(old_values, result.values)
     new_status = "complete" if complete else "draft"
     if new_status != entry.status:
@@ -291,6 +309,7 @@ def _after_save(session, actor, subject, entry, form_def, result, record, *, new
                                               new_entry=new_entry)
     changed_facts = _apply_anchors(session, actor, subject, entry, result.values)
     _recheck_dependants(session, actor, subject, entry, record.id, changed_facts=changed_facts)
+    safety.sync_clocks(session, actor, subject, entry, result.values)
     status_table.refresh(session, subject, entry.event_key, entry.form_id)
     return SaveOutcome(entry=entry, values=result.values, warnings=result.warnings, opened=opened, answered=answered,
                        queries=opened if new_entry else queries.for_entry(session, entry.id))
@@ -301,14 +320,14 @@ def _recheck_dependants(session: Session, actor: Actor, subject: Subject, change
     """Re-run the warning checks of the subject's other entries that read the changed form (or subject facts)."""
     study = _study(session)
     readers = set(study.cross_form_dependencies.get(changed.form_id, set()))
-    for fact in changed_facts:
+    for fact in (*changed_facts, *(VISIT_FACTS if changed_facts else ())):  # an anchor moves visit windows
         readers |= study.subject_fact_dependencies.get(fact, set())
     if not readers:
         return  # a form that reads its own other entries (entries.<form>) is its own reader
     others = sa.select(Entry).where(Entry.subject_id == subject.id, Entry.form_id.in_(readers), Entry.id != changed.id)
     for other in session.scalars(others.order_by(Entry.created_at, Entry.id)):
         form_def = study.form(other.form_id, other.form_version)
-        warnings = evaluate_warnings(form_def, unseal(session, form_def, other), _context(session, subject, other.form_id, other.id))
+        warnings = evaluate_warnings(form_def, unseal(session, form_def, other), _context(session, subject, other.form_id, other.id, other.event_key))
         queries.sync_automatic(session, actor, other, warnings, fixing_change=change_id, only_cross_form=True)
         status_table.refresh(session, subject, other.event_key, other.form_id)
 
@@ -354,7 +373,7 @@ def recheck_all(session: Session, actor: Actor) -> tuple[int, int]:
     opened = answered = 0
     for entry in session.scalars(sa.select(Entry).order_by(Entry.subject_id, Entry.created_at)):
         form_def = study.form(entry.form_id, entry.form_version)
-        warnings = evaluate_warnings(form_def, unseal(session, form_def, entry), _context(session, entry.subject, entry.form_id, entry.id))
+        warnings = evaluate_warnings(form_def, unseal(session, form_def, entry), _context(session, entry.subject, entry.form_id, entry.id, entry.event_key))
         new, done = queries.sync_automatic(session, actor, entry, warnings, fixing_change=None)
         opened, answered = opened + len(new), answered + len(done)
         status_table.refresh(session, entry.subject, entry.event_key, entry.form_id)
