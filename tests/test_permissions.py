@@ -74,9 +74,10 @@ def test_the_matrix_only_names_known_roles():
 
 @pytest.mark.parametrize("role, allowed", [
     ("admin", {"sites:read", "sites:manage", "users:read", "users:manage", "forms:read"}),
-    ("auditor", {"sites:read", "users:read", "audit:read", "forms:read", "subjects:read", "entries:read", "clinical_audit:read"}),
+    ("auditor", {"sites:read", "users:read", "audit:read", "forms:read", "subjects:read", "entries:read", "clinical_audit:read",
+                 "safety:read"}),
     ("investigator", {"sites:read", "forms:read", "subjects:read", "subjects:enrol", "subjects:status", "entries:read",
-                      "entries:write", "clinical_audit:read"}),
+                      "entries:write", "clinical_audit:read", "safety:read"}),
     ("statistician", {"sites:read", "forms:read"}),
     ("registry", set()),
 ])

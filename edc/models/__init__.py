@@ -3,6 +3,7 @@
 from edc.models.audit import AuditChainHead, AuditRecord, AuditValue
 from edc.models.auth import AuthSession, LoginThrottle, RefreshToken
 from edc.models.entries import Entry, FormStatus, FormVersion, Query
+from edc.models.safety import SafetyClock
 from edc.models.sites import Site
 from edc.models.subjects import Subject, SubjectCounter
 from edc.models.users import RoleAssignment, User
@@ -21,6 +22,7 @@ __all__ = [
     "LoginThrottle",
     "RefreshToken",
     "RoleAssignment",
+    "SafetyClock",
     "Site",
     "User",
 ]

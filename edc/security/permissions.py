@@ -38,6 +38,8 @@ MATRIX: dict[str, frozenset[str]] = {
     # Manufacturing and safety write only the forms the study assigns to them (checked per form).
     "entries:write": frozenset({"investigator", "coordinator", "manufacturing", "safety"}),
     "clinical_audit:read": frozenset({"investigator", "coordinator", "monitor", "data_manager", "safety", "auditor"}),
+    # Safety-reporting clocks: site staff and monitors for their sites; the sponsor's safety and data roles for all.
+    "safety:read": frozenset({"investigator", "coordinator", "monitor", "data_manager", "safety", "auditor"}),
     "sites:manage": frozenset({"admin"}),
     "users:read": frozenset({"admin", "auditor"}),
     "users:manage": frozenset({"admin"}),
