@@ -233,7 +233,49 @@ def forms_recheck_command():
     click.echo(f"recheck done: {opened} queries opened, {answered} answered")
 
 
+meddra_cli = AppGroup("meddra", help="The licensed MedDRA dictionary (installed at deployment, never in git).")
+
+
+@meddra_cli.command("load")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--version", "meddra_version", default=None, help="MedDRA release of the files, e.g. 27.1 (recorded).")
+def meddra_load_command(files, meddra_version):
+    """Check licensed MedDRA ASCII files (llt.asc, mdhier.asc) and install them in the meddra_dir setting."""
+    from pathlib import Path
+
+    from edc.ecrf.reference import MeddraError, load_meddra_file
+
+    target = Path(current_app.config["EDC"]["meddra_dir"])
+    for name in files:
+        try:
+            entry = load_meddra_file(Path(name), target, meddra_version)
+        except MeddraError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"installed {entry['file']}: {entry['records']} records, sha256 {entry['sha256'][:12]}… in {target}")
+
+
+@meddra_cli.command("lookup")
+@click.argument("term")
+@click.option("--limit", default=20, show_default=True, help="Most lowest level terms to print.")
+def meddra_lookup_command(term, limit):
+    """Print the lowest level terms whose name contains TERM, with their PT and primary SOC."""
+    from pathlib import Path
+
+    from edc.ecrf.reference import MeddraError, meddra_lookup
+
+    try:
+        found = meddra_lookup(Path(current_app.config["EDC"]["meddra_dir"]), term, limit)
+    except MeddraError as exc:
+        raise click.ClickException(str(exc)) from None
+    for row in found:
+        hierarchy = f"  PT {row['pt_code']} {row['pt_name'] or ''}".rstrip()
+        if row["soc_name"]:
+            hierarchy += f"  SOC {row['soc_code']} {row['soc_name']}"
+        click.echo(f"LLT {row['llt_code']} {row['llt_name']}{'' if row['current'] else ' (non-current)'}{hierarchy}")
+    click.echo(f"{len(found)} term(s)")
+
+
 def register(app: Flask) -> None:
-    for group in (keys_cli, users_cli, roles_cli, audit_cli, forms_cli):
+    for group in (keys_cli, users_cli, roles_cli, audit_cli, forms_cli, meddra_cli):
         edc_cli.add_command(group)
     app.cli.add_command(edc_cli)

@@ -77,7 +77,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[s
 
 def _resolve_paths(settings: dict[str, Any]) -> None:
     """Make relative file paths relative to the project root, not the working directory."""
-    for name in ("keys_dir", "forms_dir", "export_dir"):
+    for name in ("keys_dir", "forms_dir", "export_dir", "meddra_dir"):
         if name in settings:
             path = Path(settings[name])
             settings[name] = str(path if path.is_absolute() else PROJECT_ROOT / path)

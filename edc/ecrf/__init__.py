@@ -7,6 +7,7 @@ A pure library: no Flask, no database. The service layer loads the study once at
 from .definitions import CheckDef, DefinitionError, EventDef, FormDef, GroupDef, ItemDef, SectionDef, Study
 from .derivations import register_derivation, registered_derivations  # also registers the built-in derivations
 from . import clinical as _clinical_derivations  # noqa: F401 - registers the trial's derivations
+from . import labs as _lab_derivations  # noqa: F401 - registers the laboratory derivations (reference data)
 from .expressions import age_in_months
 from .loader import check_definitions, check_recorded_hashes, load_study, release
 from .questionnaire import to_questionnaire

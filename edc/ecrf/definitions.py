@@ -187,6 +187,8 @@ class Study:
     all_forms: dict[str, dict[str, FormDef]] = field(default_factory=dict)   # form id -> version -> form
     cross_form_dependencies: dict[str, set[str]] = field(default_factory=dict)
     subject_fact_dependencies: dict[str, set[str]] = field(default_factory=dict)
+    # forms/reference/<name>.yaml -> parsed data (edc.ecrf.reference: LabRanges, Ctcae); not part of any form's hash
+    reference: dict[str, Any] = field(default_factory=dict)
 
     def event(self, event_id: str) -> EventDef:
         """Return the event `event_id`; KeyError when unknown."""

@@ -20,15 +20,24 @@ from .expressions import age_in_months
 
 Derivation = Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]], Any]
 _REGISTRY: dict[str, Derivation] = {}
+_REFERENCES: dict[str, tuple[str, ...]] = {}   # derivation -> the reference data (forms/reference/<name>.yaml) it reads
 
 
-def register_derivation(name: str) -> Callable[[Derivation], Derivation]:
-    """Register `fn(values, subject, params)` under `name` for derived items (decorator)."""
+def register_derivation(name: str, reference: str | tuple[str, ...] | None = None) -> Callable[[Derivation], Derivation]:
+    """Register `fn(values, subject, params)` under `name` for derived items (decorator).
+
+    `reference`: the name(s) of the reference data the derivation reads (forms/reference/<name>.yaml). The loader
+    then passes them in `params["reference"]` as {name: data}; the item's own params (what its form's content
+    hash covers) stay as written.
+    """
+    references = (reference,) if isinstance(reference, str) else tuple(reference or ())
+
     def register(fn: Derivation) -> Derivation:
         known = _REGISTRY.get(name)
         if known is not None and known is not fn:
             raise ValueError(f"derivation {name!r} is already registered")
         _REGISTRY[name] = fn
+        _REFERENCES[name] = references
         return fn
     return register
 
@@ -36,6 +45,11 @@ def register_derivation(name: str) -> Callable[[Derivation], Derivation]:
 def get_derivation(name: str) -> Derivation | None:
     """Return the derivation registered under `name`, or None."""
     return _REGISTRY.get(name)
+
+
+def derivation_references(name: str) -> tuple[str, ...]:
+    """Return the names of the reference data the derivation `name` reads (empty for most)."""
+    return _REFERENCES.get(name, ())
 
 
 def registered_derivations() -> list[str]:

@@ -28,6 +28,8 @@ from .reading import (
 )
 from .source import YamlMap, YamlSyntaxError, read_yaml
 from .static import evaluate_samples, resolve_form_refs
+from .derivations import derivation_references
+from .reference import REFERENCE_DIR, item_problems, load_reference, reference_file_names
 
 STUDY_FILE, CODELISTS_FILE, RELEASED_FILE = "study.yaml", "codelists.yaml", "released.yaml"
 _STUDY_FILES = (STUDY_FILE, CODELISTS_FILE, RELEASED_FILE)
@@ -84,9 +86,11 @@ class _Loader:
             self.reader(STUDY_FILE).error(1, f"missing {STUDY_FILE} in {self.root}")
             return None, self.problems.messages()
         study, basics = self._study()
+        study.reference = load_reference(self.root, self.problems)   # forms/reference/*.yaml
         files = self._form_files()
         self._form_dirs = {form_dir for _, form_dir, _ in files}
         builds = self._forms(basics, files)
+        self._attach_reference(study, builds)
         for build in builds:
             study.all_forms.setdefault(build.form.id, {})[build.form.version] = build.form
         study.all_forms = {form_id: dict(sorted(versions.items(), key=lambda pair: version_key(pair[0])))
@@ -225,7 +229,7 @@ class _Loader:
         """Return (relative path, form directory, version) of every form file."""
         files = []
         for entry in sorted(self.root.iterdir()):
-            if entry.name.startswith((".", "_")):
+            if entry.name.startswith((".", "_")) or (entry.name == REFERENCE_DIR and entry.is_dir()):  # reference data
                 continue
             if entry.is_file() and entry.suffix in (".yaml", ".yml") and entry.name not in _STUDY_FILES:
                 self.reader(entry.name).error(1, "unexpected file: a form lives in <form id>/<version>.yaml")
@@ -256,6 +260,40 @@ class _Loader:
             if build is not None:
                 builds.append(build)
         return builds
+
+    # ------------------------------------------------------------ reference data for derived items
+
+    def _attach_reference(self, study: Study, builds: list[FormBuild]) -> None:
+        """Give each derived item whose derivation reads reference data that data in params["reference"].
+
+        The item's params as written stay what its content hash covers: reference data has its own versioning
+        (a lab range set applies from its effective date), so adding a range set does not change a form.
+        """
+        present = reference_file_names(self.root)
+        for build in builds:
+            for item in build.form.items.values():
+                names = derivation_references(item.derivation) if item.type == "derived" and item.derivation else ()
+                if not names:
+                    continue
+                if "reference" in item.params:
+                    build.reader.error(item.line, f"derived item {item.id!r}: params.reference is set by the loader "
+                                                  "from forms/reference/, not in the form")
+                missing = [name for name in names if name not in study.reference]
+                for name in missing:
+                    if name not in present:
+                        build.reader.error(item.line, f"derived item {item.id!r}: derivation {item.derivation!r} needs "
+                                                      f"reference data {name!r}: add {REFERENCE_DIR}/{name}.yaml")
+                if missing:
+                    build.broken.add(item.id)       # an invalid reference file reports its own problems
+                    continue
+                references = {name: study.reference[name] for name in names}
+                inputs = {name: build.form.items[name] for name in item.inputs if name in build.form.items}
+                problems = item_problems(item.derivation, item.params, inputs, references)
+                for problem in problems:
+                    build.reader.error(item.line, f"derived item {item.id!r}: {problem}")
+                if problems:
+                    build.broken.add(item.id)
+                item.params = {**item.params, "reference": references}
 
     # ------------------------------------------------------------ whole-study checks
 
