@@ -224,6 +224,36 @@ def forms_release_command(form_id, version, forms_dir):
     click.echo(f"released {form_id}{' v' + version if version else ''}: {digest}")
 
 
+@forms_cli.command("doc", with_appcontext=False)
+@click.option("--dir", "forms_dir", default=None, help="Definitions folder (default: the forms_dir setting).")
+@click.option("--output", default=None, help="File to write (default: docs/trial.md of the project).")
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 if the file is not what would be written.")
+def forms_doc_command(forms_dir, output, check):
+    """Write docs/trial.md, the trial's specification generated from the form definitions."""
+    from pathlib import Path
+
+    from edc.ecrf import DefinitionError, load_study
+    from edc.ecrf.trialdoc import render_trial_doc
+    from edc.settings import PROJECT_ROOT, load_settings
+
+    try:
+        text = render_trial_doc(load_study(forms_dir or load_settings()["forms_dir"]))
+    except DefinitionError as exc:
+        raise click.ClickException("\n".join(exc.messages)) from None
+    path = Path(output) if output else PROJECT_ROOT / "docs" / "trial.md"
+    current = path.read_text(encoding="utf-8") if path.is_file() else None
+    if check:
+        if current != text:
+            click.echo(f"{path} is out of date: run `flask edc forms doc`", err=True)
+            sys.exit(1)
+        click.echo(f"{path} is up to date")
+    elif current == text:
+        click.echo(f"{path} unchanged")
+    else:
+        path.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {path}")
+
+
 @forms_cli.command("recheck")
 def forms_recheck_command():
     """Re-run the current warning checks over every entry; open or answer automatic queries, change no data."""
