@@ -65,13 +65,19 @@ SITE_STAFF = "site staff"
 # ---------------------------------------------------------------- text helpers
 
 
-def _en(labels: dict[str, str] | None) -> str:
-    return (labels or {}).get("en", "")
-
-
 def _flat(text: Any) -> str:
     """One line: runs of whitespace (newlines of folded YAML included) become one space."""
     return " ".join(str(text).split())
+
+
+def _md(text: Any) -> str:
+    """Free text from the definitions as Markdown text: one line, `<` that would open an HTML tag escaped."""
+    return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", _flat(text))
+
+
+def _en(labels: dict[str, str] | None) -> str:
+    """The English text of a label, as Markdown text."""
+    return _md((labels or {}).get("en", ""))
 
 
 def _cell(text: Any) -> str:
@@ -151,7 +157,7 @@ class _SourceFile:
             if not line.strip().startswith("#"):
                 break
             texts.append(line.strip().lstrip("#").strip())
-        return _flat(" ".join(texts))
+        return _md(" ".join(texts))
 
     def comment_above(self, line: int) -> str:
         """The comment lines directly above 1-based `line` (no blank line between), joined."""
@@ -160,7 +166,7 @@ class _SourceFile:
         while 0 <= index < len(self.lines) and self.lines[index].strip().startswith("#"):
             texts.insert(0, self.lines[index].strip().lstrip("#").strip())
             index -= 1
-        return _flat(" ".join(texts))
+        return _md(" ".join(texts))
 
 
 @dataclass
@@ -194,7 +200,7 @@ def _parameter_block(study_source: str | Path) -> _ParameterBlock:
                 if names:
                     block.groups.append((heading, names))
                 heading, names = "", []
-            heading = _flat(f"{heading} {stripped.lstrip('#').strip()}")
+            heading = _md(f"{heading} {stripped.lstrip('#').strip()}")
             continue
         match = _PARAMETER_LINE.match(line)
         if match is None:
@@ -203,7 +209,7 @@ def _parameter_block(study_source: str | Path) -> _ParameterBlock:
         comment = re.search(r"\s#\s?(.*)$", rest)
         names.append(name)
         if comment:
-            block.comments[name] = _flat(comment.group(1))
+            block.comments[name] = _md(comment.group(1))
     if names:
         block.groups.append((heading, names))
     return block
@@ -311,7 +317,7 @@ def derivation_info(name: str) -> DerivationInfo | None:
         first_line = module_doc.strip().splitlines()[0] if module_doc.strip() else ""
         match = re.search(r"trial\.md\s+(§[^)]*)", first_line)
         section = match.group(1).strip() if match else ""
-    return DerivationInfo(name, _flat(rule.replace("`", "")), _flat(section), fn.__module__)
+    return DerivationInfo(name, _md(rule.replace("`", "")), _md(section), fn.__module__)
 
 
 def _documented_derivations(used: Iterable[str]) -> list[str]:
@@ -613,7 +619,7 @@ class _Renderer:
             lines.append("- Sets the schedule anchor " + ", ".join(anchors))
         self.emit(*lines, "")
         if _en(form.description):
-            self.emit(_flat(_en(form.description)), "")
+            self.emit(_en(form.description), "")
         header = source.header()
         if header:
             self.emit(f"> {header}", "")
@@ -729,7 +735,7 @@ class _Renderer:
         rules = f" ({', '.join(_x_sorted(tags))})" if tags else ""
         lines = [f"- **`{check.id}`**{rules} — {', '.join(meta)}",
                  f"  - rule: {_code(check.expression)}",
-                 f"  - message: {_flat(_en(check.message))}"]
+                 f"  - message: {_en(check.message)}"]
         program = check.program
         if program is not None:
             reads = [f"forms.{f}.{i}" for f, i in program.form_refs]
