@@ -1,0 +1,157 @@
+"""The local laboratory form (lb) through the HTTP API: range flags, CTCAE laboratory grades and the range set
+applied, from the subject's site laboratory, age band and the range version in force on the sample date
+(forms/reference/lab_ranges.yaml, ctcae_v5.yaml; trial.md §4.1-4.2, §8.2 LB); hard limits; the form's checks.
+
+The clock is fixed at 2026-11-20 (tests/trial/conftest.py). The default subject (ES01, born April 2016) is
+127 months old on 2026-11-03: band 72-<144 months. ES01's laboratory has two range sets, from 2024-01-01 and
+from 2026-03-01 (ALT upper limit 30 then 25 U/L in that band).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import count_rows, problem
+
+LB = {"LBDAT": "2026-11-03", "WBC": 1.2, "ANC": 0.4, "LYM": 0.3, "HGB": 7.9, "PLT": 20, "SODIUM": 138, "K": 2.9,
+      "CREAT": 0.5, "ALT": 28, "AST": 30, "BILI": 0.6, "FIBRINO": 45, "INR": 1.3, "CRP": 85.0, "FERRITIN": 2500,
+      "IGG": 300}
+
+
+def lb(**changes):
+    return {**LB, **changes}
+
+
+def refused(trial, session, number, data, pointer, **kwargs):
+    before = (count_rows(session, "entries"), count_rows(session, "queries"), count_rows(session, "audit_records"))
+    errors = problem(trial.save(number, "lb", data, event="SCR", **kwargs), 422)["errors"]
+    assert pointer in {error["pointer"] for error in errors}, errors
+    assert (count_rows(session, "entries"), count_rows(session, "queries"), count_rows(session, "audit_records")) == before
+
+
+def opened(body, check):
+    return [query for query in body["queries_opened"] if query["check"] == check]
+
+
+def open_on(trial, number, entry_id, check):
+    return [q for q in trial.open_queries(number, check) if q["entry_id"] == entry_id]
+
+
+def answered(trial, number, entry_id, check):
+    return [q for q in trial.queries(number) if q["entry_id"] == entry_id and q["check"] == check
+            and q["state"] == "answered"]
+
+
+def test_lb_derives_flags_grades_and_the_range_set_applied(trial):
+    number = trial.enrol()
+    body = trial.saved(number, "lb", LB, event="SCR")
+    data = body["data"]
+    assert data["LBNRREF"] == "ES01_CDB 2026-03-01 72-<144 months"
+    assert (data["ANC_NRIND"], data["ANC_TOXGR"]) == ("LOW", 4)           # < 0.5 x10^9/L
+    assert (data["WBC_NRIND"], data["WBC_TOXGR"]) == ("LOW", 3)           # < 2.0
+    assert (data["LYM_NRIND"], data["LYM_TOXGR"]) == ("LOW", 3)           # < 0.5
+    assert (data["HGB_NRIND"], data["HGB_TOXGR"]) == ("LOW", 3)           # < 8.0 g/dL
+    assert (data["PLT_NRIND"], data["PLT_TOXGR"]) == ("LOW", 4)           # < 25
+    assert (data["K_NRIND"], data["K_TOXGR"]) == ("LOW", 3)               # hypokalaemia < 3.0 mmol/L
+    assert (data["SODIUM_NRIND"], data["SODIUM_TOXGR"]) == ("NORMAL", 0)
+    assert (data["ALT_NRIND"], data["ALT_TOXGR"]) == ("HIGH", 1)          # ULN 25 from 2026-03-01
+    assert (data["AST_NRIND"], data["AST_TOXGR"]) == ("NORMAL", 0)
+    assert (data["FIBRINO_NRIND"], data["FIBRINO_TOXGR"]) == ("LOW", 4)   # < 50 mg/dL
+    assert (data["INR_NRIND"], data["INR_TOXGR"]) == ("HIGH", 1)          # > 1.2
+    assert (data["CRP_NRIND"], data["FERRITIN_NRIND"], data["IGG_NRIND"]) == ("HIGH", "HIGH", "LOW")
+    assert "IGG_TOXGR" not in data and "HGB" in data and "ALB_NRIND" not in data
+    assert body["queries_opened"] == []
+    # The stored entry holds the derived values (what the cm form's IVIG rule and exports read).
+    stored = trial.entry(body["id"])["data"]
+    assert stored["IGG"] == 300 and stored["LBDAT"] == "2026-11-03" and stored["ANC_TOXGR"] == 4
+
+
+def test_the_range_set_in_force_on_the_sample_date_applies(trial):
+    number = trial.enrol()
+    before = trial.saved(number, "lb", {"LBDAT": "2026-02-28", "ALT": 28}, event="UNS")
+    after = trial.saved(number, "lb", {"LBDAT": "2026-03-01", "ALT": 28}, event="UNS", instance=2)
+    assert before["data"]["LBNRREF"] == "ES01_CDB 2024-01-01 72-<144 months"
+    assert (before["data"]["ALT_NRIND"], before["data"]["ALT_TOXGR"]) == ("NORMAL", 0)      # ULN 30
+    assert after["data"]["LBNRREF"] == "ES01_CDB 2026-03-01 72-<144 months"
+    assert (after["data"]["ALT_NRIND"], after["data"]["ALT_TOXGR"]) == ("HIGH", 1)          # ULN 25
+
+
+@pytest.mark.parametrize("birth_month, band, wbc_flag", [
+    (12, "12-<72 months", "NORMAL"),      # born Dec 2020: 71 months on 2026-11-03 (WBC up to 15.5)
+    (11, "72-<144 months", "HIGH"),       # born Nov 2020: 72 months, the next band (WBC up to 13.5)
+])
+def test_the_subjects_age_band_at_the_sample_date_applies(trial, birth_month, band, wbc_flag):
+    number = trial.enrol(birth_year=2020, birth_month=birth_month)
+    body = trial.saved(number, "lb", {"LBDAT": "2026-11-03", "WBC": 14.5}, event="SCR")
+    assert body["data"]["LBNRREF"] == f"ES01_CDB 2026-03-01 {band}"
+    assert (body["data"]["WBC_NRIND"], body["data"]["WBC_TOXGR"]) == (wbc_flag, 0)
+
+
+def test_each_site_uses_its_own_laboratory(trial):
+    number = trial.enrol(site="IT01", consent_date="2026-11-02")
+    body = trial.saved(number, "lb", {"LBDAT": "2026-11-03", "CRP": 5.5}, event="SCR", role="investigator_IT01")
+    assert body["data"]["LBNRREF"] == "IT01_OPBG 2024-01-01 72-<144 months"
+    assert body["data"]["CRP_NRIND"] == "NORMAL"                          # IT01 CRP up to 6 mg/L (ES01: 5)
+    es01 = trial.saved(trial.enrol(), "lb", {"LBDAT": "2026-11-03", "CRP": 5.5}, event="SCR")
+    assert es01["data"]["CRP_NRIND"] == "HIGH"
+
+
+def test_a_correction_recomputes_the_flags_and_grade(trial):
+    number = trial.enrol()
+    body = trial.saved(number, "lb", lb(), event="SCR")
+    response = trial.update(body["id"], lb(ANC=1.6, WBC=4.0), reason="transcription error")
+    assert response.status_code == 200, response.get_json()
+    data = trial.entry(body["id"])["data"]
+    assert (data["ANC_NRIND"], data["ANC_TOXGR"], data["WBC_TOXGR"]) == ("NORMAL", 0, 1)
+
+
+def test_a_result_coded_not_done_derives_nothing(trial):
+    number = trial.enrol()
+    body = trial.saved(number, "lb", {"LBDAT": "2026-11-03", "ANC": {"missing": "ND"}}, event="SCR")
+    assert body["data"]["ANC"] == {"missing": "ND"} and "ANC_NRIND" not in body["data"] and "ANC_TOXGR" not in body["data"]
+
+
+@pytest.mark.parametrize("changes, pointer", [
+    ({"ANC": -0.1}, "/data/ANC"),                 # negative counts are impossible
+    ({"PLT": -1}, "/data/PLT"),
+    ({"WBC": -0.5}, "/data/WBC"),
+    ({"K": 25.0}, "/data/K"),                     # implausible
+    ({"HGB": 40.0}, "/data/HGB"),
+    ({"LBDAT": None}, "/data/LBDAT"),             # the sample date is required
+    ({"LBDAT": {"missing": "ND"}}, "/data/LBDAT"),
+    ({"LBDAT": "2026-11-21"}, "/data/LBDAT"),     # not in the future
+    ({"ANC_NRIND": "LOW"}, "/data/ANC_NRIND"),    # derived by the server only
+    ({"ANC_TOXGR": 0}, "/data/ANC_TOXGR"),
+    ({"LBNRREF": "ES01_CDB"}, "/data/LBNRREF"),
+])
+def test_impossible_values_are_refused(trial, session, changes, pointer):
+    refused(trial, session, trial.enrol(), lb(**changes), pointer)
+
+
+@pytest.mark.parametrize("check, changes, items", [
+    ("LB_ANC_WBC", {"ANC": 3.5, "WBC": 3.0}, {"ANC", "WBC"}),
+    ("LB_LYM_WBC", {"LYM": 3.5, "WBC": 3.0, "ANC": 0.4}, {"LYM", "WBC"}),
+])
+def test_a_differential_above_the_white_count_opens_a_query(trial, check, changes, items):
+    number = trial.enrol()
+    body = trial.saved(number, "lb", lb(**changes), event="SCR")
+    assert {query["item"] for query in opened(body, check)} == items
+    trial.update(body["id"], lb())
+    assert not open_on(trial, number, body["id"], check) and answered(trial, number, body["id"], check)
+
+
+@pytest.mark.parametrize("text", ["call 612345678", "mail jane.doe@example.org"])
+def test_identifiers_in_the_comment_open_a_query(trial, text):
+    """X12: e-mail addresses and long digit runs in free text."""
+    number = trial.enrol()
+    body = trial.saved(number, "lb", lb(LBCOM=text), event="SCR")
+    assert [query["item"] for query in opened(body, "LB_COM_ID")] == ["LBCOM"]
+    trial.update(body["id"], lb(LBCOM="Haemolysed sample, repeated"))
+    assert not open_on(trial, number, body["id"], "LB_COM_ID") and answered(trial, number, body["id"], "LB_COM_ID")
+
+
+def test_viral_loads_are_asked_only_when_detected(trial, session):
+    number = trial.enrol()
+    refused(trial, session, number, lb(CMVPCR="NOTDET", CMVLOAD=1200), "/data/CMVLOAD")
+    body = trial.saved(number, "lb", lb(CMVPCR="DET", CMVLOAD=1200, HBSAG="NEG", HIVSER="NEG"), event="SCR")
+    assert body["data"]["CMVLOAD"] == 1200
