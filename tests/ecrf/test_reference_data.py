@@ -667,3 +667,13 @@ def test_meddra_dir_setting_defaults_outside_git():
     assert settings["meddra_dir"] == str(PROJECT_ROOT / "instance" / "meddra")
     assert "instance/" in (PROJECT_ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
     assert load_settings({"meddra_dir": "/srv/meddra"}, environ={})["meddra_dir"] == "/srv/meddra"
+
+
+def test_forms_check_command_reports_reference_problems(runner, tmp_path):
+    text = LAB_TEXT.replace("effective_from: 2026-03-01", "effective_from: 2024-01-01", 1)
+    root = make_study(tmp_path, lab=text)
+    result = runner.invoke(args=["edc", "forms", "check", "--dir", str(root)])
+    line = line_of(text, "effective_from: 2024-01-01", 2)
+    assert result.exit_code == 1
+    assert f"{root}/reference/lab_ranges.yaml:{line}: effective_from 2024-01-01 overlaps the range set" in result.output
+    assert runner.invoke(args=["edc", "forms", "check", "--dir", str(make_study(tmp_path / "ok"))]).exit_code == 0
