@@ -630,6 +630,9 @@ class _Renderer:
     def section(self, form: FormDef, section: Any) -> None:
         source = self.sources[form.id]
         self.emit(f"#### Section `{section.id}` — {_en(section.title)}", "")
+        comment = source.comment_above(section.line)
+        if comment:
+            self.emit(comment, "")
         rows, notes = [], []
         for member in section.items:
             nodes: list[ItemDef | GroupDef] = []
