@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import click
 from flask import Flask, current_app
@@ -53,13 +54,38 @@ def init_command():
 
 @edc_cli.command("seed-demo")
 @click.option("--if-empty", is_flag=True, help="Do nothing (and succeed) when the database already holds sites.")
-def seed_demo_command(if_empty):
-    """Create the demo sites and accounts (refused in production)."""
+@click.option("--subjects", "subject_count", type=click.IntRange(min=1), default=None,
+              help="Also create N synthetic subjects with complete casebooks through Day 28 "
+                   "(added to the demo sites if they exist already).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Random seed of the synthetic subjects: the same seed on the same day gives the same values.")
+def seed_demo_command(if_empty, subject_count, seed):
+    """Create the demo sites and accounts, and with --subjects synthetic subjects (refused in production)."""
     if if_empty and demo.is_seeded(_session()):
         click.echo("demo seed skipped: the database is not empty")
         return
-    counts = _run(lambda s: demo.seed_demo(s, Actor.system("seed-demo")))
-    click.echo(f"seeded {counts['sites']} sites and {counts['users']} demo accounts")
+    if not (subject_count and demo.is_seeded(_session())):
+        counts = _run(lambda s: demo.seed_demo(s, Actor.system("seed-demo")))
+        click.echo(f"seeded {counts['sites']} sites and {counts['users']} demo accounts")
+    if subject_count:
+        _seed_subjects(subject_count, seed)
+
+
+def _seed_subjects(count: int, seed: int) -> None:
+    """Synthetic subjects, committed one by one; a save the rules refuse stops the command (exit status 1)."""
+    from edc.services import demo_subjects
+
+    started = time.perf_counter()
+    report = _run(lambda s: demo_subjects.seed_subjects(s, count, seed=seed, commit=db.session.commit))
+    seconds = time.perf_counter() - started
+    click.echo(f"seeded {len(report.subjects)} demo subjects (seed {seed}) in {seconds:.1f} s: "
+               f"{sum(report.entries.values())} entries, {sum(report.updates.values())} later changes")
+    click.echo("  entries per form: " + ", ".join(f"{form} {n}" for form, n in sorted(report.entries.items())))
+    click.echo(f"  CRS {len(report.crs_subjects)} subjects, ICANS {len(report.icans_subjects)}, "
+               f"SAE {report.sae_subject}, relapse {report.relapse_subject}")
+    opened = sum(report.queries.values())
+    by_check = ", ".join(f"{check} {n}" for check, n in sorted(report.queries.items()))
+    click.echo(f"  automatic queries opened: {opened} ({report.open_queries} open)" + (f": {by_check}" if opened else ""))
 
 
 @edc_cli.command("demo-logins")
