@@ -3,6 +3,7 @@
 from edc.models.audit import AuditChainHead, AuditRecord, AuditValue
 from edc.models.auth import AuthSession, LoginThrottle, RefreshToken
 from edc.models.entries import Entry, FormStatus, FormVersion, Query
+from edc.models.monitoring import DataCut, DataCutEntry, OutboxMessage, QueryMessage, SdvMark, Signature, StudyLock
 from edc.models.safety import SafetyClock
 from edc.models.sites import Site
 from edc.models.subjects import Subject, SubjectCounter
@@ -12,6 +13,13 @@ __all__ = [
     "AuditChainHead",
     "AuditRecord",
     "AuditValue",
+    "DataCut",
+    "DataCutEntry",
+    "OutboxMessage",
+    "QueryMessage",
+    "SdvMark",
+    "Signature",
+    "StudyLock",
     "Entry",
     "FormStatus",
     "FormVersion",

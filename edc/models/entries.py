@@ -51,6 +51,10 @@ class Entry(IdMixin, TimestampMixin, db.Model):
     created_by: Mapped[str] = mapped_column(sa.String(64))
     updated_by: Mapped[str] = mapped_column(sa.String(64))
     version: Mapped[int] = mapped_column(default=1)
+    # Locked by a data manager, or frozen by a data cut: read-only until a data manager unlocks it.
+    locked_at: Mapped[datetime | None]
+    locked_by: Mapped[str | None] = mapped_column(sa.String(64))
+    frozen_by_cut: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("data_cuts.id"))
 
     subject: Mapped[Subject] = relationship()
 
@@ -83,6 +87,7 @@ class Query(IdMixin, db.Model):
         sa.CheckConstraint(f"state IN {QUERY_STATES!r}", name="state"),
         sa.Index("ix_queries_site_state", "site_id", "state"),
         sa.Index("ix_queries_entry_state", "entry_id", "state"),
+        sa.Index("ix_queries_state_opened", "state", "opened_at"),
     )
 
     entry_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("entries.id"))
@@ -101,7 +106,12 @@ class Query(IdMixin, db.Model):
     answered_at: Mapped[datetime | None]
     # The audit record of the change that answered it (automatic queries: the fixing save).
     answered_by_change: Mapped[uuid.UUID | None]
+    first_answered_at: Mapped[datetime | None]  # for the time-to-answer report; kept across re-opens
     closed_at: Mapped[datetime | None]
+    closed_by: Mapped[str | None] = mapped_column(sa.String(64))
+    cancelled_at: Mapped[datetime | None]
+    # Who acts next: "site" while open (site staff answer), the monitor once answered.
+    assignee_role: Mapped[str] = mapped_column(sa.String(16), default="site", server_default="site")
     version: Mapped[int] = mapped_column(default=1)
 
     entry: Mapped["Entry"] = relationship()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -51,6 +51,9 @@ class Subject(IdMixin, TimestampMixin, db.Model):
     duplicate_index: Mapped[str | None] = mapped_column(sa.String(32), index=True)
     created_by: Mapped[str] = mapped_column(sa.String(64))
     version: Mapped[int] = mapped_column(default=1)
+    # A locked subject's casebook is read-only, new entries included, until a data manager unlocks it.
+    locked_at: Mapped[datetime | None]
+    locked_by: Mapped[str | None] = mapped_column(sa.String(64))
 
     site: Mapped[Site] = relationship()
 

@@ -40,6 +40,20 @@ MATRIX: dict[str, frozenset[str]] = {
     "clinical_audit:read": frozenset({"investigator", "coordinator", "monitor", "data_manager", "safety", "auditor"}),
     # Safety-reporting clocks: site staff and monitors for their sites; the sponsor's safety and data roles for all.
     "safety:read": frozenset({"investigator", "coordinator", "monitor", "data_manager", "safety", "auditor"}),
+    # Monitoring: monitors and data managers raise and settle queries; site staff answer them.
+    "queries:read": frozenset({"investigator", "coordinator", "monitor", "data_manager", "safety", "auditor"}),
+    "queries:manage": frozenset({"monitor", "data_manager"}),
+    "queries:answer": frozenset({"investigator", "coordinator"}),
+    "queries:message": frozenset({"investigator", "coordinator", "monitor", "data_manager"}),
+    "sdv:read": frozenset({"investigator", "coordinator", "monitor", "data_manager", "auditor"}),
+    "sdv:write": frozenset({"monitor"}),
+    "signatures:read": frozenset({"investigator", "coordinator", "monitor", "data_manager", "auditor"}),
+    # Only a site's principal investigator signs (checked against the grant's principal_investigator flag).
+    "signatures:sign": frozenset({"investigator"}),
+    "locks:manage": frozenset({"data_manager"}),
+    "cuts:read": frozenset({"data_manager", "statistician", "auditor"}),
+    "reports:read": frozenset({"investigator", "coordinator", "monitor", "data_manager", "safety", "auditor"}),
+    "outbox:read": frozenset({"data_manager", "safety"}),
     "sites:manage": frozenset({"admin"}),
     "users:read": frozenset({"admin", "auditor"}),
     "users:manage": frozenset({"admin"}),
