@@ -8,29 +8,40 @@ from sqlalchemy.orm import Session
 
 from edc import clock
 from edc.models.entries import Entry, FormStatus, Query
+from edc.models.monitoring import SdvMark, Signature
 from edc.models.subjects import Subject
 
 
 def refresh(session: Session, subject: Subject, event_key: str, form_id: str) -> None:
-    """Recount one cell from its entries and open queries and upsert it: two statements, by index."""
+    """Recount one cell from its entries, open queries, SDV marks, signatures and locks, and upsert it:
+    two statements, by index. A cell is verified, signed or locked when every entry in it is."""
     in_cell = sa.and_(Entry.subject_id == subject.id, Entry.event_key == event_key, Entry.form_id == form_id)
+    entry_verified = sa.exists().where(SdvMark.entry_id == Entry.id, SdvMark.item_id.is_(None), SdvMark.cleared_at.is_(None))
+    entry_signed = sa.exists().where(Signature.entry_id == Entry.id, Signature.invalidated_at.is_(None))
+    casebook_signed = sa.exists().where(Signature.subject_id == subject.id, Signature.entry_id.is_(None),
+                                        Signature.invalidated_at.is_(None))
+    entry_locked = sa.or_(Entry.locked_at.is_not(None), Entry.frozen_by_cut.is_not(None))
     counts = session.execute(
         sa.select(
             sa.func.count(Entry.id),
             sa.func.count(Entry.id).filter(Entry.status == "complete"),
             sa.select(sa.func.count(Query.id)).join(Entry, Query.entry_id == Entry.id)
             .where(in_cell, Query.state == "open").scalar_subquery(),
+            sa.func.count(Entry.id).filter(entry_verified),
+            sa.func.count(Entry.id).filter(sa.or_(entry_signed, casebook_signed)),
+            sa.func.count(Entry.id).filter(entry_locked),
         ).where(in_cell)
     ).one()
-    entries, complete, open_queries = counts[0], counts[1], counts[2] or 0
+    entries, complete, open_queries, verified, signed, locked = counts[0], counts[1], counts[2] or 0, *counts[3:]
+    every = (lambda n: bool(entries) and n == entries)
     values = {
         "subject_id": subject.id, "event_key": event_key, "form_id": form_id, "site_id": subject.site_id,
-        "state": "complete" if entries and complete == entries else "draft",
+        "state": "complete" if every(complete) else "draft",
         "entries": entries, "open_queries": open_queries, "updated_at": clock.utcnow(),
-        "verified": False, "signed": False, "locked": False,
+        "verified": every(verified), "signed": every(signed), "locked": subject.locked_at is not None or every(locked),
     }
     insert = (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(FormStatus)
-    changing = ("state", "entries", "open_queries", "updated_at")
+    changing = ("state", "entries", "open_queries", "updated_at", "verified", "signed", "locked")
     session.execute(
         insert.values(**values).on_conflict_do_update(
             index_elements=["subject_id", "event_key", "form_id"],
