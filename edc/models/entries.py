@@ -38,6 +38,8 @@ class Entry(IdMixin, TimestampMixin, db.Model):
         # Non-repeating forms have one slot per event instance; repeating ones leave it NULL.
         sa.UniqueConstraint("subject_id", "unique_slot"),
         sa.Index("ix_entries_subject_form", "subject_id", "form_id"),
+        # Study-wide reads of one form (safety summaries, data cuts, exports) without a full scan.
+        sa.Index("ix_entries_form_subject", "form_id", "subject_id"),
     )
 
     subject_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("subjects.id"))

@@ -157,6 +157,7 @@ def upgrade():
         batch_op.add_column(sa.Column('locked_by', sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column('frozen_by_cut', sa.Uuid(), nullable=True))
         batch_op.create_foreign_key(batch_op.f('fk_entries_frozen_by_cut_data_cuts'), 'data_cuts', ['frozen_by_cut'], ['id'])
+        batch_op.create_index('ix_entries_form_subject', ['form_id', 'subject_id'], unique=False)
 
     with op.batch_alter_table('queries', schema=None) as batch_op:
         batch_op.add_column(sa.Column('first_answered_at', edc.extensions.UTCDateTime(timezone=True), nullable=True))
@@ -188,6 +189,7 @@ def downgrade():
         batch_op.drop_column('first_answered_at')
 
     with op.batch_alter_table('entries', schema=None) as batch_op:
+        batch_op.drop_index('ix_entries_form_subject')
         batch_op.drop_constraint(batch_op.f('fk_entries_frozen_by_cut_data_cuts'), type_='foreignkey')
         batch_op.drop_column('frozen_by_cut')
         batch_op.drop_column('locked_by')
