@@ -176,29 +176,35 @@ def _forms_read_by(study: Study, form_id: str) -> set[str]:
     return {source for source, readers in study.cross_form_dependencies.items() if form_id in readers}
 
 
-def _other_entries(session: Session, subject: Subject, form_id: str,
-                   exclude: uuid.UUID | None) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
-    """The subject's other entries of the forms this form's cross-form checks read (and only those): the latest
-    values per form (for forms.<form>.<item>) and every entry's values per form (for entries.<form>)."""
+def _load_values(session: Session, subject: Subject, forms: set[str]) -> list[tuple[Entry, dict[str, Any]]]:
+    """The subject's entries of these forms with their values opened, oldest change first."""
     study = _study(session)
-    wanted = _forms_read_by(study, form_id)
+    stmt = (sa.select(Entry).where(Entry.subject_id == subject.id, Entry.form_id.in_(forms))
+            .order_by(Entry.updated_at, Entry.id))
+    return [(entry, unseal(session, study.form(entry.form_id, entry.form_version), entry)) for entry in session.scalars(stmt)]
+
+
+def _other_entries(session: Session, subject: Subject, form_id: str, exclude: uuid.UUID | None,
+                   loaded: list[tuple[Entry, dict[str, Any]]] | None = None,
+                   ) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """The subject's other entries of the forms this form's cross-form checks read (and only those): the latest
+    values per form (for forms.<form>.<item>) and every entry's values per form (for entries.<form>).
+    `loaded` is a preloaded superset (from _load_values), so rechecking many entries reads them once."""
+    wanted = _forms_read_by(_study(session), form_id)
     if not wanted:
         return {}, {}
     latest: dict[str, dict[str, Any]] = {}
     every: dict[str, list[dict[str, Any]]] = {form: [] for form in wanted}
-    stmt = (sa.select(Entry).where(Entry.subject_id == subject.id, Entry.form_id.in_(wanted))
-            .order_by(Entry.updated_at, Entry.id))
-    for entry in session.scalars(stmt):
-        if entry.id != exclude:
-            values = unseal(session, study.form(entry.form_id, entry.form_version), entry)
+    for entry, values in loaded if loaded is not None else _load_values(session, subject, wanted):
+        if entry.form_id in wanted and entry.id != exclude:
             latest[entry.form_id] = values
             every[entry.form_id].append(values)
     return latest, every
 
 
 def _context(session: Session, subject: Subject, form_id: str, exclude: uuid.UUID | None,
-             event_key: str = SUBJECT_LOG_KEY) -> ValidationContext:
-    latest, every = _other_entries(session, subject, form_id, exclude)
+             event_key: str = SUBJECT_LOG_KEY, loaded: list[tuple[Entry, dict[str, Any]]] | None = None) -> ValidationContext:
+    latest, every = _other_entries(session, subject, form_id, exclude, loaded)
     facts = subject_facts(subject, event_key, _study(session))
     return ValidationContext(subject=facts, other_forms=latest, other_entries=every,
                              today=clock.utcnow().date())
@@ -324,10 +330,16 @@ def _recheck_dependants(session: Session, actor: Actor, subject: Subject, change
         readers |= study.subject_fact_dependencies.get(fact, set())
     if not readers:
         return  # a form that reads its own other entries (entries.<form>) is its own reader
-    others = sa.select(Entry).where(Entry.subject_id == subject.id, Entry.form_id.in_(readers), Entry.id != changed.id)
-    for other in session.scalars(others.order_by(Entry.created_at, Entry.id)):
+    # One read of every entry involved: the readers and the forms they read (a daily form that reads its own
+    # other entries would otherwise reload them all for each of them).
+    involved = readers.union(*(_forms_read_by(study, form) for form in readers))
+    loaded = _load_values(session, subject, involved)
+    rechecked = sorted(((e, v) for e, v in loaded if e.form_id in readers and e.id != changed.id),
+                       key=lambda pair: (pair[0].created_at, pair[0].id))
+    for other, values in rechecked:
         form_def = study.form(other.form_id, other.form_version)
-        warnings = evaluate_warnings(form_def, unseal(session, form_def, other), _context(session, subject, other.form_id, other.id, other.event_key))
+        context = _context(session, subject, other.form_id, other.id, other.event_key, loaded=loaded)
+        warnings = evaluate_warnings(form_def, values, context)
         queries.sync_automatic(session, actor, other, warnings, fixing_change=change_id, only_cross_form=True)
         status_table.refresh(session, subject, other.event_key, other.form_id)
 

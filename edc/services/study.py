@@ -70,6 +70,8 @@ def form_definition(session: Session, actor: Actor, form_id: str, *, version: st
     form = _form(session, form_id, version)
     return {
         "id": form.id, "version": form.version, "title": _labels(form.title, lang), "titles": form.title,
+        # Notes on the form itself, e.g. that its translations still await clinical review.
+        "description": _labels(form.description, lang) if form.description else None,
         "repeating": form.repeating, "content_hash": form.content_hash,
         "sections": [{"id": s.id, "title": _labels(s.title, lang), "items": list(s.items)} for s in form.sections],
         "groups": [{"id": g.id, "label": _labels(g.label, lang), "items": list(g.items), "show_if": g.show_if}

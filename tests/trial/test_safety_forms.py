@@ -564,6 +564,7 @@ def test_ae_form_in_spanish_and_unknown_language_falls_back_to_english(trial):
     headers = trial.headers["investigator_ES01"]
     spanish = trial.client.get("/api/v1/forms/ae?lang=es", headers=headers).get_json()
     assert spanish["title"] == "Acontecimiento adverso"
+    assert "pendientes de revisión clínica" in spanish["description"]  # marked as awaiting clinical review
     items = {item["id"]: item for item in spanish["items"]}
     assert items["AETERM"]["label"] == "Término notificado"
     assert items["AESER"]["code_list"][0]["label"] == "Sí"
@@ -572,6 +573,7 @@ def test_ae_form_in_spanish_and_unknown_language_falls_back_to_english(trial):
         "La fecha de finalización es anterior a la de inicio."
     fallback = trial.client.get("/api/v1/forms/ae?lang=xx", headers=headers).get_json()
     assert fallback["title"] == "Adverse event"
+    assert "await clinical review" in fallback["description"]
     assert {item["id"]: item["label"] for item in fallback["items"]}["AETERM"] == "Reported term"
     arabic = trial.client.get("/api/v1/forms/crs_daily?lang=ar", headers=headers).get_json()
     assert arabic["title"] == "التقييم اليومي لمتلازمة إطلاق السيتوكينات (ASTCT 2019)"
@@ -591,6 +593,7 @@ def test_every_text_of_the_translated_forms_is_in_spanish_italian_and_arabic(for
     assert "clinical review" in form.description["en"]
 
 
-def test_the_two_capd_age_cutoff_parameters_agree():
+def test_the_capd_age_cutoff_is_one_parameter_in_months():
     parameters = load_study(TRIAL_FORMS).parameters
-    assert parameters["capd_below_age_months"] == parameters["capd_below_age_years"] * 12
+    assert parameters["capd_below_age_months"] == 144
+    assert "capd_below_age_years" not in parameters
