@@ -90,6 +90,8 @@ def read_yaml(path: Path) -> Any:
         raise YamlSyntaxError(line, f"invalid YAML: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(1, f"invalid YAML: {exc}") from None
+    except ValueError as exc:  # PyYAML raises a bare ValueError for an impossible unquoted date (2026-02-30)
+        raise YamlSyntaxError(1, f"invalid YAML: {exc}") from None
 
 
 def plain(value: Any) -> Any:

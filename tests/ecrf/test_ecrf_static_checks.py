@@ -230,6 +230,11 @@ def test_yaml_syntax_error(tmp_path):
     expect(tmp_path, VALID + "      - {id: B, type: text\n", 13, "invalid YAML")
 
 
+def test_impossible_unquoted_date_is_reported_not_raised(tmp_path):
+    # YAML turns 2026-02-30 into a date and fails inside the parser with a bare ValueError.
+    expect(tmp_path, VALID + "# released\nreleased_on: 2026-02-30\n", 1, "invalid YAML: day is out of range for month")
+
+
 def test_empty_form_file(tmp_path):
     expect(tmp_path, "", 1, "the file is empty")
 
