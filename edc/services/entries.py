@@ -251,6 +251,13 @@ def _validated(form: FormDef, data: dict[str, Any], complete: bool, context: Val
     return result
 
 
+def _check_references(session: Session, subject: Subject, form_id: str, values: dict[str, Any]) -> None:
+    """Values that name other records (an SAE review's AE entry) must name real ones of this subject."""
+    errors = safety.reference_errors(session, subject, form_id, values)
+    if errors:
+        raise UnprocessableContent("The entry refers to a record that does not exist.", errors=errors)
+
+
 def create_entry(session: Session, actor: Actor, number: str, *, form: str, data: dict[str, Any], complete: bool,
                  event: str | None = None, event_instance: int = 1) -> SaveOutcome:
     """Enter a new case form for a subject of one of the caller's sites."""
@@ -265,6 +272,7 @@ def create_entry(session: Session, actor: Actor, number: str, *, form: str, data
         if existing is not None:
             raise Conflict(f"{form} already has an entry here; change it instead.", existing=f"/api/v1/entries/{existing}")
     result = _validated(form_def, data, complete, _context(session, subject, form, None, event_key))
+    _check_references(session, subject, form, result.values)
     entry = Entry(id=uuid.uuid4(), subject=subject, event_key=event_key, form_id=form, form_version=form_def.version,
                   unique_slot=slot, status="complete" if complete else "draft", ever_completed=complete,
                   created_by=actor.username, updated_by=actor.username, data={})
@@ -290,6 +298,7 @@ def update_entry(session: Session, actor: Actor, entry_id: uuid.UUID, *, data: d
     form_def = study.form(entry.form_id, entry.form_version)
     old_values = unseal(session, form_def, entry)
     result = _validated(form_def, data, complete, _context(session, subject, entry.form_id, entry.id, entry.event_key))
+    _check_references(session, subject, entry.form_id, result.values)
     changes = _diff(old_values, result.values)
     new_status = "complete" if complete else "draft"
     if new_status != entry.status:

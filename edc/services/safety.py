@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, joinedload
 
 from edc import clock, runtime
-from edc.errors import NotFound
+from edc.errors import NotFound, field_error
 from edc.models.entries import Entry, Query
 from edc.models.safety import CANCELLED, FAMILY_OF, SafetyClock
 from edc.models.sites import Site
@@ -53,6 +53,16 @@ def sync_clocks(session: Session, actor: Actor, subject: Subject, entry: Entry, 
     elif entry.form_id == REVIEW_FORM:
         for ae in _aes_touched_by_review(session, subject, values):
             _sync_susar(session, actor, subject, ae, _values(session, ae))
+
+
+def reference_errors(session: Session, subject: Subject, form_id: str, values: dict[str, Any]) -> list[dict[str, Any]]:
+    """A sponsor review must name an adverse-event entry of the same subject (checked before saving)."""
+    if form_id != REVIEW_FORM or values.get("AEREF") is None:
+        return []
+    ae = session.get(Entry, _uuid(values["AEREF"])) if _uuid(values["AEREF"]) else None
+    if ae is None or ae.subject_id != subject.id or ae.form_id != AE_FORM:
+        return [field_error("/data/AEREF", "Name the id of an adverse event entry of this subject.")]
+    return []
 
 
 def _sync_sae(session: Session, actor: Actor, subject: Subject, ae: Entry, values: dict[str, Any]) -> None:

@@ -261,11 +261,13 @@ def test_review_changed_to_expected_cancels_the_susar_clock(trial):
     assert clock["stop_reason"] == "not_susar" and clock["state"] == "cancelled"
 
 
-def test_review_of_another_subjects_ae_starts_no_clock(trial):
+def test_review_must_name_an_ae_entry_of_the_same_subject(trial):
     mine, other = trial.enrol(), trial.enrol()
     entry = trial.saved(other, "ae", ae())
-    response = trial.save(mine, "sae_review", review(entry["id"]), role="safety")
-    assert response.status_code in (201, 422), response.get_json()
+    for reference in (entry["id"], "00000000-0000-4000-8000-000000000000"):
+        body = problem(trial.save(mine, "sae_review", review(reference), role="safety"), 422)
+        assert [e["pointer"] for e in body["errors"]] == ["/data/AEREF"]
+    assert trial.client.get(f"/api/v1/subjects/{mine}/entries", headers=trial.headers["safety"]).get_json() == []
     assert [c["kind"] for c in clocks(trial, state="all")] == ["sae_initial"]
 
 
