@@ -379,7 +379,7 @@ def _loop(jobs, once: bool, interval: int | None) -> None:
 @click.option("--interval", type=click.IntRange(min=1), default=None,
               help="Seconds between passes (default: the mailer_interval_seconds setting).")
 def mailer_command(once, interval):
-    """Deliver pending notifications by SMTP (and enqueue safety clocks due within 6 hours)."""
+    """Deliver pending notifications by SMTP (and enqueue reminders of safety clocks nearly due)."""
     _loop([_mailer_cycle], once, interval)
 
 

@@ -119,8 +119,6 @@ def _validate_mail(settings: Mapping[str, Any]) -> None:
         raise SettingsError("smtp_port must be between 1 and 65535")
     if settings["smtp_host"] and "@" not in settings["smtp_from"]:
         raise SettingsError("smtp_from must be an email address")
-    if settings["smtp_password"] and not settings["smtp_username"]:
-        raise SettingsError("smtp_password is set without smtp_username")
     for name in ("smtp_timeout_seconds", "mailer_interval_seconds", "mailer_max_attempts", "mailer_backoff_seconds",
                  "mailer_batch_size"):
         if settings[name] < 1:

@@ -13,6 +13,7 @@ two workers never send the same record.
 from __future__ import annotations
 
 import logging
+import os
 import smtplib
 import uuid
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 SUBJECTS = {
     "sae_new": "New serious adverse event",
     "critical_query": "Critical data query",
-    "safety_clock_due": "Safety-reporting deadline within 6 hours",
+    "safety_clock_due": "Safety-reporting deadline approaching",
 }
 LINKS = {
     "sae_new": "/api/v1/safety/clocks?subject={subject}",
@@ -43,6 +44,7 @@ LINKS = {
     "safety_clock_due": "/api/v1/safety/clocks?subject={subject}",
 }
 ERROR_LENGTH = 500
+SMTP_PASSWORD_VARIABLE = "EDC_SMTP_PASSWORD"
 
 
 @dataclass
@@ -70,7 +72,9 @@ def deliver_pending(session: Session, settings: dict[str, Any]) -> PassResult:
     """Deliver pending records whose next attempt is due, one at a time, committing each outcome."""
     result = PassResult()
     if not settings["smtp_host"]:
-        log.info("mailer: smtp_host is not set; %d record(s) stay pending", _due_count(session))
+        waiting = _due_count(session)
+        if waiting:
+            log.warning("mailer: smtp_host is not set; %d record(s) stay pending", waiting)
         return result
     attempted: set[uuid.UUID] = set()
     for _ in range(settings["mailer_batch_size"]):
@@ -171,8 +175,8 @@ def send(settings: dict[str, Any], record: OutboxMessage, to: list[str], site_co
     with smtplib.SMTP(settings["smtp_host"], settings["smtp_port"], timeout=settings["smtp_timeout_seconds"]) as smtp:
         if settings["smtp_starttls"]:
             smtp.starttls()
-        if settings["smtp_username"]:
-            smtp.login(settings["smtp_username"], settings["smtp_password"])
+        if settings["smtp_username"]:  # the password stays out of settings (and their dumps): environment only
+            smtp.login(settings["smtp_username"], os.environ.get(SMTP_PASSWORD_VARIABLE, ""))
         refused = smtp.send_message(message)
     if refused:  # accepted for some recipients only: retrying would duplicate, so record it and count it sent
         log.warning("mailer: %s record %s refused for %d recipient(s)", record.kind, record.id, len(refused))

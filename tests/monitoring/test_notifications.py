@@ -238,3 +238,54 @@ def test_worker_runs_the_mailer(addressed, app_factory, smtp_server):
     result = mailer_app(app_factory, port).test_cli_runner().invoke(args=["edc", "worker", "--once"], catch_exceptions=False)
     assert result.exit_code == 0 and "1 sent" in result.output
     assert len(inbox.mails) == 1
+
+
+# The test server takes AUTH over plain text on the loopback; production sets smtp_starttls.
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
+@pytest.mark.filterwarnings("ignore:Session.login_data is deprecated:DeprecationWarning")  # aiosmtpd's own
+def test_mailer_logs_in_with_the_username_setting_and_the_password_from_the_environment(
+        addressed, app_factory, monkeypatch, fake_clock):
+    from aiosmtpd.smtp import AuthResult
+
+    monitoring, inbox, port = addressed, Inbox(), free_port()
+
+    def authenticate(server, session, envelope, mechanism, auth_data):
+        given = [v.decode() if isinstance(v, bytes) else v for v in (auth_data.login, auth_data.password)]
+        return AuthResult(success=given == ["edc-mailer", "s3cret-from-env"], handled=False)  # 535 when refused
+
+    controller = Controller(inbox, hostname="127.0.0.1", port=port, authenticator=authenticate, auth_required=True,
+                            auth_require_tls=False)
+    controller.start()
+    try:
+        monitoring.saved(monitoring.enrol(), "ae", ae(), complete=False)
+        app = mailer_app(app_factory, port, smtp_username="edc-mailer")
+        monkeypatch.setenv("EDC_SMTP_PASSWORD", "wrong")
+        run_mailer(app)
+        assert inbox.mails == [] and "Authentication" in outbox(monitoring)["items"][0]["last_error"]
+        monkeypatch.setenv("EDC_SMTP_PASSWORD", "s3cret-from-env")
+        later(monitoring, fake_clock, minutes=2)
+        run_mailer(app)
+        assert len(inbox.mails) == 1 and outbox(monitoring)["items"][0]["status"] == "sent"
+    finally:
+        controller.stop()
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+def test_mail_settings_are_validated_and_routes_can_come_from_the_environment():
+    from edc.settings import SettingsError, load_settings
+
+    routes = load_settings(environ={"EDC_MAIL_ROUTES": '{"sae_new": ["safety"]}'})["mail_routes"]
+    assert routes == {"sae_new": ["safety"]}
+    for overrides, message in [
+        ({"mail_routes": {"sms": ["safety"]}}, "unknown notification kind"),
+        ({"mail_routes": {"sae_new": ["pharmacist"]}}, "list of roles"),
+        ({"mail_site_addresses": {"ES01": ["not-an-address"]}}, "email addresses"),
+        ({"smtp_port": 0}, "smtp_port"),
+        ({"mailer_max_attempts": 0}, "mailer_max_attempts"),
+        ({"smtp_host": "mail.example", "smtp_from": "edc"}, "smtp_from"),
+    ]:
+        with pytest.raises(SettingsError, match=message):
+            load_settings(overrides, environ={})
+    with pytest.raises(SettingsError, match="JSON object"):
+        load_settings(environ={"EDC_MAIL_ROUTES": "sae_new=safety"})
