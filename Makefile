@@ -29,6 +29,9 @@ serve: keys
 	@echo "  demo accounts (one password for all):"
 	@$(FLASK) edc demo-logins
 	@echo ""
+	@# The worker (mailer) runs in the background next to gunicorn and stops when gunicorn exits.
+	$(FLASK) edc worker & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/gunicorn -c config/gunicorn.conf.py wsgi:app
 
 # The whole suite on SQLite, then on PostgreSQL when EDC_TEST_DATABASE_URL is set.

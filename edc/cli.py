@@ -331,6 +331,67 @@ def meddra_lookup_command(term, limit):
     click.echo(f"{len(found)} term(s)")
 
 
+def _mailer_cycle() -> str:
+    from edc.services import mailer
+
+    result = mailer.cycle(_session(), current_app.config["EDC"])
+    return (f"mailer: {result.enqueued} enqueued, {result.sent} sent, {result.retried} to retry, "
+            f"{result.failed} failed")
+
+
+# What the worker runs each cycle, in order (background jobs, e.g. exports, are added here).
+WORKER_JOBS = [_mailer_cycle]
+
+
+def _loop(jobs, once: bool, interval: int | None) -> None:
+    """Run the jobs once, or every `interval` seconds until SIGTERM or Ctrl-C."""
+    import signal
+
+    stopping: list[bool] = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    pause = interval or current_app.config["EDC"]["mailer_interval_seconds"]
+    try:
+        while not stopping:
+            for job in jobs:
+                try:
+                    click.echo(job())
+                except Exception:  # one failed cycle (e.g. the database restarting) must not stop the worker
+                    db.session.rollback()
+                    if once:
+                        raise
+                    current_app.logger.exception("worker job %s failed", job.__name__)
+                finally:
+                    db.session.remove()
+            if once:
+                return
+            for _ in range(pause):
+                if stopping:
+                    break
+                time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@edc_cli.command("mailer")
+@click.option("--once", is_flag=True, help="Deliver once and exit (default: loop).")
+@click.option("--interval", type=click.IntRange(min=1), default=None,
+              help="Seconds between passes (default: the mailer_interval_seconds setting).")
+def mailer_command(once, interval):
+    """Deliver pending notifications by SMTP (and enqueue reminders of safety clocks nearly due)."""
+    _loop([_mailer_cycle], once, interval)
+
+
+@edc_cli.command("worker")
+@click.option("--once", is_flag=True, help="Run every job once and exit.")
+@click.option("--interval", type=click.IntRange(min=1), default=None,
+              help="Seconds between cycles (default: the mailer_interval_seconds setting).")
+def worker_command(once, interval):
+    """Run the background jobs (the mailer) in a loop; `make serve` starts it next to gunicorn."""
+    _loop(WORKER_JOBS, once, interval)
+
+
 def register(app: Flask) -> None:
     for group in (keys_cli, users_cli, roles_cli, audit_cli, forms_cli, meddra_cli):
         edc_cli.add_command(group)

@@ -4,6 +4,7 @@ the argument given to create_app. Validated once; unsafe production settings ref
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -40,6 +41,14 @@ def _coerce(name: str, raw: str, default: Any) -> Any:
         if lowered in ("0", "false", "no", "off"):
             return False
         raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be true or false, got {raw!r}")
+    if isinstance(default, dict):
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be a JSON object, got {raw!r}") from None
+        if not isinstance(value, dict):
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be a JSON object, got {raw!r}")
+        return value
     if isinstance(default, int):
         try:
             return int(raw)
@@ -97,8 +106,39 @@ def validate(settings: Mapping[str, Any]) -> None:
         raise SettingsError("trusted_proxy_hops must not be negative")
     if not 0 < settings["page_size_default"] <= settings["page_size_max"]:
         raise SettingsError("page_size_default must be between 1 and page_size_max")
+    _validate_mail(settings)
     if settings["env"] == "production":
         _validate_production(settings)
+
+
+def _validate_mail(settings: Mapping[str, Any]) -> None:
+    from edc.models.monitoring import OUTBOX_KINDS  # local imports: settings must stay importable alone
+    from edc.models.users import ROLES
+
+    if not 0 < settings["smtp_port"] < 65536:
+        raise SettingsError("smtp_port must be between 1 and 65535")
+    if settings["smtp_host"] and "@" not in settings["smtp_from"]:
+        raise SettingsError("smtp_from must be an email address")
+    for name in ("smtp_timeout_seconds", "mailer_interval_seconds", "mailer_max_attempts", "mailer_backoff_seconds",
+                 "mailer_batch_size"):
+        if settings[name] < 1:
+            raise SettingsError(f"{name} must be at least 1")
+    if settings["mailer_backoff_max_seconds"] < settings["mailer_backoff_seconds"]:
+        raise SettingsError("mailer_backoff_max_seconds must not be below mailer_backoff_seconds")
+    routes = settings["mail_routes"]
+    if not isinstance(routes, Mapping):
+        raise SettingsError("mail_routes must be a table of notification kind -> list of roles")
+    for kind, roles in routes.items():
+        if kind not in OUTBOX_KINDS:
+            raise SettingsError(f"mail_routes: unknown notification kind {kind!r} (known: {', '.join(OUTBOX_KINDS)})")
+        if not isinstance(roles, list) or any(role not in ROLES for role in roles):
+            raise SettingsError(f"mail_routes.{kind} must be a list of roles among {', '.join(ROLES)}")
+    addresses = settings["mail_site_addresses"]
+    if not isinstance(addresses, Mapping):
+        raise SettingsError("mail_site_addresses must be a table of site code -> list of addresses")
+    for site, listed in addresses.items():
+        if not isinstance(listed, list) or any(not isinstance(a, str) or "@" not in a for a in listed):
+            raise SettingsError(f"mail_site_addresses.{site} must be a list of email addresses")
 
 
 def _validate_production(settings: Mapping[str, Any]) -> None:

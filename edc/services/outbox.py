@@ -16,6 +16,9 @@ from sqlalchemy.orm import Session
 
 from edc import clock
 from edc.models.monitoring import OUTBOX_KINDS, OutboxMessage
+from edc.models.sites import Site
+from edc.security.permissions import Actor, require
+from edc.services.pagination import Page
 
 
 def enqueue(session: Session, kind: str, *, dedupe_key: str, site_id: uuid.UUID | None, subject_number: str | None,
@@ -36,3 +39,23 @@ def enqueue(session: Session, kind: str, *, dedupe_key: str, site_id: uuid.UUID 
 
 def pending_count(session: Session) -> int:
     return session.scalar(sa.select(sa.func.count(OutboxMessage.id)).where(OutboxMessage.status == "pending")) or 0
+
+
+def list_records(session: Session, actor: Actor, *, status: str | None = None, kind: str | None = None,
+                 page: int = 1, page_size: int = 50) -> Page[tuple[OutboxMessage, str | None]]:
+    """Notification records of the caller's sites, newest first, each with its site code."""
+    require(actor, "outbox:read")
+    stmt = sa.select(OutboxMessage)
+    scope = actor.site_scope("outbox:read")
+    if scope is not None:
+        stmt = stmt.where(OutboxMessage.site_id.in_(scope))
+    if status:
+        stmt = stmt.where(OutboxMessage.status == status)
+    if kind:
+        stmt = stmt.where(OutboxMessage.kind == kind)
+    total = session.scalar(sa.select(sa.func.count()).select_from(stmt.subquery())) or 0
+    rows = session.execute(
+        stmt.add_columns(Site.code).outerjoin(Site, Site.id == OutboxMessage.site_id)
+        .order_by(OutboxMessage.created_at.desc(), OutboxMessage.id).limit(page_size).offset((page - 1) * page_size)
+    ).all()
+    return Page(items=[(row[0], row[1]) for row in rows], page=page, page_size=page_size, total=total)

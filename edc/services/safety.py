@@ -33,7 +33,7 @@ from edc.models.safety import CANCELLED, FAMILY_OF, SafetyClock
 from edc.models.sites import Site
 from edc.models.subjects import Subject
 from edc.security.permissions import Actor, require
-from edc.services import audit, entries
+from edc.services import audit, entries, notifications
 from edc.services.pagination import Page, paginate
 from edc.services.subjects import get_subject
 
@@ -153,6 +153,8 @@ def _apply(session: Session, actor: Actor, subject: Subject, ae: Entry, existing
         changes = [audit.change("ae_entry", None, str(ae.id))]
         changes += [audit.change(name, None, _plain(getattr(row, name))) for name in AUDITED if getattr(row, name) is not None]
         action = "safety_clock_started"
+        if row.family == "sae":
+            notifications.sae_opened(session, subject, row)
     else:
         row, before = existing, {name: getattr(existing, name) for name in wanted}
         if all(before[name] == value for name, value in wanted.items()):
