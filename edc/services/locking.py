@@ -28,8 +28,7 @@ from edc.services import audit, status_table
 from edc.services import subjects as subject_service
 
 STUDY_CHAIN = "study"
-# Audited events that change an entry row (each raises its version); creation is dated by created_at.
-VERSION_CHANGING_ACTIONS = ("entry_updated", "entry_locked", "entry_unlocked")
+ENTRY_CHANGED = "entry_updated"  # the audited event that changes an entry's data (and raises its version)
 
 
 def _reason(reason: str | None, what: str) -> str:
@@ -38,8 +37,12 @@ def _reason(reason: str | None, what: str) -> str:
     return reason.strip()
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
+def _set_lock_flags(session: Session, entry_filter, **flags) -> None:
+    """Set lock flags without touching the data version or updated_at: a lock is not a change of data (it
+    must not invalidate a signature over the entry's version, nor reorder the "latest entry" rules read).
+    Racing writers are kept out by the row lock ensure_writable takes, not by the version."""
+    table = Entry.__table__
+    session.execute(sa.update(table).where(entry_filter(table.c)).values(**flags, updated_at=table.c.updated_at))
 
 
 # --- the one write guard -----------------------------------------------------------------------
@@ -117,8 +120,8 @@ def lock_entry(session: Session, actor: Actor, entry_id: uuid.UUID, *, reason: s
     if entry.locked_at is not None:
         raise Conflict(f"This entry is already locked (since {entry.locked_at.isoformat()}).")
     now = clock.utcnow()
-    entry.locked_at, entry.locked_by = now, actor.username
-    session.flush()
+    _set_lock_flags(session, lambda c: c.id == entry.id, locked_at=now, locked_by=actor.username)
+    session.expire(entry, ["locked_at", "locked_by", "frozen_by_cut"])
     audit.record(session, actor, "entry_locked", entity_type="entry", entity_id=entry.id,
                  chain=audit.subject_chain(entry.subject_id), site_code=entry.subject.site.code,
                  reason=(reason or "").strip() or None, changes=[audit.change("@locked", None, now.isoformat())])
@@ -137,8 +140,8 @@ def unlock_entry(session: Session, actor: Actor, entry_id: uuid.UUID, *, reason:
         changes.append(audit.change("@locked", entry.locked_at.isoformat(), None))
     if entry.frozen_by_cut is not None:
         changes.append(audit.change("@frozen_by_cut", str(entry.frozen_by_cut), None))
-    entry.locked_at = entry.locked_by = entry.frozen_by_cut = None
-    session.flush()
+    _set_lock_flags(session, lambda c: c.id == entry.id, locked_at=None, locked_by=None, frozen_by_cut=None)
+    session.expire(entry, ["locked_at", "locked_by", "frozen_by_cut"])
     audit.record(session, actor, "entry_unlocked", entity_type="entry", entity_id=entry.id,
                  chain=audit.subject_chain(entry.subject_id), site_code=entry.subject.site.code,
                  reason=reason, changes=changes)
@@ -231,7 +234,7 @@ class _AsStored:
     data: dict[str, Any]
 
 
-def _as_of_cutoff(session: Session, row, cutoff: datetime, later_cut_freezes: int) -> tuple[dict[str, Any], str, int]:
+def _as_of_cutoff(session: Session, row, cutoff: datetime) -> tuple[dict[str, Any], str, int]:
     """An entry's stored document, status and version as they stood at the cut-off: undo, newest first,
     every audited change made after it (the audit trail holds the old values, opened)."""
     from edc.services.entries import seal, unseal  # noqa: PLC0415 (entries imports this module)
@@ -239,9 +242,9 @@ def _as_of_cutoff(session: Session, row, cutoff: datetime, later_cut_freezes: in
     form = runtime.of(session).study.form(row.form_id, row.form_version)
     records = audit.history(session, chain=audit.subject_chain(row.subject_id), entity_type="entry",
                             entity_id=str(row.id), limit=100_000)
-    later = [r for r in records if r["occurred_at"] > cutoff and r["action"] in VERSION_CHANGING_ACTIONS]
-    version = row.version - len(later) - later_cut_freezes
-    if not any(r["action"] == "entry_updated" for r in later):  # only locked/unlocked since: data as stored
+    later = [r for r in records if r["occurred_at"] > cutoff and r["action"] == ENTRY_CHANGED]
+    version = row.version - len(later)
+    if not later:  # touched since (e.g. re-encrypted) but not changed: the data as stored
         return row.data, row.status, version
     values, status = unseal(session, form, _AsStored(row.id, row.data)), row.status
     for record in reversed(later):
@@ -280,21 +283,17 @@ def create_cut(session: Session, actor: Actor, *, name: str, cutoff_at: datetime
     session.add(cut)
     session.flush()
 
-    frozen = Entry.created_at <= cutoff_at
-    # Cuts made after this cut-off that froze an entry raised its version without an entry audit record.
-    later_freezes = dict(session.execute(
-        sa.select(DataCutEntry.entry_id, sa.func.count()).join(DataCut, DataCut.id == DataCutEntry.cut_id)
-        .join(Entry, Entry.id == DataCutEntry.entry_id)
-        .where(frozen, DataCut.created_at > cutoff_at, DataCut.id != cut.id).group_by(DataCutEntry.entry_id)
-    ).all())
+    # Freeze first: the UPDATE waits for writers still holding an entry's row lock, so the snapshot read
+    # after it sees their commits, and any later writer finds the entry frozen.
+    _set_lock_flags(session, lambda c: c.created_at <= cutoff_at, frozen_by_cut=cut.id)
     columns = (Entry.id, Entry.subject_id, Entry.event_key, Entry.form_id, Entry.form_version, Entry.version,
                Entry.status, Entry.data, Entry.updated_at)
     count, batch = 0, []
-    rows = session.execute(sa.select(*columns).where(frozen).order_by(Entry.subject_id, Entry.id)
+    rows = session.execute(sa.select(*columns).where(Entry.frozen_by_cut == cut.id).order_by(Entry.subject_id, Entry.id)
                            .execution_options(yield_per=500))
     for row in rows:
         if row.updated_at > cutoff_at:  # possibly changed since: consult the audit trail
-            data, status, version = _as_of_cutoff(session, row, cutoff_at, later_freezes.get(row.id, 0))
+            data, status, version = _as_of_cutoff(session, row, cutoff_at)
         else:
             data, status, version = row.data, row.status, row.version
         batch.append({"cut_id": cut.id, "entry_id": row.id, "subject_id": row.subject_id, "event_key": row.event_key,
@@ -306,9 +305,6 @@ def create_cut(session: Session, actor: Actor, *, name: str, cutoff_at: datetime
             batch = []
     if batch:
         session.execute(sa.insert(DataCutEntry), batch)
-    # Freeze, raising each version so a write racing the cut fails its optimistic check.
-    session.execute(sa.update(Entry).where(frozen).values(frozen_by_cut=cut.id, version=Entry.version + 1)
-                    .execution_options(synchronize_session=False))
     session.expire_all()
     cut = session.get(DataCut, cut.id)
     cut.entry_count = count

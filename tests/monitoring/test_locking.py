@@ -16,7 +16,7 @@ from edc import runtime
 from edc.models.audit import AuditRecord
 from edc.models.entries import Entry, FormStatus
 from edc.models.monitoring import DataCutEntry
-from edc.services import locking
+from edc.services import audit, locking
 
 VS = {"VSDAT": "2026-11-20", "TEMP": 36.8, "HR": 96, "SYSBP": 105, "DIABP": 65, "RESP": 20, "OXYSAT": 98,
       "WEIGHT": 32.0, "HEIGHT": 140.0}
@@ -58,24 +58,37 @@ def _cut_entries(trial, session, cut_id):
     return _read_cut(session, cut_id, runtime.for_app(trial.client.application))
 
 
+def _reader_bind(session):
+    """A bind with transactions (server-side cursors need one; the test session runs in autocommit)."""
+    bind = session.get_bind()
+    return bind.execution_options(isolation_level="REPEATABLE READ") if bind.dialect.name == "postgresql" else bind
+
+
 def _read_cut(session, cut_id, rt):
     """The service exports use, in a transaction of its own (the test session runs in autocommit)."""
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
-        bind = bind.execution_options(isolation_level="REPEATABLE READ")
-    with Session(bind) as reader:
+    with Session(_reader_bind(session)) as reader:
         runtime.bind(reader, rt)
         return list(locking.cut_entries(reader, uuid.UUID(cut_id)))
+
+
+def _assert_audit_verifies(session, trial):
+    with Session(_reader_bind(session)) as reader:
+        runtime.bind(reader, runtime.for_app(trial.client.application))
+        reports = audit.verify_all(reader)
+    assert reports and all(report.ok for report in reports), [r for r in reports if not r.ok]
 
 
 # --- entry locks -----------------------------------------------------------------------------------
 
 def test_data_manager_locks_and_unlocks_an_entry(monitoring, session):
     number = monitoring.enrol()
-    entry = _vs(monitoring, number)["id"]
+    saved = _vs(monitoring, number)
+    entry = saved["id"]
 
     locked = _post(monitoring, f"/entries/{entry}/lock", {"reason": "reviewed"})
     assert locked.status_code == 200, locked.get_json()
+    # A lock is no change of data: the version (and what a signature covers) stays.
+    assert locked.get_json()["version"] == saved["version"] and monitoring.entry(entry)["version"] == saved["version"]
     assert locked.get_json()["locked"] is True and locked.get_json()["locked_by"] == "data-manager"
     assert _cell_locked(session, entry)
 
@@ -262,14 +275,15 @@ def test_a_past_cutoff_reconstructs_the_values_of_that_time(monitoring, session,
     assert then["vs"].values == original["data"] and then["vs"].entry_version == 1 and then["vs"].status == "complete"
     assert then["ps"].values == {"PSDAT": "2026-11-20"} and then["ps"].status == "draft" and then["ps"].entry_version == 1
 
-    # A later cut of the same entries sees the changes, and versions count the earlier cut's freeze.
+    # A later cut of the same entries sees the changes (locks and freezes are no new data versions).
     second = _post(monitoring, "/data-cuts", {"name": "now", "cutoff_at": fake_clock.now.isoformat(), "reason": "r"})
     now = {s.form_id: s for s in _cut_entries(monitoring, session, second.get_json()["id"])}
-    assert now["vs"].values["HR"] == 110 and "HEIGHT" not in now["vs"].values and now["vs"].entry_version == 4
+    assert now["vs"].values["HR"] == 110 and "HEIGHT" not in now["vs"].values and now["vs"].entry_version == 2
     assert now["ps"].values["LANSKY"] == 90 and now["ps"].status == "complete"
     session.expire_all()
-    assert now["ps"].entry_version == session.get(Entry, uuid.UUID(ps)).version - 1  # minus the second freeze
+    assert now["ps"].entry_version == session.get(Entry, uuid.UUID(ps)).version == 2
 
+    _assert_audit_verifies(session, monitoring)
     # The first cut's snapshot did not move.
     assert {s.form_id: s for s in _cut_entries(monitoring, session, first.get_json()["id"])} == then
 
@@ -322,6 +336,7 @@ def test_the_study_lock_blocks_writes_and_enrolment(monitoring, session):
     monitoring.enrol()
     records = session.scalars(sa.select(AuditRecord).where(AuditRecord.chain == locking.STUDY_CHAIN)
                               .order_by(AuditRecord.seq)).all()
+    _assert_audit_verifies(session, monitoring)
     assert [(r.action, r.reason) for r in records] == [("study_locked", "last follow-up visit done"),
                                                        ("study_unlocked", "late SAE follow-up")]
 
