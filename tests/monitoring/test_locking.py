@@ -365,3 +365,19 @@ def test_a_cut_rebuilds_encrypted_values_and_keeps_them_sealed(client, staff, se
     (snapshot,) = _read_cut(session, cut.get_json()["id"], runtime.of(session))
     assert snapshot.values["VSCOMM"] == "CANARY-BEFORE-CUT" and snapshot.entry_version == 1
 
+
+
+def test_cut_entries_come_in_a_stable_order(monitoring, session, fake_clock):
+    first, second = monitoring.enrol(), monitoring.enrol()
+    rome = monitoring.enrol(site="IT01")
+    monitoring.saved(second, "dm", DM, event="SCR")
+    monitoring.saved(rome, "vs", VS, event="SCR", role="investigator_IT01")
+    _vs(monitoring, first)
+    monitoring.saved(first, "dm", DM, event="SCR")
+    _vs(monitoring, second)
+    fake_clock.advance(minutes=1)
+    cut = _post(monitoring, "/data-cuts", {"name": "ordered", "cutoff_at": fake_clock.now.isoformat(), "reason": "r"})
+    listed = [(s.subject, s.site, s.form_id) for s in _cut_entries(monitoring, session, cut.get_json()["id"])]
+    assert listed == [(first, "ES01", "dm"), (first, "ES01", "vs"), (second, "ES01", "dm"), (second, "ES01", "vs"),
+                      (rome, "IT01", "vs")]
+    assert listed == [(s.subject, s.site, s.form_id) for s in _cut_entries(monitoring, session, cut.get_json()["id"])]
