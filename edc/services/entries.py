@@ -20,7 +20,7 @@ from edc.models.entries import Entry
 from edc.models.subjects import Subject
 from edc.security import crypto
 from edc.security.permissions import Actor, require
-from edc.services import audit, form_registry, queries, safety, status_table
+from edc.services import audit, form_registry, locking, queries, safety, status_table
 from edc.services.concurrency import check_etag
 from edc.services.subjects import get_subject
 
@@ -264,6 +264,7 @@ def create_entry(session: Session, actor: Actor, number: str, *, form: str, data
     study = _study(session)
     _writer_check(actor, study, form)
     subject = get_subject(session, actor, number, "entries:write")
+    locking.ensure_writable(session, subject)
     form_def, event_key = _resolve_place(study, form, event, event_instance)
     form_registry.ensure_released(session, form_def)
     slot = None if form_def.repeating else f"{event_key}|{form}"
@@ -293,6 +294,7 @@ def update_entry(session: Session, actor: Actor, entry_id: uuid.UUID, *, data: d
     study = _study(session)
     entry = _scope_entry(session, actor, entry_id, "entries:write")
     _writer_check(actor, study, entry.form_id)
+    locking.ensure_writable(session, entry.subject, entry)
     check_etag(entry, expected_etag, "This entry")
     subject = entry.subject
     form_def = study.form(entry.form_id, entry.form_version)

@@ -16,7 +16,7 @@ from edc.models.sites import Site
 from edc.models.subjects import Subject, SubjectCounter
 from edc.security import crypto
 from edc.security.permissions import Actor, require
-from edc.services import audit
+from edc.services import audit, locking
 from edc.services.concurrency import check_etag
 from edc.services.pagination import Page, paginate
 
@@ -73,6 +73,7 @@ def enrol(session: Session, actor: Actor, *, site: str, birth_year: int, birth_m
     """Register a subject at one of the caller's sites and give it the site's next study number."""
     require(actor, "subjects:enrol")
     site_row = _site_in_scope(session, actor, site, "subjects:enrol")
+    locking.ensure_study_open(session)
     if site_row.status != "active":
         raise Conflict(f"Site {site_row.code} is closed.")
     _check_birth(birth_year, birth_month, consent_date)
