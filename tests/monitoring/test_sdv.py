@@ -66,6 +66,14 @@ def test_forms_check_names_bad_sdv_settings(tmp_path, change, message):
     assert any(message in p and "study.yaml" in p for p in problems), problems
 
 
+def test_forms_check_command_reports_an_unknown_sdv_item(tmp_path, runner):
+    root = Path(shutil.copytree(TRIAL_FORMS, tmp_path / "forms"))
+    study_file = root / "study.yaml"
+    study_file.write_text(study_file.read_text().replace("EXWT, EXDOSE", "EXWT, NOSUCH"))
+    result = runner.invoke(args=["edc", "forms", "check", "--dir", str(root)])
+    assert result.exit_code == 1 and "sdv: form 'inf' has no item 'NOSUCH'" in result.output
+
+
 # ------------------------------------------------------------------------------------ marking
 
 
