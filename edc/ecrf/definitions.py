@@ -184,11 +184,18 @@ class Study:
     canonical_url: str
     source: str
     exclusive_forms: set[str] = field(default_factory=set)   # entered only by their form_roles, not site staff
+    # Source data verification per form: "all" items, "none", or a tuple of critical top-level item ids.
+    sdv_default: str = "all"
+    sdv_forms: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
     all_forms: dict[str, dict[str, FormDef]] = field(default_factory=dict)   # form id -> version -> form
     cross_form_dependencies: dict[str, set[str]] = field(default_factory=dict)
     subject_fact_dependencies: dict[str, set[str]] = field(default_factory=dict)
     # forms/reference/<name>.yaml -> parsed data (edc.ecrf.reference: LabRanges, Ctcae); not part of any form's hash
     reference: dict[str, Any] = field(default_factory=dict)
+
+    def sdv_requirement(self, form_id: str) -> str | tuple[str, ...]:
+        """What monitors verify on an entry of `form_id`: "all" items, "none", or the critical item ids."""
+        return self.sdv_forms.get(form_id, self.sdv_default)
 
     def event(self, event_id: str) -> EventDef:
         """Return the event `event_id`; KeyError when unknown."""

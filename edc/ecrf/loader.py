@@ -34,7 +34,7 @@ from .reference import REFERENCE_DIR, item_problems, load_reference, reference_f
 STUDY_FILE, CODELISTS_FILE, RELEASED_FILE = "study.yaml", "codelists.yaml", "released.yaml"
 _STUDY_FILES = (STUDY_FILE, CODELISTS_FILE, RELEASED_FILE)
 STUDY_KEYS = {"id", "title", "languages", "canonical_url", "parameters", "settings", "missing_codes", "events",
-              "subject_logs", "repeating_forms", "form_roles", "anchors"}
+              "subject_logs", "repeating_forms", "form_roles", "anchors", "sdv"}
 EVENT_KEYS = {"id", "label", "anchor", "day", "window_before", "window_after", "forms", "repeatable", "optional"}
 REPEATING_FORM_KEYS = {"anchor", "from_day", "to_day", "date_item"}
 SETTINGS: dict[str, tuple[Any, Any]] = {  # name -> (parser, default)
@@ -112,6 +112,7 @@ class _Loader:
         missing_labels = fields.get("missing_codes", self._missing_codes(reader), {})
         settings = self._settings(reader, fields)
         code_lists = self._code_lists()
+        sdv_default, sdv_forms = fields.get("sdv", _sdv, ("all", {}))
         study = Study(
             id=study_id, title=fields.get("title", reader.labels, {"en": study_id}),
             parameters=fields.get("parameters", _parameters, {}), settings=settings,
@@ -121,9 +122,10 @@ class _Loader:
             repeating_forms=self._repeating_forms(reader, fields), form_roles=fields.get("form_roles", _form_roles, {}),
             exclusive_forms=fields.get("form_roles", _exclusive_forms, set()),
             anchors=fields.get("anchors", _anchors, {}),
+            sdv_default=sdv_default, sdv_forms=sdv_forms,
             code_lists=code_lists, canonical_url=fields.get("canonical_url", _url, f"urn:edc:{study_id}"),
             source=reader.file)
-        self._study_lines = {key: fields.line(key) for key in ("subject_logs", "repeating_forms", "form_roles", "anchors")}
+        self._study_lines = {key: fields.line(key) for key in ("subject_logs", "repeating_forms", "form_roles", "anchors", "sdv")}
         basics = StudyBasics(study.id, study.canonical_url, self.languages, tuple(missing_labels), missing_labels,
                              code_lists, study.parameters, settings["text_max_length"], settings["max_group_rows"])
         return study, basics
@@ -325,6 +327,7 @@ class _Loader:
         for form_id in study.form_roles:
             if form_id not in study.all_forms and form_id not in self._form_dirs:
                 reader.error(self._study_lines["form_roles"], f"form_roles: unknown form {form_id!r}")
+        self._check_sdv(study, reader)
         for anchor, source in study.anchors.items():
             form = study.all_forms.get(source["form"])
             item = form[next(reversed(form))].items.get(source["item"]) if form else None
@@ -341,6 +344,21 @@ class _Loader:
                 latest = versions[next(reversed(versions))]
                 self.reader(Path(latest.source).relative_to(self.root).as_posix()).error(
                     1, f"form {form_id!r} is in no event, subject log or repeating form of {STUDY_FILE}")
+
+    def _check_sdv(self, study: Study, reader: FileReader) -> None:
+        """sdv: every form must exist, and every critical item be a top-level item (or group) of its latest version."""
+        for form_id, requirement in study.sdv_forms.items():
+            if form_id not in study.all_forms:
+                if form_id not in self._form_dirs:
+                    reader.error(self._study_lines["sdv"], f"sdv: unknown form {form_id!r}")
+                continue
+            if isinstance(requirement, tuple):
+                form = study.form(form_id)
+                verifiable = {i for i, item in form.items.items() if item.group is None} | set(form.groups)
+                for item_id in requirement:
+                    if item_id not in verifiable:
+                        reader.error(self._study_lines["sdv"], f"sdv: form {form_id!r} has no item {item_id!r} "
+                                                               "(name top-level items or repeating groups)")
 
     def _check_unattached(self, study: Study, reader: FileReader, key: str, form_ids: list[str], event_forms: set[str]) -> None:
         line = self._study_lines[key]
@@ -478,6 +496,31 @@ def _exclusive_forms(value: Any) -> set[str]:
     """The forms whose form_roles say `only: true`: site staff do not enter them."""
     _form_roles(value)
     return {form_id for form_id, spec in value.items() if isinstance(spec, dict) and spec.get("only") is True}
+
+
+SDV_LEVELS = ("all", "none")
+
+
+def _sdv(value: Any) -> tuple[str, dict[str, str | tuple[str, ...]]]:
+    """sdv: {default: all, forms: {inf: [EXSTDTC, EXDOSE], cm: none}}: per form, all items, none, or the
+    listed critical items; forms not listed follow `default` (all when absent)."""
+    if not isinstance(value, dict) or not set(value) <= {"default", "forms"}:
+        raise BadValue("must be {default: all|none, forms: {<form>: all | none | [critical item ids]}}")
+    default = one_of(*SDV_LEVELS)(value.get("default", "all"))
+    forms = value.get("forms", {})
+    if not isinstance(forms, dict):
+        raise BadValue("forms: must map form ids to all, none or a list of critical item ids")
+    parsed: dict[str, str | tuple[str, ...]] = {}
+    for form_id, requirement in forms.items():
+        if isinstance(requirement, list):
+            if not requirement:
+                raise BadValue(f"form {form_id!r}: list at least one critical item, or say none")
+            parsed[identifier(form_id)] = identifiers(requirement)
+        elif requirement in SDV_LEVELS:
+            parsed[identifier(form_id)] = requirement
+        else:
+            raise BadValue(f"form {form_id!r}: {requirement!r} is not all, none or a list of item ids")
+    return default, parsed
 
 
 ANCHOR_SOURCES = ("planned_infusion", "day0")  # registration is the enrolment date itself

@@ -404,6 +404,13 @@ def _entered_by(study: Study, form_id: str) -> str:
     return ", ".join([SITE_STAFF, *roles])
 
 
+def _sdv(study: Study, form_id: str) -> str:
+    requirement = study.sdv_requirement(form_id)
+    if isinstance(requirement, tuple):
+        return "critical items " + ", ".join(requirement)
+    return {"all": "all items", "none": "none"}[requirement]
+
+
 # ---------------------------------------------------------------- rendering
 
 
@@ -611,6 +618,7 @@ class _Renderer:
         self.emit("; ".join(facts) + ".", "")
         lines = [f"- Used at: {_where_used(study, form.id)}",
                  f"- Entered by: {_entered_by(study, form.id)}",
+                 f"- Source data verification: {_sdv(study, form.id)}",
                  f"- Entries: {'several per event instance or subject (repeating)' if form.repeating else 'one per event instance'}",
                  f"- Missing-data codes: {', '.join(form.missing_codes) or 'none'}"]
         anchors = [f"`{name}` ({spec['item']}" + (f", entry at {spec['event']})" if spec.get("event") else ")")

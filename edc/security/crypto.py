@@ -11,7 +11,9 @@ from typing import Any
 
 import rfc8785
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from edc.security.keyring import Keyring
 
@@ -31,6 +33,16 @@ def canonical_json(value: Any) -> bytes:
 def value_digest(ring: Keyring, value: Any) -> str:
     """Keyed digest (HMAC-SHA256, audit key) of a plaintext value: stable across key rotation."""
     return hmac.new(ring.audit_key, canonical_json(value), hashlib.sha256).hexdigest()
+
+
+def signature_digest(ring: Keyring, key_id: int, value: Any) -> str:
+    """HMAC-SHA256 of a signed record's canonical JSON, under a MAC key derived (HKDF) from data key `key_id`.
+
+    The key is named by its id and old data keys stay in the ring after rotation, so a signature made
+    before a rotation still verifies; KeyError when the ring no longer holds that key.
+    """
+    mac_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"edc signature digest v1").derive(ring.data_keys[key_id])
+    return hmac.new(mac_key, canonical_json(value), hashlib.sha256).hexdigest()
 
 
 def blind_index(ring: Keyring, purpose: str, value: str) -> str:

@@ -20,7 +20,7 @@ from edc.models.entries import Entry
 from edc.models.subjects import Subject
 from edc.security import crypto
 from edc.security.permissions import Actor, require
-from edc.services import audit, form_registry, locking, queries, safety, status_table
+from edc.services import audit, form_registry, locking, queries, safety, signatures, status_table
 from edc.services.concurrency import check_etag
 from edc.services.subjects import get_subject
 
@@ -285,6 +285,7 @@ def create_entry(session: Session, actor: Actor, number: str, *, form: str, data
                           chain=audit.subject_chain(subject.id), site_code=subject.site.code,
                           changes=[audit.change("@status", None, entry.status), *changes],
                           encrypted_fields=_encrypted_change_fields(form_def, changes))
+    signatures.after_entry_change(session, actor, entry, record.id, changes)
     return _after_save(session, actor, subject, entry, form_def, result, record, new_entry=True)
 
 
@@ -318,6 +319,7 @@ def update_entry(session: Session, actor: Actor, entry_id: uuid.UUID, *, data: d
     record = audit.record(session, actor, "entry_updated", entity_type="entry", entity_id=entry.id,
                           chain=audit.subject_chain(subject.id), site_code=subject.site.code, reason=reason,
                           changes=changes, encrypted_fields=_encrypted_change_fields(form_def, changes))
+    signatures.after_entry_change(session, actor, entry, record.id, changes)
     return _after_save(session, actor, subject, entry, form_def, result, record)
 
 
