@@ -4,6 +4,7 @@ queries of warnings; the listing with its filters; and every abuse, refused with
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import sqlalchemy as sa
@@ -186,7 +187,8 @@ def test_an_answer_links_the_named_change_only_if_it_changed_this_entry_after_th
     other = m.saved(number, "pe", PE, event="SCR")
     before_query = latest_entry_change(m, entry["id"])
     query = raised(m, entry["id"], "SYSBP")
-    assert m.update(other["id"], {**PE, "PEDAT": TODAY}, reason="x").status_code == 200 or True
+    exam = [PE["PEEXAM"][0], {**PE["PEEXAM"][1], "PEDESC": "Spleen palpable 3 cm"}]
+    assert m.update(other["id"], {**PE, "PEEXAM": exam}).status_code == 200      # another entry, after the query
     assert m.update(entry["id"], {**VS, "SYSBP": 110}).status_code == 200
     change = latest_entry_change(m, entry["id"])
     other_change = latest_entry_change(m, other["id"])
@@ -376,6 +378,29 @@ def test_a_stale_if_match_is_refused(monitoring, session):
                              headers={**m.headers["monitor_ES01"], "If-Match": etag})
     problem(response, 412)
     assert snapshot(session, query["id"]) == before
+
+
+def test_concurrent_transitions_of_one_query_settle_it_once(monitoring, session):
+    m = monitoring
+    entry = vs_entry(m, m.enrol())
+    query = raised(m, entry["id"], "HR")
+    act(m, query["id"], "answer", "investigator_ES01", {"message": "Checked."})
+    app, statuses = m.client.application, []
+
+    def worker(action, account):
+        response = app.test_client().post(f"/api/v1/queries/{query['id']}/{action}", json={"message": "now"},
+                                          headers=m.headers[account])
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=worker, args=(action, account)) for action in ("close", "cancel")
+               for account in ("monitor_ES01", "data_manager") for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200] + [409] * 7
+    actions = [t["action"] for t in read(m, query["id"])["messages"]]
+    assert actions[:2] == ["open", "answer"] and len(actions) == 3 and actions[2] in ("close", "cancel")
 
 
 # ------------------------------------------------------------------------------------------------ notifications
