@@ -43,7 +43,7 @@ class QueryListArgs(PageArgs):
 
 class QueryIn(Schema):
     entry_id = fields.UUID(required=True)
-    item = fields.String(load_default=None, allow_none=True, validate=ITEM,
+    item = fields.String(load_default=None, allow_none=True, validate=[ITEM, validate.Length(max=64)],  # the column's width
                          metadata={"description": "null: the query is on the whole entry"})
     message = fields.String(required=True, validate=MESSAGE)
     critical = fields.Boolean(load_default=False)

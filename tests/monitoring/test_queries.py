@@ -358,7 +358,8 @@ def test_unknown_or_invalid_fields_are_422(monitoring, session):
                  {"entry_id": entry["id"], "item": "HR"},
                  {"entry_id": entry["id"], "item": "HR", "message": ""},
                  {"entry_id": "not-a-uuid", "item": "HR", "message": "x"},
-                 {"entry_id": entry["id"], "item": "../HR", "message": "x"}):
+                 {"entry_id": entry["id"], "item": "../HR", "message": "x"},
+                 {"entry_id": entry["id"], "item": f"{'G' * 40}/0/{'I' * 40}", "message": "x"}):
         problem(post(m, "", body, "monitor_ES01"), 422)
     problem(post(m, f"/{query['id']}/answer", {"message": "x", "assignee_role": "monitor"}, "investigator_ES01"), 422)
     problem(post(m, f"/{query['id']}/answer", {}, "investigator_ES01"), 422)
