@@ -122,7 +122,7 @@ def sync_automatic(session: Session, actor: Actor, entry: Entry, warnings: list[
                               audit.change("check", None, query.check_id), audit.change("message", None, query.message)])
         _notify_if_critical(session, query, subject)
     for query in answered:
-        _message(session, query, "answer", "The data were corrected; the check passes now.", author=None, at=now,
+        _message(session, query, "answer", "The check passes now.", author=None, at=now,
                  change_id=fixing_change)
         audit.record(session, actor, "query_answered", entity_type="query", entity_id=query.id,
                      chain=audit.subject_chain(entry.subject_id), site_code=subject.site.code,
