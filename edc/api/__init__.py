@@ -7,9 +7,9 @@ from flask_smorest import Api
 
 
 def register_blueprints(app: Flask, api: Api, *, benchmark: bool) -> None:
-    from edc.api import audit, auth, entries, health, safety, sites, study, subjects, users
+    from edc.api import audit, auth, entries, fhir, health, safety, sites, study, subjects, users
 
-    for module in (health, auth, sites, users, audit, study, subjects, entries, safety):
+    for module in (health, auth, sites, users, audit, study, subjects, entries, safety, fhir):
         api.register_blueprint(module.blp)
     if benchmark:
         from edc.api import bench
