@@ -11,12 +11,25 @@ import io
 import json
 import tarfile
 import urllib.request
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jsonschema
 import pytest
+import sqlalchemy as sa
 
 from conftest import bearer, login, make_user
+from edc import runtime
+from edc.api.fhir import find_subject
+from edc.errors import NotFound
+from edc.exports import fhir
+from edc.models.entries import Entry
+from edc.models.sites import Site
+from edc.models.subjects import Subject
+from edc.security.permissions import Actor, Grant
+from edc.services.demo import DEMO_PASSWORD
 from trial.conftest import TODAY, TRIAL_FORMS, trial  # noqa: F401  (the fixture)
 from trial.test_safety_forms import ae
 
@@ -162,8 +175,193 @@ def test_everything_bundle_is_a_searchset_of_valid_r4_for_the_export_roles(fhir_
     assert grade[0]["code"] == "C41340" and grade[1]["system"].endswith("/astct-crs-grade")
     matches = [e for e in bundle["entry"] if e["search"]["mode"] == "match"]
     assert [m["resource"]["resourceType"] for m in matches] == ["Patient"]
-    # The same bundle by subject id and by the exported Patient id; identical on a second export.
-    with t.client.application.app_context():
-        pass
+    # Identical on a second export, asked for by the exported Patient id.
     again = everything(t.client, patient["id"], t.headers["statistician"]).get_json(force=True)
     assert resources_of(again) == resources_of(bundle)
+
+
+def test_errors_under_fhir_are_operation_outcomes(fhir_trial):
+    t = fhir_trial
+    number = t.enrol()
+    unauthenticated = outcome(everything(t.client, number, {}), 401)
+    assert unauthenticated["issue"][0]["code"] == "login"
+    assert "Bearer" in everything(t.client, number, {}).headers["WWW-Authenticate"]
+    outcome(everything(t.client, number, {"Authorization": "Bearer not-a-token"}), 401)
+    for role in ("investigator_ES01", "monitor_ES01", "safety", "manufacturing"):
+        assert outcome(everything(t.client, number, t.headers[role]), 403)["issue"][0]["code"] == "forbidden"
+    for unknown in ("ES01-9999", str(uuid.uuid4()), "no such thing"):
+        assert outcome(everything(t.client, unknown, t.headers["statistician"]), 404)["issue"][0]["code"] == "not-found"
+
+
+def test_the_patient_is_found_by_study_number_subject_id_or_patient_id(fhir_trial, session):
+    t = fhir_trial
+    number = t.enrol()
+    subject_id = session.scalar(sa.select(Subject.id).where(Subject.number == number))
+    first = everything(t.client, number.lower(), t.headers["registry"]).get_json(force=True)
+    patient_id = by_type(first)["Patient"][0]["id"]
+    assert patient_id == fhir.patient_id_for(subject_id) != str(subject_id)
+    for key in (str(subject_id), patient_id, number):
+        again = everything(t.client, key, t.headers["registry"]).get_json(force=True)
+        assert resources_of(again) == resources_of(first)
+
+
+def test_site_scope_hides_subjects_of_other_sites(fhir_trial, session):
+    """A caller whose fhir:read grant were limited to ES01 would not see an IT01 subject (404, no oracle)."""
+    t = fhir_trial
+    es01, it01 = t.enrol(site="ES01"), t.enrol(site="IT01")
+    site_id = session.scalar(sa.select(Site.id).where(Site.code == "ES01"))
+    scoped = Actor(username="x", display_name="x", grants=(Grant(role="registry", site_id=site_id, site_code="ES01"),))
+    assert find_subject(session, scoped, es01).number == es01
+    with pytest.raises(NotFound):
+        find_subject(session, scoped, it01)
+    other_id = session.scalar(sa.select(Subject.id).where(Subject.number == it01))
+    for key in (str(other_id), fhir.patient_id_for(other_id)):
+        with pytest.raises(NotFound):
+            find_subject(session, scoped, key)
+    global_reader = Actor(username="y", display_name="y", grants=(Grant(role="statistician"),))
+    assert find_subject(session, global_reader, it01).number == it01
+
+
+# ================================================================ the mapping as pure functions
+
+
+def _subject_with(t, session, number: str, ae_values_list: list[dict]):
+    """The trial study, the saved subject and in-memory AE entries (never written)."""
+    study = runtime.for_app(t.client.application).study
+    subject = session.scalars(sa.select(Subject).where(Subject.number == number)).one()
+    stamp = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
+    casebook = [(Entry(id=uuid.UUID(int=index + 1), subject_id=subject.id, event_key="", form_id="ae", form_version="1",
+                       data=values, status="complete", version=1, created_at=stamp, updated_at=stamp), values)
+                for index, values in enumerate(ae_values_list)]
+    return study, subject, casebook
+
+
+@pytest.mark.parametrize("criteria", [(), *[(c,) for c in CRITERIA], ("AESLIFE", "AESHOSP")])
+def test_an_adverse_event_is_serious_iff_at_least_one_criterion(fhir_trial, session, r4, criteria):
+    number = fhir_trial.enrol()
+    values = ae(**{c: "Y" for c in criteria}) | {"AESER": "Y" if criteria else "N"}
+    study, subject, casebook = _subject_with(fhir_trial, session, number, [values])
+    (event,) = [fhir.to_json(r) for r in fhir.subject_resources(study, subject, casebook)
+                if r.get_resource_type() == "AdverseEvent"]
+    assert r4.errors(event) == []
+    assert seriousness_rule_holds(event)
+    assert event["seriousness"]["coding"][0]["code"] == ("serious" if criteria else "non-serious")
+    assert len(extensions(event, "seriousness-criteria")) == len(criteria)
+    assert session.scalar(sa.select(sa.func.count()).select_from(Entry)) == 0  # nothing was written
+
+
+def test_identifying_items_never_leave(fhir_trial, session, monkeypatch):
+    number = fhir_trial.enrol()
+    term = "Pyrexia after the second fraction"
+    study, subject, casebook = _subject_with(fhir_trial, session, number, [ae(term)])
+    exported = json.dumps([fhir.to_json(r) for r in fhir.subject_resources(study, subject, casebook)])
+    assert term in exported
+    monkeypatch.setattr(study.form("ae", "1").items["AETERM"], "identifying", True)
+    exported = json.dumps([fhir.to_json(r) for r in fhir.subject_resources(study, subject, casebook)])
+    assert term not in exported
+
+
+# ================================================================ the demo casebooks, complete through Day 28
+
+
+@pytest.fixture
+def demo(app_factory, fake_clock, session):
+    """Two synthetic subjects (one SAE: a grade 4 CRS), saved through the entry services, and the export roles."""
+    fake_clock.now = TODAY
+    app = app_factory(forms_dir=TRIAL_FORMS)
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["edc", "seed-demo"], catch_exceptions=False).exit_code == 0
+    result = runner.invoke(args=["edc", "seed-demo", "--subjects", "2"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    make_user(session, "registry", [("registry", None)])
+    client = app.test_client()
+    return client, {"statistician": bearer(login(client, "stat", DEMO_PASSWORD)),
+                    "registry": bearer(login(client, "registry"))}
+
+
+def test_demo_casebooks_export_completely_as_valid_r4(demo, session, r4):
+    client, headers = demo
+    numbers = session.scalars(sa.select(Subject.number).order_by(Subject.number)).all()
+    assert len(numbers) == 2
+    bundles = {}
+    for number in numbers:
+        response = everything(client, number, headers["statistician"])
+        assert response.status_code == 200 and response.mimetype == FHIR_JSON
+        # Reproducible: the same data give the same bytes, whoever asks.
+        assert everything(client, number, headers["registry"]).get_data() == response.get_data()
+        bundles[number] = response.get_json(force=True)
+    seen: Counter = Counter()
+    serious = []
+    for number, bundle in bundles.items():
+        resources = resources_of(bundle)
+        errors = [e for r in resources for e in r4.errors(r)]
+        assert errors == [], "\n".join(errors[:20])
+        assert r4.errors(bundle) == []
+        ids = [(r["resourceType"], r["id"]) for r in resources]
+        assert len(ids) == len(set(ids))
+        local = {f"{kind}/{rid}" for kind, rid in ids}
+        dangling = [ref for ref in _references(resources) if ref not in local]
+        assert dangling == []
+        kinds = by_type(bundle)
+        seen.update({kind: len(items) for kind, items in kinds.items()})
+        patient = kinds["Patient"][0]
+        assert set(patient) <= {"resourceType", "id", "meta", "identifier", "gender", "birthDate",
+                                "managingOrganization", "deceasedBoolean"}
+        assert len(patient["birthDate"]) == 7 and patient["identifier"][0]["value"] == number
+        other = next(n for n in numbers if n != number)
+        assert other not in json.dumps(bundle)
+        for event in kinds["AdverseEvent"]:
+            assert seriousness_rule_holds(event), event
+            if event["seriousness"]["coding"][0]["code"] == "serious":
+                serious.append(event)
+        assert kinds["Condition"][0]["code"]["coding"][0]["code"] == "277571004"
+        _check_cart_doses(session, number, kinds)
+        responses = [o for o in kinds["Observation"] if o["code"]["text"] == "Disease response"]
+        screening = [o for o in responses if "dataAbsentReason" in o]
+        assert screening and screening[0]["dataAbsentReason"]["coding"][0]["code"] == "not-applicable"
+        assert {"CRS", "ICANS", "MRD", "B-cell", "CNS"} <= {_observation_kind(o) for o in kinds["Observation"]}
+        assert len(kinds["MedicationAdministration"]) == 3 + 6  # three fractions, 3 days x 2 lymphodepletion drugs
+        assert kinds["Procedure"][0]["code"]["text"] == "Leukapheresis"
+    assert {"Organization", "ResearchStudy", "Patient", "ResearchSubject", "Consent", "Condition", "Medication",
+            "MedicationAdministration", "Procedure", "Observation", "AdverseEvent", "Provenance"} <= set(seen)
+    assert len(serious) == 1
+    grade = extensions(serious[0], "ae-grade")[0]["valueCodeableConcept"]["coding"]
+    assert grade[0]["code"] == "C41337"  # grade 4, on the ASTCT scale as well
+    assert grade[1]["system"].endswith("/astct-crs-grade") and grade[1]["code"] == "4"
+
+
+def _observation_kind(observation: dict) -> str:
+    text = observation["code"]["text"]
+    for kind in ("CRS", "ICANS", "MRD", "B-cell", "CNS"):
+        if kind in text or (kind == "CRS" and text.startswith("Cytokine")) or (kind == "ICANS" and "neurotoxicity" in text) \
+                or (kind == "MRD" and "residual" in text):
+            return kind
+    return text
+
+
+def _references(value) -> list[str]:
+    if isinstance(value, dict):
+        own = [value["reference"]] if isinstance(value.get("reference"), str) else []
+        return own + [r for v in value.values() for r in _references(v)]
+    if isinstance(value, list):
+        return [r for v in value for r in _references(v)]
+    return []
+
+
+def _check_cart_doses(session, number: str, kinds: dict) -> None:
+    """The dose given is the number of viable CAR+ cells; the dose per kg travels in an extension and the text."""
+    subject_id = session.scalar(sa.select(Subject.id).where(Subject.number == number))
+    infusions = {str(e.id): e.data for e in session.scalars(
+        sa.select(Entry).where(Entry.subject_id == subject_id, Entry.form_id == "inf"))}
+    cart = next(m for m in kinds["Medication"] if m["code"]["text"].startswith("varnimcabtagene"))
+    assert cart["batch"]["lotNumber"]
+    fractions = [a for a in kinds["MedicationAdministration"]
+                 if a["medicationReference"]["reference"] == f"Medication/{cart['id']}"]
+    assert len(fractions) == 3
+    doses = sorted(a["dosage"]["dose"]["value"] for a in fractions)
+    assert doses == sorted(values["EXDOSE"] for values in infusions.values())
+    for administration in fractions:
+        dosage = administration["dosage"]
+        assert dosage["dose"]["code"] == "10*6"
+        per_kg = dosage["extension"][0]["valueQuantity"]
+        assert per_kg["code"] == "10*6/kg" and f"{per_kg['value']} x10^6 viable CAR+ cells/kg" in dosage["text"]
