@@ -22,9 +22,10 @@ import sqlalchemy as sa
 
 from conftest import bearer, login, make_user
 from edc import runtime
-from edc.api.fhir import find_subject
+from edc.services.fhir_export import find_subject
 from edc.errors import NotFound
 from edc.exports import fhir
+from edc.models.audit import AuditRecord
 from edc.models.entries import Entry
 from edc.models.sites import Site
 from edc.models.subjects import Subject
@@ -163,7 +164,7 @@ def fhir_trial(trial, session):  # noqa: F811
     return trial
 
 
-def test_everything_bundle_is_a_searchset_of_valid_r4_for_the_export_roles(fhir_trial, r4):
+def test_everything_bundle_is_a_searchset_of_valid_r4_for_the_export_roles(fhir_trial, session, r4):
     t = fhir_trial
     number = t.enrol()
     t.saved(number, "ae", ae())
@@ -187,6 +188,10 @@ def test_everything_bundle_is_a_searchset_of_valid_r4_for_the_export_roles(fhir_
     assert grade[0]["code"] == "C41340" and grade[1]["system"].endswith("/astct-crs-grade")
     matches = [e for e in bundle["entry"] if e["search"]["mode"] == "match"]
     assert [m["resource"]["resourceType"] for m in matches] == ["Patient"]
+    exports = session.execute(sa.select(AuditRecord.actor_username, AuditRecord.entity_type, AuditRecord.site_code)
+                              .where(AuditRecord.action == "fhir_exported").order_by(AuditRecord.seq)).all()
+    assert exports == [("statistician", "subject", "ES01"), ("data-manager", "subject", "ES01"),
+                       ("registry", "subject", "ES01")]
     # Identical on a second export, asked for by the exported Patient id.
     again = everything(t.client, patient["id"], t.headers["statistician"]).get_json(force=True)
     assert resources_of(again) == resources_of(bundle)
