@@ -49,6 +49,7 @@ UCUM = "http://unitsofmeasure.org"
 NCIT = "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl"
 ATC = "http://www.whocc.no/atc"
 DATA_ABSENT = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
+DATA_ABSENT_EXTENSION = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 AE_SERIOUSNESS = "http://terminology.hl7.org/CodeSystem/adverse-event-seriousness"
 AE_BACKPORT = "http://hl7.org/fhir/uv/ae-research-backport-ig/StructureDefinition"
@@ -262,7 +263,8 @@ class _Builder:
     def _condition(self) -> Condition:
         source = self.first("dh")
         values = source.values if source else None
-        status = "relapse" if values and (values["NRELAPSE"] or 0) > 0 else "active"
+        prior_relapses = values["NRELAPSE"] if values else None
+        status = "relapse" if isinstance(prior_relapses, int) and prior_relapses > 0 else "active"
         responses = [s.values["RSORRES"] for s in self.by_form.get("resp", []) if _present(s.values["RSORRES"])]
         if responses and responses[-1] in ("CR", "CRi", "MLFS"):
             status = "remission"
@@ -347,7 +349,7 @@ class _Builder:
     def _fractions(self) -> None:
         if self.cart is None:
             return
-        for source in sorted(self.by_form.get("inf", []), key=lambda s: (s.values["EXFRACT"] or 0)):
+        for source in sorted(self.by_form.get("inf", []), key=lambda s: s.values["EXFRACT"] if isinstance(s.values["EXFRACT"], int) else 0):
             values = source.values
             extra: dict[str, Any] = {}
             if values["EXOCCUR"] == "N":
@@ -371,10 +373,13 @@ class _Builder:
         if _present(cells):
             dosage["dose"] = {"value": cells, "unit": "10*6 viable CAR+ cells", "system": UCUM, "code": "10*6"}
             parts.append(f"{cells} x10^6 viable CAR+ cells")
+        elif _missing(cells):
+            dosage["extension"] = [{"url": DATA_ABSENT_EXTENSION, "valueCode": ABSENT_REASON.get(_missing(cells), "unknown")}]
+            parts.append(f"cells given not recorded ({_missing(cells)})")
         if _present(per_kg):
-            dosage["extension"] = [{"url": self.system("StructureDefinition", "dose-per-kg"),
+            dosage.setdefault("extension", []).append({"url": self.system("StructureDefinition", "dose-per-kg"),
                                     "valueQuantity": {"value": per_kg, "unit": "10*6 viable CAR+ cells/kg",
-                                                      "system": UCUM, "code": "10*6/kg"}}]
+                                                      "system": UCUM, "code": "10*6/kg"}})
             parts.append(f"{per_kg} x10^6 viable CAR+ cells/kg")
         if _present(weight):
             parts.append(f"dosing weight {weight} kg")

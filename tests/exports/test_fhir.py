@@ -285,6 +285,45 @@ def test_missing_data_codes_become_data_absent_reasons(fhir_trial, session, r4):
     assert [e for o in observations for e in r4.errors(o)] == []
 
 
+# The least each form needs for the mapper to make its resources; everything else that may carry a missing-data
+# code carries one.
+_REQUIRED = {"ic": {"RFICDAT": "2026-11-02"}, "dh": {"NRELAPSE": 1}, "aph": {"APHDAT": "2026-11-05", "COI": "ARI-000123"},
+             "mfg": {"COI": "ARI-000123", "BATCHNO": "B2611-ES010001"},
+             "ld": {"EC": [{"ECTRT": "FLUDARABINE", "ECSTDAT": "2026-11-10", "ECDOSE": {"missing": "ND"}}]},
+             "inf": {"EXFRACT": 1, "EXOCCUR": "Y", "EXSTDTC": "2026-11-15T10:00:00+01:00", "COI": "ARI-000123"},
+             "resp": {"RSDAT": "2026-11-16", "BMDONE": "Y", "BMDAT": "2026-11-16", "BMMRDUND": "N"},
+             "bca": {"LBDAT": "2026-11-16", "BCA": "Y"}, "crs_daily": {"CRSDAT": "2026-11-16", "CRSGRINV": "1"},
+             "ae": ae()}
+
+
+def test_every_missing_data_code_the_forms_allow_still_gives_valid_r4(fhir_trial, session, r4):
+    number = fhir_trial.enrol()
+    study, subject, _ = _subject_with(fhir_trial, session, number, [])
+    stamp = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
+    casebook = []
+    for index, (form_id, required) in enumerate(_REQUIRED.items()):
+        form = study.form(form_id)
+        values = {item_id: {"missing": item.missing_codes[0]} for item_id, item in form.items.items()
+                  if item.missing_codes and item.group is None and item_id not in required}
+        values |= required
+        entry = Entry(id=uuid.UUID(int=100 + index), subject_id=subject.id, event_key="", form_id=form_id,
+                      form_version=form.version, data=values, status="draft", version=1, created_at=stamp,
+                      updated_at=stamp)
+        casebook.append((entry, values))
+    resources = [fhir.to_json(r) for r in fhir.subject_resources(study, subject, casebook)]
+    assert [e for r in resources for e in r4.errors(r)] == []
+    kinds = Counter(r["resourceType"] for r in resources)
+    assert kinds["MedicationAdministration"] == 2 and kinds["AdverseEvent"] == 1 and kinds["Procedure"] == 1
+    fraction = next(r for r in resources if r["resourceType"] == "MedicationAdministration"
+                    and "Fraction 1" in r["dosage"].get("text", ""))
+    assert "dose" not in fraction["dosage"]
+    assert fraction["dosage"]["extension"][0]["valueCode"] == "not-performed"
+    observations = {o["code"]["coding"][-1]["code"]: o for o in resources if o["resourceType"] == "Observation"}
+    assert observations["RESPONSE"]["dataAbsentReason"]["coding"][0]["code"] == "not-applicable"
+    assert observations["BCELL-APLASIA"]["status"] == "preliminary"
+    assert all("dataAbsentReason" in c for c in observations["BCELL-APLASIA"]["component"])
+
+
 def test_an_unexpected_failure_is_a_fatal_operation_outcome(fhir_trial, monkeypatch):
     t = fhir_trial
     number = t.enrol()
