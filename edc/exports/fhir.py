@@ -125,8 +125,6 @@ class _Values:
             return None
         return self._values.get(item_id)
 
-    get = __getitem__
-
     def rows(self, group: str) -> list[_Values]:
         return [_Values(self.form, row) for row in (self._values.get(group) or []) if isinstance(row, dict)]
 
