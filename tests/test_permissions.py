@@ -41,7 +41,11 @@ def test_unauthenticated_requests_are_401_everywhere_but_public_routes(app, clie
             continue
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             response = client.open(_concrete(rule.rule), method=method, json={})
-            problem(response, 401)
+            if rule.rule.startswith("/fhir/"):  # FHIR clients get an OperationOutcome, not problem+json
+                assert response.status_code == 401 and response.mimetype == "application/fhir+json"
+                assert response.get_json(force=True)["resourceType"] == "OperationOutcome"
+            else:
+                problem(response, 401)
             checked += 1
     assert checked >= 10
 
@@ -82,8 +86,8 @@ def test_the_matrix_only_names_known_roles():
     ("monitor", {"sites:read", "forms:read", "subjects:read", "entries:read", "clinical_audit:read", "safety:read",
                  "queries:read", "queries:manage", "queries:message", "sdv:read", "sdv:write", "signatures:read",
                  "reports:read"}),
-    ("statistician", {"sites:read", "forms:read", "cuts:read"}),
-    ("registry", set()),
+    ("statistician", {"sites:read", "forms:read", "cuts:read", "fhir:read"}),
+    ("registry", {"fhir:read"}),
 ])
 def test_permission_matrix_by_role(role, allowed):
     from edc.security.permissions import Actor, Grant

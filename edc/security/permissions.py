@@ -54,6 +54,8 @@ MATRIX: dict[str, frozenset[str]] = {
     "cuts:read": frozenset({"data_manager", "statistician", "auditor"}),
     "reports:read": frozenset({"investigator", "coordinator", "monitor", "data_manager", "safety", "auditor"}),
     "outbox:read": frozenset({"data_manager", "safety"}),
+    # Pseudonymised FHIR R4 output (per-subject $everything); the registry client reads nothing else.
+    "fhir:read": frozenset({"data_manager", "statistician", "registry"}),
     "sites:manage": frozenset({"admin"}),
     "users:read": frozenset({"admin", "auditor"}),
     "users:manage": frozenset({"admin"}),
