@@ -353,8 +353,9 @@ def _recheck_dependants(session: Session, actor: Actor, subject: Subject, change
         form_def = study.form(other.form_id, other.form_version)
         context = _context(session, subject, other.form_id, other.id, other.event_key, loaded=loaded)
         warnings = evaluate_warnings(form_def, values, context)
-        queries.sync_automatic(session, actor, other, warnings, fixing_change=change_id, only_cross_form=True)
-        status_table.refresh(session, subject, other.event_key, other.form_id)
+        opened, answered = queries.sync_automatic(session, actor, other, warnings, fixing_change=change_id, only_cross_form=True)
+        if opened or answered:  # only its open-query count can have moved
+            status_table.refresh(session, subject, other.event_key, other.form_id)
 
 
 def _apply_anchors(session: Session, actor: Actor, subject: Subject, entry: Entry, values: dict[str, Any]) -> set[str]:
