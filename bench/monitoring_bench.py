@@ -283,6 +283,7 @@ class MonitoringSetup(hb.Setup):
             keys.mkdir()
             self._flask("keys", "init", "--development", timeout=300)
             shutil.copytree(keys, self.keys_cache)  # the dumps' encrypted values need this key ring
+            self.keys_cache.chmod(0o700)
             self._flask("init", timeout=300)
             self._flask("seed-demo", timeout=300)
             print(f"seeding {self.args.subjects} subjects through the services (seed {self.args.seed}); "
