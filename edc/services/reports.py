@@ -216,15 +216,24 @@ def safety(session: Session, actor: Actor, *, site: str | None = None) -> dict[s
 
 
 def _form_values(session: Session, sites: dict[uuid.UUID, str], form_id: str, items: tuple[str, ...]):
-    """(site id, values of `items`) for every entry of one form at these sites, by ix_entries_form_subject."""
+    """(site id, values of `items`) for every entry of one form at these sites, by ix_entries_form_subject.
+
+    Only the wanted items are read, extracted by the database from each document; the whole entry is
+    loaded (and opened) only when a form version in use encrypts one of them."""
     study = runtime.of(session).study
-    stmt = (sa.select(Entry, Subject.site_id).join(Subject, Subject.id == Entry.subject_id)
-            .where(Entry.form_id == form_id, Subject.site_id.in_(sites)))
-    for entry, site_id in session.execute(stmt):
-        form = study.form(entry.form_id, entry.form_version)
-        sealed = form.encrypted_items & set(items)
-        values = entries.unseal(session, form, entry) if sealed else entry.data
-        yield site_id, {item: values.get(item) for item in items}
+    in_scope = sa.and_(Entry.form_id == form_id, Subject.site_id.in_(sites))
+    versions = session.scalars(sa.select(Entry.form_version).join(Subject, Subject.id == Entry.subject_id)
+                               .where(in_scope).distinct()).all()
+    if any(study.form(form_id, version).encrypted_items & set(items) for version in versions):
+        stmt = sa.select(Entry, Subject.site_id).join(Subject, Subject.id == Entry.subject_id).where(in_scope)
+        for entry, site_id in session.execute(stmt):
+            values = entries.unseal(session, study.form(entry.form_id, entry.form_version), entry)
+            yield site_id, {item: values.get(item) for item in items}
+        return
+    stmt = (sa.select(Subject.site_id, *(Entry.data[item].as_string() for item in items))
+            .join(Subject, Subject.id == Entry.subject_id).where(in_scope))
+    for site_id, *values in session.execute(stmt):
+        yield site_id, dict(zip(items, values, strict=True))
 
 
 def _grade(value: Any) -> int | None:
