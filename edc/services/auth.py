@@ -63,7 +63,7 @@ def _user_by_name(session: Session, username: str) -> User | None:
     ).one_or_none()
 
 
-def _failed_login(username: str, client_address: str | None, user_id: uuid.UUID | None, request_id: str | None):
+def failed_login_writes(username: str, client_address: str | None, user_id: uuid.UUID | None, request_id: str | None):
     """The writes a failed login leaves behind, run after the request's rollback."""
 
     def write(session: Session) -> None:
@@ -117,7 +117,7 @@ def login(session: Session, *, username: str, password: str, client_address: str
     user = _user_by_name(session, username)
     valid = passwords.verify_password(user.password_hash if user else None, password)
     if not (valid and user is not None and user.status == "active"):
-        raise Unauthorized(INVALID_LOGIN, after_rollback=[_failed_login(username, client_address, user.id if user else None, request_id)])
+        raise Unauthorized(INVALID_LOGIN, after_rollback=[failed_login_writes(username, client_address, user.id if user else None, request_id)])
     now = clock.utcnow()
     throttle.clear_account(session, username)
     if passwords.needs_rehash(user.password_hash):
@@ -258,7 +258,7 @@ def change_password(session: Session, actor: Actor, *, current_password: str, ne
         raise UnprocessableContent(
             "The current password is wrong.",
             errors=[field_error("/current_password", "Does not match the current password.")],
-            after_rollback=[_failed_login(user.username, actor.client_address, user.id, actor.request_id)],
+            after_rollback=[failed_login_writes(user.username, actor.client_address, user.id, actor.request_id)],
         )
     _check_policy(new_password, user.username)
     if passwords.verify_password(user.password_hash, new_password):

@@ -64,7 +64,7 @@ def _reauthenticate(session: Session, actor: Actor, username: str | None, passwo
     valid = passwords.verify_password(user.password_hash if user else None, password)
     if not (valid and user is not None and user.status == "active" and username.strip().lower() == actor.username):
         raise Unauthorized(REAUTHENTICATE, after_rollback=[
-            auth._failed_login(actor.username, actor.client_address, actor.user_id, actor.request_id)])
+            auth.failed_login_writes(actor.username, actor.client_address, actor.user_id, actor.request_id)])
     throttle.clear_account(session, actor.username)
 
 
