@@ -2,8 +2,8 @@
 
 Each report is site-scoped (reports:read) and reads the summary rows kept current by the write
 paths (subjects, form_status, queries, safety_clocks) through their indexes, never a scan of all
-entries. The one exception is the safety summary, which reads only the AE, daily CRS and daily
-ICANS entries, by the (form_id, subject_id) index.
+entries. The one exception is the safety summary, which has the database count the AE, daily CRS and
+daily ICANS entries by their graded values, through the (form_id, subject_id) index.
 """
 
 from __future__ import annotations
@@ -93,56 +93,73 @@ def completeness(session: Session, actor: Actor, *, site: str | None = None, by_
 
     A form of a scheduled (not optional, not repeatable) visit is expected once its anchor date is
     known and its window has opened, or as soon as it has been entered; it is overdue when the
-    window's last day is before today and its form-status cell is not complete.
+    window's last day is before today and its form-status cell is not complete. The database does
+    the counting: subjects × the schedule, outer-joined to their form-status cells, grouped.
     """
     sites = _sites(session, actor, site)
-    study = runtime.of(session).study
     today = clock.utcnow().date()
-    scheduled = [event for event in study.events if not event.optional and not event.repeatable and event.anchor]
-    subjects = session.execute(
-        sa.select(Subject.id, Subject.number, Subject.site_id, Subject.status, Subject.registration_date,
-                  Subject.planned_infusion_date, Subject.day0)
-        .where(Subject.site_id.in_(sites)).order_by(Subject.number)
-    ).all()
-    cells: dict[uuid.UUID, dict[tuple[str, str], str]] = defaultdict(dict)
-    for row in session.execute(sa.select(FormStatus.subject_id, FormStatus.event_key, FormStatus.form_id, FormStatus.state,
-                                         FormStatus.entries)
-                               .where(FormStatus.site_id.in_(sites), FormStatus.event_key != "")):
-        if row.entries:
-            cells[row.subject_id][(row.event_key, row.form_id)] = row.state
-    per_site = {sid: _counts() for sid in sites}
-    per_subject = []
-    for subject in subjects:
-        counts = _subject_completeness(scheduled, subject, cells.get(subject.id, {}), today)
-        for name, value in counts.items():
-            per_site[subject.site_id][name] += value
+    schedule = _schedule(runtime.of(session).study, today)
+    report: dict[str, Any] = {"as_of": today, "sites": []}
+    if schedule is None:
+        report["sites"] = [{"site": code, **_counts()} for code in sites.values()]
         if by_subject:
-            per_subject.append({"subject": subject.number, "site": sites[subject.site_id], "status": subject.status, **counts})
-    report: dict[str, Any] = {"as_of": today, "sites": [{"site": code, **per_site[sid]} for sid, code in sites.items()]}
+            report["subjects"] = []
+        return report
+    anchor = sa.case(
+        (schedule.c.anchor == "registration", Subject.registration_date),
+        (schedule.c.anchor == "planned_infusion", Subject.planned_infusion_date),
+        (schedule.c.anchor == "day0", Subject.day0),
+    )
+    followed = Subject.status.in_(FOLLOWED_STATUSES)
+    entered = FormStatus.state.is_not(None)
+    expected = sa.or_(entered, sa.and_(followed, anchor <= schedule.c.opens_by))
+    overdue = sa.and_(followed, anchor < schedule.c.closed_before, sa.func.coalesce(FormStatus.state, "") != "complete")
+    cell = sa.and_(FormStatus.subject_id == Subject.id, FormStatus.event_key == schedule.c.event_key,
+                   FormStatus.form_id == schedule.c.form_id, FormStatus.entries > 0)
+    keys = [Subject.site_id] + ([Subject.number, Subject.status] if by_subject else [])
+    stmt = (sa.select(*keys, FormStatus.state, sa.func.count(), sa.func.count().filter(overdue))
+            .select_from(Subject).join(schedule, sa.true()).outerjoin(FormStatus, cell)
+            .where(Subject.site_id.in_(sites), expected)
+            .group_by(*keys, FormStatus.state))
+    per_site = {sid: _counts() for sid in sites}
+    per_subject: dict[str, dict[str, Any]] = {}
+    for row in session.execute(stmt):
+        site_id, *subject_keys, state, count, late = row
+        targets = [per_site[site_id]]
+        if by_subject:
+            number, status = subject_keys
+            targets.append(per_subject.setdefault(number, {"subject": number, "site": sites[site_id], "status": status,
+                                                           **_counts()}))
+        for counts in targets:
+            counts["expected"] += count
+            counts[state or "missing"] += count
+            counts["overdue"] += late
+    report["sites"] = [{"site": code, **per_site[sid]} for sid, code in sites.items()]
     if by_subject:
-        report["subjects"] = per_subject
+        # Subjects with nothing expected yet still get their (zero) row.
+        for number, site_id, status in session.execute(sa.select(Subject.number, Subject.site_id, Subject.status)
+                                                       .where(Subject.site_id.in_(sites))):
+            per_subject.setdefault(number, {"subject": number, "site": sites[site_id], "status": status, **_counts()})
+        report["subjects"] = [per_subject[number] for number in sorted(per_subject)]
     return report
 
 
-def _subject_completeness(scheduled, subject, cells: dict[tuple[str, str], str], today: date) -> dict[str, int]:
-    anchors = {"registration": subject.registration_date, "planned_infusion": subject.planned_infusion_date,
-               "day0": subject.day0}
-    followed = subject.status in FOLLOWED_STATUSES
-    counts = _counts()
-    for event in scheduled:
-        anchor = anchors.get(event.anchor)
-        due = anchor + timedelta(days=event.day) if anchor is not None else None
-        window_open = due is not None and due - timedelta(days=event.window_before) <= today
-        past_window = due is not None and due + timedelta(days=event.window_after) < today
-        for form_id in event.forms:
-            state = cells.get((f"{event.id}/1", form_id))
-            if state is None and not (followed and window_open):
-                continue
-            counts["expected"] += 1
-            counts[state or "missing"] += 1
-            if state != "complete" and followed and past_window:
-                counts["overdue"] += 1
-    return counts
+def _schedule(study, today: date):
+    """The scheduled forms as a table, with each visit's window turned into two anchor-date limits
+    for today: the window has opened when anchor <= opens_by, and closed when anchor < closed_before."""
+    rows = [(f"{event.id}/1", form_id, event.anchor,
+             today - timedelta(days=event.day - event.window_before),
+             today - timedelta(days=event.day + event.window_after))
+            for event in study.events if not event.optional and not event.repeatable and event.anchor
+            for form_id in event.forms]
+    if not rows:
+        return None
+    # A UNION ALL of one-row selects: SQLite has no column list on a VALUES alias.
+    names = (("event_key", sa.String), ("form_id", sa.String), ("anchor", sa.String), ("opens_by", sa.Date),
+             ("closed_before", sa.Date))
+    selects = [sa.select(*(sa.literal(value, type_).label(name) for value, (name, type_) in zip(row, names, strict=True)))
+               for row in rows]
+    return sa.union_all(*selects).subquery("schedule")
 
 
 # --- queries --------------------------------------------------------------------------------
@@ -198,16 +215,16 @@ def safety(session: Session, actor: Actor, *, site: str | None = None) -> dict[s
     report = {sid: {"site": code, "ae_total": 0, "sae_total": 0, "ae_by_grade": defaultdict(int),
                     "sae_by_grade": defaultdict(int), "max_crs_grade": None, "max_icans_grade": None}
               for sid, code in sites.items()}
-    for site_id, values in _form_values(session, sites, AE_FORM, (AE_GRADE, AE_SERIOUS)):
-        row, grade = report[site_id], _grade_label(values.get(AE_GRADE))
-        row["ae_total"] += 1
-        row["ae_by_grade"][grade] += 1
-        if values.get(AE_SERIOUS) == "Y":
-            row["sae_total"] += 1
-            row["sae_by_grade"][grade] += 1
+    for site_id, values, count in _value_counts(session, sites, AE_FORM, (AE_GRADE, AE_SERIOUS)):
+        row, grade = report[site_id], _grade_label(values[AE_GRADE])
+        row["ae_total"] += count
+        row["ae_by_grade"][grade] += count
+        if values[AE_SERIOUS] == "Y":
+            row["sae_total"] += count
+            row["sae_by_grade"][grade] += count
     for form_id, items, key in ((CRS_FORM, CRS_GRADES, "max_crs_grade"), (ICANS_FORM, ICANS_GRADES, "max_icans_grade")):
-        for site_id, values in _form_values(session, sites, form_id, items):
-            grade = next((g for g in map(_grade, (values.get(item) for item in items)) if g is not None), None)
+        for site_id, values, _ in _value_counts(session, sites, form_id, items):
+            grade = next((g for g in map(_grade, (values[item] for item in items)) if g is not None), None)
             if grade is not None and (report[site_id][key] is None or grade > report[site_id][key]):
                 report[site_id][key] = grade
     rows = [{**row, "ae_by_grade": dict(sorted(row["ae_by_grade"].items())),
@@ -215,25 +232,36 @@ def safety(session: Session, actor: Actor, *, site: str | None = None) -> dict[s
     return {"sites": rows, "ae_total": sum(r["ae_total"] for r in rows), "sae_total": sum(r["sae_total"] for r in rows)}
 
 
-def _form_values(session: Session, sites: dict[uuid.UUID, str], form_id: str, items: tuple[str, ...]):
-    """(site id, values of `items`) for every entry of one form at these sites, by ix_entries_form_subject.
+def _value_counts(session: Session, sites: dict[uuid.UUID, str], form_id: str, items: tuple[str, ...]):
+    """(site id, values of `items`, number of entries) over every entry of one form at these sites.
 
-    Only the wanted items are read, extracted by the database from each document; the whole entry is
-    loaded (and opened) only when a form version in use encrypts one of them."""
+    The database extracts the wanted items and counts the entries per distinct combination (through
+    ix_entries_form_subject), so a handful of rows come back whatever the study's size; only when a
+    form version in use encrypts one of the items are the entries opened and counted here instead."""
     study = runtime.of(session).study
     in_scope = sa.and_(Entry.form_id == form_id, Subject.site_id.in_(sites))
     versions = session.scalars(sa.select(Entry.form_version).join(Subject, Subject.id == Entry.subject_id)
                                .where(in_scope).distinct()).all()
     if any(study.form(form_id, version).encrypted_items & set(items) for version in versions):
+        counted: dict[tuple, int] = defaultdict(int)
         stmt = sa.select(Entry, Subject.site_id).join(Subject, Subject.id == Entry.subject_id).where(in_scope)
         for entry, site_id in session.execute(stmt):
             values = entries.unseal(session, study.form(entry.form_id, entry.form_version), entry)
-            yield site_id, {item: values.get(item) for item in items}
+            counted[(site_id, *(_as_text(values.get(item)) for item in items))] += 1
+        for (site_id, *values), count in counted.items():
+            yield site_id, dict(zip(items, values, strict=True)), count
         return
-    stmt = (sa.select(Subject.site_id, *(Entry.data[item].as_string() for item in items))
-            .join(Subject, Subject.id == Entry.subject_id).where(in_scope))
-    for site_id, *values in session.execute(stmt):
-        yield site_id, dict(zip(items, values, strict=True))
+    extracted = [Entry.data[item].as_string() for item in items]
+    stmt = (sa.select(Subject.site_id, *extracted, sa.func.count())
+            .join(Subject, Subject.id == Entry.subject_id).where(in_scope)
+            .group_by(Subject.site_id, *extracted))
+    for site_id, *values, count in session.execute(stmt):
+        yield site_id, dict(zip(items, values, strict=True)), count
+
+
+def _as_text(value: Any) -> str | None:
+    """A value as the database's text extraction gives it, so both paths count alike."""
+    return None if value is None else str(value)
 
 
 def _grade(value: Any) -> int | None:

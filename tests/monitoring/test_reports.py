@@ -8,11 +8,19 @@ report reads entries, and only those of the AE, CRS and ICANS forms.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
+
 import pytest
 import sqlalchemy as sa
 
 from conftest import bearer, login, problem
+from edc import clock, runtime
+from edc.extensions import db
+from edc.models import FormStatus, Subject
+from edc.services.demo import DEMO_PASSWORD
+from edc.services.reports import FOLLOWED_STATUSES
 from monitoring.conftest import username_of
+from test_demo_subjects import TRIAL_FORMS, invoke
 from trial.test_baseline_forms import DM, VS
 from trial.test_safety_clocks import SAE_DUE, ae
 from trial.test_safety_forms import crs, icans
@@ -198,3 +206,56 @@ def test_reports_read_summary_rows_and_only_the_safety_report_reads_entries_of_i
                 assert not reads, (name, reads)
     finally:
         sa.event.remove(engine, "before_cursor_execute", remember)
+
+
+# --- completeness against a reference -------------------------------------------------------
+
+def reference_completeness(app) -> dict[str, dict[str, int]]:
+    """Per subject, the completeness counts computed the plain way: every subject × scheduled visit × form in Python."""
+    with app.app_context():
+        study = runtime.for_app(app).study
+        today = clock.utcnow().date()
+        cells = {(row.subject_id, row.event_key, row.form_id): row.state
+                 for row in db.session.scalars(sa.select(FormStatus).where(FormStatus.entries > 0))}
+        out = {}
+        for subject in db.session.scalars(sa.select(Subject)):
+            anchors = {"registration": subject.registration_date, "planned_infusion": subject.planned_infusion_date,
+                       "day0": subject.day0}
+            counts = {"expected": 0, "complete": 0, "draft": 0, "missing": 0, "overdue": 0}
+            for event in study.events:
+                if event.optional or event.repeatable or not event.anchor:
+                    continue
+                anchor = anchors.get(event.anchor)
+                due = anchor + timedelta(days=event.day) if anchor is not None else None
+                followed = subject.status in FOLLOWED_STATUSES
+                window_open = due is not None and due - timedelta(days=event.window_before) <= today
+                past_window = due is not None and due + timedelta(days=event.window_after) < today
+                for form_id in event.forms:
+                    state = cells.get((subject.id, f"{event.id}/1", form_id))
+                    if state is None and not (followed and window_open):
+                        continue
+                    counts["expected"] += 1
+                    counts[state or "missing"] += 1
+                    counts["overdue"] += state != "complete" and followed and past_window
+            out[subject.number] = counts
+        db.session.rollback()
+        return out
+
+
+def test_completeness_counted_by_the_database_matches_the_plain_count_over_demo_casebooks(app_factory, fake_clock):
+    start = datetime(2026, 9, 1, 9, 0, tzinfo=UTC)
+    fake_clock.now = start
+    app = app_factory(forms_dir=TRIAL_FORMS)
+    assert invoke(app, "seed-demo").exit_code == 0
+    assert invoke(app, "seed-demo", "--subjects", "3", "--seed", "5").exit_code == 0
+    client = app.test_client()
+    for days in (0, 20, 60, 400):  # windows opening, closing and long past
+        fake_clock.now = start + timedelta(days=days)
+        headers = bearer(login(client, "dm", DEMO_PASSWORD))
+        body = client.get("/api/v1/reports/completeness?by_subject=true", headers=headers).get_json()
+        expected = reference_completeness(app)
+        assert {row["subject"]: {k: row[k] for k in ("expected", "complete", "draft", "missing", "overdue")}
+                for row in body["subjects"]} == expected
+        totals = {name: sum(row[name] for row in body["sites"]) for name in ("expected", "missing", "overdue")}
+        assert totals == {name: sum(c[name] for c in expected.values()) for name in totals}
+        assert totals["expected"] > 0
