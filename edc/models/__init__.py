@@ -3,6 +3,7 @@
 from edc.models.audit import AuditChainHead, AuditRecord, AuditValue
 from edc.models.auth import AuthSession, LoginThrottle, RefreshToken
 from edc.models.entries import Entry, FormStatus, FormVersion, Query
+from edc.models.exports import ExportJob
 from edc.models.monitoring import DataCut, DataCutEntry, OutboxMessage, QueryMessage, SdvMark, Signature, StudyLock
 from edc.models.safety import SafetyClock
 from edc.models.sites import Site
@@ -21,6 +22,7 @@ __all__ = [
     "Signature",
     "StudyLock",
     "Entry",
+    "ExportJob",
     "FormStatus",
     "FormVersion",
     "Query",
