@@ -339,16 +339,25 @@ def _mailer_cycle() -> str:
             f"{result.failed} failed")
 
 
-# What the worker runs each cycle, in order (background jobs, e.g. exports, are added here).
-WORKER_JOBS = [_mailer_cycle]
+def _exports_cycle(stopping=lambda: False) -> str:
+    from edc.services import exports
+
+    handled = exports.run_pending(_session(), stopping=stopping)
+    return "exports: " + (", ".join(f"{job.id} {job.state}" for job in handled) or "none waiting")
 
 
-def _loop(jobs, once: bool, interval: int | None) -> None:
-    """Run the jobs once, or every `interval` seconds until SIGTERM or Ctrl-C."""
+# What the worker runs, each in its own loop: a long export never delays a safety notification.
+WORKER_JOBS = [_mailer_cycle, _exports_cycle]
+
+
+def _loop(jobs, once: bool, interval: int | None, *, stopping: list[bool] | None = None,
+          main_thread: bool = True) -> None:
+    """Run the jobs once, or every `interval` seconds until SIGTERM or Ctrl-C (or until `stopping` is set).
+    Only the main thread installs the SIGTERM handler; it sets `stopping` for every loop sharing it."""
     import signal
 
-    stopping: list[bool] = []
-    previous = signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    stopping = [] if stopping is None else stopping
+    previous = signal.signal(signal.SIGTERM, lambda *_: stopping.append(True)) if main_thread else None
     pause = interval or current_app.config["EDC"]["mailer_interval_seconds"]
     try:
         while not stopping:
@@ -359,7 +368,7 @@ def _loop(jobs, once: bool, interval: int | None) -> None:
                     db.session.rollback()
                     if once:
                         raise
-                    current_app.logger.exception("worker job %s failed", job.__name__)
+                    current_app.logger.exception("worker job %s failed", getattr(job, "__name__", job))
                 finally:
                     db.session.remove()
             if once:
@@ -369,9 +378,10 @@ def _loop(jobs, once: bool, interval: int | None) -> None:
                     break
                 time.sleep(1)
     except KeyboardInterrupt:
-        pass
+        stopping.append(True)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 @edc_cli.command("mailer")
@@ -383,13 +393,38 @@ def mailer_command(once, interval):
     _loop([_mailer_cycle], once, interval)
 
 
+EXPORT_POLL_SECONDS = 5
+
+
 @edc_cli.command("worker")
 @click.option("--once", is_flag=True, help="Run every job once and exit.")
 @click.option("--interval", type=click.IntRange(min=1), default=None,
-              help="Seconds between cycles (default: the mailer_interval_seconds setting).")
+              help="Seconds between mailer cycles (default: the mailer_interval_seconds setting).")
 def worker_command(once, interval):
-    """Run the background jobs (the mailer) in a loop; `make serve` starts it next to gunicorn."""
-    _loop(WORKER_JOBS, once, interval)
+    """Run the background jobs: the mailer, and the export jobs in a thread of their own (a long export
+    never delays a safety notification). `make serve` starts it next to gunicorn."""
+    if once:
+        _loop(WORKER_JOBS, once=True, interval=interval)
+        return
+    import threading
+
+    app = current_app._get_current_object()
+    stopping: list[bool] = []
+
+    def exports_cycle() -> str:
+        return _exports_cycle(lambda: bool(stopping))
+
+    def run_exports() -> None:
+        with app.app_context():
+            _loop([exports_cycle], once=False, interval=EXPORT_POLL_SECONDS, stopping=stopping, main_thread=False)
+
+    exporter = threading.Thread(target=run_exports, name="exports", daemon=True)
+    exporter.start()
+    try:
+        _loop([_mailer_cycle], once=False, interval=interval, stopping=stopping)
+    finally:
+        stopping.append(True)
+        exporter.join(timeout=60)
 
 
 def register(app: Flask) -> None:

@@ -12,6 +12,9 @@ from edc.settings import PROJECT_ROOT
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 
 
+READ_ONLY_SNAPSHOT = "edc_read_only_snapshot"  # execution option: a transaction that only reads
+
+
 def install_sqlite_pragmas(engine: sa.Engine, *, transactions: bool = True) -> None:
     """SQLite: foreign keys on, WAL, and every transaction BEGIN IMMEDIATE.
 
@@ -38,7 +41,10 @@ def install_sqlite_pragmas(engine: sa.Engine, *, transactions: bool = True) -> N
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read-only snapshot (an export) must not hold the write lock: a deferred BEGIN reads one
+        # WAL snapshot from its first statement and leaves writers free.
+        read_only = connection.get_execution_options().get(READ_ONLY_SNAPSHOT, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 @functools.cache

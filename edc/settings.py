@@ -107,6 +107,9 @@ def validate(settings: Mapping[str, Any]) -> None:
     if not 0 < settings["page_size_default"] <= settings["page_size_max"]:
         raise SettingsError("page_size_default must be between 1 and page_size_max")
     _validate_mail(settings)
+    for name in ("export_max_active_per_user", "export_lease_seconds", "export_max_attempts"):
+        if settings[name] < 1:
+            raise SettingsError(f"{name} must be at least 1")
     if settings["env"] == "production":
         _validate_production(settings)
 

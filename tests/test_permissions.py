@@ -82,12 +82,12 @@ def test_the_matrix_only_names_known_roles():
                  "safety:read", "queries:read", "sdv:read", "signatures:read", "cuts:read", "reports:read"}),
     ("investigator", {"sites:read", "forms:read", "subjects:read", "subjects:enrol", "subjects:status", "entries:read",
                       "entries:write", "clinical_audit:read", "safety:read", "queries:read", "queries:answer",
-                      "queries:message", "sdv:read", "signatures:read", "signatures:sign", "reports:read"}),
+                      "queries:message", "sdv:read", "signatures:read", "signatures:sign", "reports:read", "exports:create"}),
     ("monitor", {"sites:read", "forms:read", "subjects:read", "entries:read", "clinical_audit:read", "safety:read",
                  "queries:read", "queries:manage", "queries:message", "sdv:read", "sdv:write", "signatures:read",
-                 "reports:read"}),
-    ("statistician", {"sites:read", "forms:read", "cuts:read", "fhir:read"}),
-    ("registry", {"fhir:read"}),
+                 "reports:read", "exports:create"}),
+    ("statistician", {"sites:read", "forms:read", "cuts:read", "fhir:read", "exports:create"}),
+    ("registry", {"fhir:read", "exports:create"}),
 ])
 def test_permission_matrix_by_role(role, allowed):
     from edc.security.permissions import Actor, Grant

@@ -7,11 +7,11 @@ from flask_smorest import Api
 
 
 def register_blueprints(app: Flask, api: Api, *, benchmark: bool) -> None:
-    from edc.api import (audit, auth, entries, fhir, health, locking, outbox, queries, reports, safety, sdv, signatures,
-                         sites, study, subjects, users)
+    from edc.api import (audit, auth, entries, exports, fhir, fhir_bulk, health, locking, outbox, queries, reports, safety, sdv,
+                         signatures, sites, study, subjects, users)
 
     for module in (health, auth, sites, users, audit, study, subjects, entries, safety, queries, locking, sdv, signatures,
-                   reports, outbox, fhir):
+                   reports, outbox, exports, fhir, fhir_bulk):
         api.register_blueprint(module.blp)
     if benchmark:
         from edc.api import bench

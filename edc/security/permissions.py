@@ -56,6 +56,8 @@ MATRIX: dict[str, frozenset[str]] = {
     "outbox:read": frozenset({"data_manager", "safety"}),
     # Pseudonymised FHIR R4 output (per-subject $everything); the registry client reads nothing else.
     "fhir:read": frozenset({"data_manager", "statistician", "registry"}),
+    # Export jobs (CSV, ODM, FHIR bulk): global roles any site, site roles their own; the registry FHIR only.
+    "exports:create": frozenset({"statistician", "data_manager", "monitor", "investigator", "registry"}),
     "sites:manage": frozenset({"admin"}),
     "users:read": frozenset({"admin", "auditor"}),
     "users:manage": frozenset({"admin"}),

@@ -76,10 +76,12 @@ def seal(session: Session, form: FormDef, entry_id: uuid.UUID, values: dict[str,
     return stored
 
 
-def unseal(session: Session, form: FormDef, entry: Entry) -> dict[str, Any]:
-    """Stored values opened; a ciphertext moved from elsewhere fails cleanly, showing nothing."""
+def unseal(session: Session, form: FormDef, entry: Entry, *, in_place: bool = False) -> dict[str, Any]:
+    """Stored values opened; a ciphertext moved from elsewhere fails cleanly, showing nothing.
+
+    `in_place` opens the caller's own copy of the data (rows read for an export) instead of a deep copy."""
     ring = runtime.of(session).keyring
-    values = copy.deepcopy(entry.data)
+    values = entry.data if in_place else copy.deepcopy(entry.data)
     for container, key, path in _paths(form, values):
         sealed = container[key]
         if isinstance(sealed, dict) and set(sealed) == {SEALED}:

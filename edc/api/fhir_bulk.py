@@ -1,0 +1,147 @@
+"""FHIR Bulk Data Access (STU3 v3.0.0) over the export jobs: `$export` kick-off, status polling, files, cancel.
+
+    GET /fhir/$export            (Prefer: respond-async)  -> 202, Content-Location: <status URL>
+    GET /fhir/Patient/$export    the same, limited to the Patient compartment's resource types
+    GET <status URL>             -> 202 + X-Progress + Retry-After while running; 200 + manifest when complete
+    DELETE <status URL>          -> 202; later polls are 404
+    GET <file URL>               -> application/fhir+ndjson (the bearer token is required: requiresAccessToken)
+
+Parameters: `_outputFormat` (application/fhir+ndjson, application/ndjson, ndjson), `_type`, `_since`. Others
+(`_until`, `_elements`, `_typeFilter`, `patient`, `includeAssociatedData`, `organizeOutputBy`) are refused
+with 400, unless the client sends `Prefer: handling=lenient`, in which case they are ignored. Errors are
+OperationOutcome resources (the handlers of edc/api/fhir.py).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import Response, request, send_file, url_for
+from flask_smorest import Blueprint
+
+from edc.api import fhir as fhir_api
+from edc.api.common import current_actor
+from edc.errors import BadRequest, Problem
+from edc.exports.fhir_ndjson import RESOURCE_TYPES
+from edc.extensions import db
+from edc.models.exports import ExportJob
+from edc.security.permissions import requires
+from edc.services import exports
+
+blp = Blueprint("fhir_bulk", __name__, url_prefix="/fhir", description="FHIR Bulk Data export")
+blp.errorhandler(Problem)(fhir_api._problem)
+blp.errorhandler(Exception)(fhir_api._unexpected)
+
+NDJSON = "application/fhir+ndjson"
+OUTPUT_FORMATS = (NDJSON, "application/ndjson", "ndjson")
+# The Patient compartment (R4 CompartmentDefinition patient) leaves out the shared resources: the site's
+# Organization, the ResearchStudy and the product's Medication.
+NOT_IN_PATIENT_COMPARTMENT = frozenset({"Organization", "ResearchStudy", "Medication"})
+UNSUPPORTED_PARAMETERS = ("_until", "_elements", "_typeFilter", "patient", "includeAssociatedData", "organizeOutputBy",
+                          "allowPartialManifests")
+RETRY_AFTER_SECONDS = 2
+
+
+def _prefer() -> set[str]:
+    return {token.strip().lower() for token in request.headers.get("Prefer", "").split(",") if token.strip()}
+
+
+def _kick_off(level: str) -> Response:
+    prefer = _prefer()
+    if "respond-async" not in prefer:
+        raise BadRequest("The $export operation is asynchronous: send the header Prefer: respond-async.")
+    lenient = "handling=lenient" in prefer
+    args = request.args
+    output_format = args.get("_outputFormat", NDJSON)
+    if output_format not in OUTPUT_FORMATS:
+        raise BadRequest(f"_outputFormat {output_format!r} is not supported; use {NDJSON}.")
+    refused = [name for name in UNSUPPORTED_PARAMETERS if name in args]
+    if refused and not lenient:
+        raise BadRequest(f"Not supported: {', '.join(refused)} (send Prefer: handling=lenient to have them ignored).")
+    allowed = [t for t in sorted(RESOURCE_TYPES) if level == "system" or t not in NOT_IN_PATIENT_COMPARTMENT]
+    types = _types(args.get("_type"), allowed)
+    since = _instant(args.get("_since"))
+    wanted = exports.ExportRequest(format="fhir", since=since, types=tuple(types))
+    job = exports.request_export(db.session, current_actor(), wanted, bulk=True, request_url=request.url)
+    db.session.commit()
+    status_url = url_for("fhir_bulk.export_status", job_id=job.id, _external=True)
+    return fhir_api.fhir_response({"resourceType": "OperationOutcome", "issue": [
+        {"severity": "information", "code": "informational", "diagnostics": "Export accepted; poll Content-Location."}]},
+        202, {"Content-Location": status_url})
+
+
+def _types(value: str | None, allowed: list[str]) -> list[str]:
+    if not value:
+        return allowed
+    asked = [t.strip() for t in value.split(",") if t.strip()]
+    unknown = [t for t in asked if t not in allowed]
+    if unknown:
+        raise BadRequest(f"_type: {', '.join(unknown)} not exported here; the types are {', '.join(allowed)}.")
+    return sorted(set(asked))
+
+
+def _instant(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise BadRequest("_since must be a FHIR instant with a time zone, e.g. 2026-11-01T00:00:00Z.")
+    return moment
+
+
+@blp.route("/$export", methods=["GET"])
+@requires("fhir:read")
+def system_export():
+    """Kick off an export of every resource (Bulk Data system level)."""
+    return _kick_off("system")
+
+
+@blp.route("/Patient/$export", methods=["GET"])
+@requires("fhir:read")
+def patient_export():
+    """Kick off an export of the Patient compartment (Bulk Data patient level)."""
+    return _kick_off("patient")
+
+
+@blp.route("/bulk-status/<job_id>", methods=["GET"])
+@requires("fhir:read")
+def export_status(job_id):
+    """Poll a bulk export: 202 while it runs, 200 with the manifest once complete, 404 once cancelled."""
+    job = exports.get_job(db.session, current_actor(), job_id, bulk=True)
+    if job.state in ("queued", "running"):
+        progress = exports.progress_of(job)
+        note = f"{job.state}: {progress['subjects_done']} of {progress['subjects_total'] or '?'} subjects"
+        return Response(status=202, headers={"X-Progress": note[:99], "Retry-After": str(RETRY_AFTER_SECONDS)})
+    if job.state != "completed":
+        return fhir_api.operation_outcome(500, f"The export {job.state}: {job.error or 'no files were produced'}")
+    return _manifest(job)
+
+
+def _manifest(job: ExportJob) -> Response:
+    output = [{"type": f["name"].removesuffix(".ndjson"), "count": f["records"],
+               "url": url_for("fhir_bulk.export_file", job_id=job.id, name=f["name"], _external=True)}
+              for f in job.manifest["files"]]
+    body = {"transactionTime": job.manifest["transaction_time"], "request": job.parameters.get("request"),
+            "requiresAccessToken": True, "output": output, "error": [],
+            "extension": {"export": str(job.id), "filters": job.parameters}}
+    return fhir_api.fhir_response(body, 200, {"Content-Type": "application/json"})
+
+
+@blp.route("/bulk-status/<job_id>", methods=["DELETE"])
+@requires("fhir:read")
+def cancel_export(job_id):
+    """Cancel a running bulk export, or delete a finished one and its files."""
+    exports.cancel(db.session, current_actor(), job_id, bulk=True)
+    db.session.commit()
+    return Response(status=202)
+
+
+@blp.route("/bulk-files/<job_id>/<name>", methods=["GET"])
+@requires("fhir:read")
+def export_file(job_id, name):
+    """One NDJSON file of a completed bulk export."""
+    path, listed = exports.file_path(db.session, current_actor(), job_id, name, bulk=True)
+    return send_file(path, mimetype=NDJSON, etag=listed["sha256"], conditional=True)

@@ -1,0 +1,138 @@
+"""FHIR Bulk Data $export end to end over HTTP: kick-off, polling, manifest, NDJSON files, _type, _since,
+cancel, and the errors (OperationOutcome) the protocol names."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+import pytest
+
+from exports.test_jobs import START, Demo, invoke, withdraw_first_subject
+from test_demo_subjects import TRIAL_FORMS
+
+ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
+
+
+@pytest.fixture
+def bulk(app_factory, session, fake_clock, tmp_path):
+    fake_clock.now = START
+    app = app_factory(forms_dir=TRIAL_FORMS, export_dir=str(tmp_path / "exports"), export_max_active_per_user=2)
+    assert invoke(app, "seed-demo").exit_code == 0
+    return Demo(app, tmp_path / "exports", session)
+
+
+@pytest.fixture
+def study(bulk):
+    """With two synthetic subjects: what the content tests export."""
+    assert invoke(bulk.app, "seed-demo", "--subjects", "2", "--seed", "3").exit_code == 0
+    return bulk
+
+
+def kick_off(bulk: Demo, path: str = "/fhir/$export", username: str = "stat", headers=ASYNC, **params):
+    return bulk.client.get(path, query_string=params, headers={**bulk.as_(username), **headers})
+
+
+def status_path(response) -> str:
+    assert response.status_code == 202, response.get_json()
+    location = response.headers["Content-Location"]
+    assert location.startswith("http://localhost/fhir/bulk-status/")
+    return urlsplit(location).path
+
+
+def outcome(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.data
+    assert response.content_type == "application/fhir+json"
+    body = response.get_json()
+    assert body["resourceType"] == "OperationOutcome" and body["issue"][0]["code"] == code, body
+    return body
+
+
+def test_kick_off_poll_manifest_and_files(study):
+    status = status_path(kick_off(study))
+    waiting = study.client.get(status, headers=study.as_("stat"))
+    assert waiting.status_code == 202 and waiting.headers["Retry-After"] == "2"
+    assert waiting.headers["X-Progress"].startswith("queued") and len(waiting.headers["X-Progress"]) < 100
+    study.work()
+    done = study.client.get(status, headers=study.as_("stat"))
+    assert done.status_code == 200 and done.content_type == "application/json"
+    manifest = done.get_json()
+    assert manifest["request"] == "http://localhost/fhir/$export" and manifest["requiresAccessToken"] is True
+    assert manifest["error"] == [] and manifest["transactionTime"]
+    types = {item["type"] for item in manifest["output"]}
+    assert {"Patient", "Organization", "ResearchStudy", "AdverseEvent", "Observation"} <= types
+    for item in manifest["output"]:
+        path = urlsplit(item["url"]).path
+        assert study.client.get(path).status_code == 401  # requiresAccessToken
+        file = study.client.get(path, headers=study.as_("stat"))
+        assert file.status_code == 200 and file.mimetype == "application/fhir+ndjson"
+        lines = file.get_data(as_text=True).splitlines()
+        file.close()
+        assert len(lines) == item["count"] and {json.loads(line)["resourceType"] for line in lines} == {item["type"]}
+    patients = next(item for item in manifest["output"] if item["type"] == "Patient")
+    assert patients["count"] == 2
+
+
+def test_patient_level_type_and_output_format(study):
+    status = status_path(kick_off(study, "/fhir/Patient/$export", _type="Patient,AdverseEvent",
+                                  _outputFormat="application/ndjson"))
+    study.work()
+    manifest = study.client.get(status, headers=study.as_("stat")).get_json()
+    assert sorted(item["type"] for item in manifest["output"]) == ["AdverseEvent", "Patient"]
+    assert manifest["request"].startswith("http://localhost/fhir/Patient/$export?")
+    # The Patient compartment has no Organization: asking for one there is a 400.
+    outcome(kick_off(study, "/fhir/Patient/$export", _type="Organization"), 400, "invalid")
+
+
+def test_since_exports_only_subjects_changed_after_it(study, fake_clock):
+    fake_clock.advance(days=1)
+    study.headers.clear()
+    withdraw_first_subject(study)
+    since = (START + timedelta(hours=12)).isoformat().replace("+00:00", "Z")
+    status = status_path(kick_off(study, _since=since, _type="Patient"))
+    study.work()
+    manifest = study.client.get(status, headers=study.as_("stat")).get_json()
+    assert [(item["type"], item["count"]) for item in manifest["output"]] == [("Patient", 1)]
+
+
+def test_delete_cancels_and_later_polls_are_404(bulk):
+    status = status_path(kick_off(bulk))
+    assert bulk.client.delete(status, headers=bulk.as_("stat")).status_code == 202
+    outcome(bulk.client.get(status, headers=bulk.as_("stat")), 404, "not-found")
+    bulk.work()
+    assert not bulk.export_dir.exists() or list(bulk.export_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("headers, params, code", [
+    ({}, {}, "invalid"),  # no Prefer: respond-async
+    (ASYNC, {"_outputFormat": "text/csv"}, "invalid"),
+    (ASYNC, {"_type": "Nonsense"}, "invalid"),
+    (ASYNC, {"_since": "yesterday"}, "invalid"),
+    (ASYNC, {"_typeFilter": "Observation?code=x"}, "invalid"),
+])
+def test_bad_kick_offs_are_400_operation_outcomes_and_queue_nothing(bulk, headers, params, code):
+    outcome(kick_off(bulk, headers=headers, **params), 400, code)
+    from edc.models import ExportJob
+
+    assert bulk.session.query(ExportJob).count() == 0
+
+
+def test_lenient_handling_ignores_unsupported_parameters(bulk):
+    status_path(kick_off(bulk, headers={**ASYNC, "Prefer": "respond-async, handling=lenient"}, _elements="id"))
+
+
+def test_unknown_job_and_other_users_job_are_404_and_the_limit_is_429(bulk):
+    outcome(bulk.client.get(f"/fhir/bulk-status/{uuid.uuid4()}", headers=bulk.as_("stat")), 404, "not-found")
+    status = status_path(kick_off(bulk))
+    outcome(bulk.client.get(status, headers=bulk.as_("dm")), 404, "not-found")
+    status_path(kick_off(bulk))
+    refused = kick_off(bulk)
+    outcome(refused, 429, "throttled")
+    assert int(refused.headers["Retry-After"]) >= 1
+
+
+def test_roles_without_fhir_read_are_403_operation_outcomes(bulk):
+    outcome(kick_off(bulk, username="mon.es01"), 403, "forbidden")
+    outcome(bulk.client.get("/fhir/$export", headers=ASYNC), 401, "login")
