@@ -1,6 +1,6 @@
 """The selected casebooks as one CDISC ODM 1.3.2 snapshot, `odm.xml`, written element by element.
 
-Layout (docs/exports-odm.md has the details and the reasons):
+Layout (docs/exports.md, "CDISC ODM 1.3.2", has the details and the reasons):
 
     ODM  FileType=Snapshot, ODMVersion=1.3.2, FileOID and CreationDateTime from the caller
       Study: GlobalVariables, BasicDefinitions (the units used), ONE MetaDataVersion holding every form
