@@ -3,6 +3,9 @@
 Pure functions: they read the Subject row (with its site), the subject's entries with their opened values
 and the study's form definitions, and touch no database. The mapping is described in docs/fhir.md.
 
+Entries are `edc.models.Entry` rows or `edc.exports.source.EntryRecord`s: the mapper reads only the
+attributes both have (`EntryLike`).
+
 Only pseudonymised content leaves: the study number, sex, birth year and month, dates as collected. Items
 flagged `identifying` are never read (`_Values` hides them). Resource ids are uuid5 of one fixed namespace
 and the source record ids, so exporting the same data twice gives the same resources.
@@ -10,6 +13,11 @@ and the source record ids, so exporting the same data twice gives the same resou
 R4 wire format: only elements that R4 (4.0.1) and R4B (4.3.0) share are filled in (for example
 ResearchSubject.individual and AdverseEvent.event, not their R5 names; no R4B-only element such as
 Bundle.issues); tests/exports/test_fhir.py checks every resource against the official R4 JSON schema.
+
+What each resource was built from: the builder records, with every resource, the records it read (its
+source entry, the other entries whose values or mere presence change it, the subject row). An
+incremental export (Bulk Data `_since`, edc.exports.fhir_ndjson) keeps a resource when one of those
+changed after the cut-off; `dated_subject_resources` gives each resource that latest change.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from fhir.resources.R4B.adverseevent import AdverseEvent
 from fhir.resources.R4B.bundle import Bundle
@@ -36,8 +44,11 @@ from fhir.resources.R4B.researchsubject import ResearchSubject
 from fhir.resources.R4B.resource import Resource
 
 from edc.ecrf import FormDef, Study
-from edc.models.entries import Entry
 from edc.models.subjects import Subject
+
+# Every resource type the mapper makes (the Bulk Data `_type` values we can honour), in the order it makes them.
+RESOURCE_TYPES = ("Organization", "ResearchStudy", "Patient", "Consent", "ResearchSubject", "Condition", "Procedure",
+                  "Medication", "MedicationAdministration", "Observation", "AdverseEvent", "Provenance")
 
 # Never change: every exported resource id derives from it.
 ID_NAMESPACE = uuid.UUID("5d0c6a63-2f6e-4c41-9d7c-3b1f0e8a4c27")
@@ -106,10 +117,40 @@ def _present(value: Any) -> bool:
     return value is not None and value != "" and _missing(value) is None
 
 
-def _instant(moment: datetime) -> str:
+def _utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:  # SQLite gives naive UTC
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="seconds")
+    return moment.astimezone(UTC)
+
+
+def _instant(moment: datetime) -> str:
+    return _utc(moment).isoformat(timespec="seconds")
+
+
+class EntryLike(Protocol):
+    """What the mapper reads of an entry: an edc.models.Entry row or an edc.exports.source.EntryRecord."""
+
+    id: uuid.UUID
+    event_key: str
+    form_id: str
+    form_version: str
+    version: int
+    status: str
+    created_at: datetime
+    updated_at: datetime | None
+
+
+class DatedResource(NamedTuple):
+    """A resource, the latest change among the records it was built from, and whether it is study-wide."""
+
+    resource: Resource
+    changed_at: datetime | None  # None: built from no record of the subject (its site's Organization, the study)
+    shared: bool  # the same resource (same id) comes with every subject that has it: write it once
+
+
+# Inputs of a resource besides entries: the subject row itself, or everything the subject has.
+SUBJECT_ROW = "subject row"
+WHOLE_CASEBOOK = "whole casebook"
 
 
 class _Values:
@@ -139,7 +180,7 @@ class _Values:
 
 @dataclass
 class _Source:
-    entry: Entry
+    entry: EntryLike
     values: _Values
     made: list[Resource] = field(default_factory=list)
 
@@ -147,13 +188,15 @@ class _Source:
 class _Builder:
     """Builds one subject's resources in a fixed order, remembering which entry each came from."""
 
-    def __init__(self, study: Study, subject: Subject, entries: Iterable[tuple[Entry, dict[str, Any]]]) -> None:
+    def __init__(self, study: Study, subject: Subject, entries: Iterable[tuple[EntryLike, dict[str, Any]]]) -> None:
         self.study = study
         self.subject = subject
         self.base = study.canonical_url.rstrip("/") + "/fhir"
         self.resources: list[Resource] = []
         self.sources: list[_Source] = []
         self.subject_made: list[Resource] = []
+        self.inputs: dict[int, list[_Source | str]] = {}  # id(resource) -> what it was built from
+        self.shared: set[int] = set()
         ordered = sorted(entries, key=lambda pair: (pair[0].created_at, str(pair[0].id)))
         self.by_form: dict[str, list[_Source]] = {}
         for entry, values in ordered:
@@ -172,10 +215,31 @@ class _Builder:
             coding["display"] = display
         return coding
 
-    def add(self, resource: Resource, source: _Source | None) -> Resource:
+    def add(self, resource: Resource, source: _Source | None, reads: Iterable[_Source | str] = (),
+            shared: bool = False) -> Resource:
+        """Keep a resource made from `source` (None: from the subject), which also `reads` other inputs."""
         self.resources.append(resource)
         (source.made if source else self.subject_made).append(resource)
+        self.inputs[id(resource)] = ([source] if source else []) + list(reads)
+        if shared:
+            self.shared.add(id(resource))
         return resource
+
+    def forms(self, *form_ids: str) -> list[_Source]:
+        return [source for form_id in form_ids for source in self.by_form.get(form_id, [])]
+
+    def changed_at(self, resource: Resource) -> datetime | None:
+        """The latest change among the inputs of a resource (None when it has none)."""
+        times = [self._input_time(i) for i in self.inputs[id(resource)]]
+        return max(times, default=None)
+
+    def _input_time(self, read: _Source | str) -> datetime:
+        if isinstance(read, _Source):
+            return _utc(read.entry.updated_at or read.entry.created_at)
+        subject_time = _utc(self.subject.updated_at or self.subject.created_at)
+        if read == WHOLE_CASEBOOK:
+            return max([subject_time, *(self._input_time(s) for s in self.sources)])
+        return subject_time
 
     def absent(self, missing_code: str) -> dict[str, Any]:
         return {"coding": [{"system": DATA_ABSENT, "code": ABSENT_REASON.get(missing_code, "unknown")},
@@ -194,11 +258,11 @@ class _Builder:
         self.organization = self.add(Organization(
             id=resource_id("Organization", site.id),
             identifier=[{"system": self.system("sid", "site"), "value": site.code}],
-            active=site.status == "active", name=site.name, address=[{"country": site.country}]), None)
+            active=site.status == "active", name=site.name, address=[{"country": site.country}]), None, shared=True)
         self.study_resource = self.add(ResearchStudy(
             id=resource_id("ResearchStudy", study.id),
             identifier=[{"system": self.system("sid", "study"), "value": study.id}],
-            title=study.title.get("en") or study.id, status="active", condition=[B_ALL]), None)
+            title=study.title.get("en") or study.id, status="active", condition=[B_ALL]), None, shared=True)
         self.patient = self.add(Patient(
             id=patient_id_for(subject.id),
             meta={"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
@@ -207,13 +271,14 @@ class _Builder:
             gender=GENDER.get(subject.sex, "unknown"),
             birthDate=f"{subject.birth_year:04d}-{subject.birth_month:02d}",
             managingOrganization=ref(self.organization),
-            **({"deceasedBoolean": True} if subject.status == "deceased" else {})), None)
+            **({"deceasedBoolean": True} if subject.status == "deceased" else {})), None, reads=[SUBJECT_ROW])
         self.consent = self._consent()
         self.add(ResearchSubject(
             id=resource_id("ResearchSubject", subject.id),
             identifier=[{"system": self.system("sid", "subject"), "value": subject.number}],
             status=SUBJECT_STATUS[subject.status], period={"start": subject.registration_date.isoformat()},
-            study=ref(self.study_resource), individual=ref(self.patient), consent=ref(self.consent)), None)
+            study=ref(self.study_resource), individual=ref(self.patient), consent=ref(self.consent)), None,
+            reads=[SUBJECT_ROW])
         self.research_subject = self.resources[-1]
         self.condition = self._condition()
         self.apheresis = self._apheresis()
@@ -256,7 +321,8 @@ class _Builder:
             category=[{"coding": [{"system": LOINC, "code": "59284-0", "display": "Consent Document"}]}],
             patient=ref(self.patient), dateTime=when, organization=[ref(self.organization)],
             policy=[{"uri": policy_uri}],
-            provision={"type": "permit", **({"provision": provisions} if provisions else {})}), source)
+            provision={"type": "permit", **({"provision": provisions} if provisions else {})}), source,
+            reads=[SUBJECT_ROW, *self.forms("ic")])  # the consent date falls back on the subject's
 
     def _condition(self) -> Condition:
         source = self.first("dh")
@@ -279,7 +345,8 @@ class _Builder:
                                             "code": "confirmed"}]},
             category=[{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category",
                                    "code": "problem-list-item"}]}],
-            code=B_ALL, subject=ref(self.patient), **extra), source)
+            code=B_ALL, subject=ref(self.patient), **extra), source,
+            reads=self.forms("dh", "resp", "relapse"))  # the clinical status follows the responses
 
     # ------------------------------------------------------------------ apheresis, lymphodepletion, product
 
@@ -298,7 +365,7 @@ class _Builder:
             status="completed" if _present(values["APHDAT"]) else "unknown",
             code={"coding": [self.code("procedure", "APHERESIS", "Leukapheresis for ARI-0001 manufacturing")],
                   "text": "Leukapheresis"},
-            subject=ref(self.patient), **extra), source)
+            subject=ref(self.patient), **extra), source, reads=self.forms("aph"))
 
     def _lymphodepletion(self) -> None:
         for source in self.by_form.get("ld", []):
@@ -314,7 +381,8 @@ class _Builder:
                     medication = self.add(Medication(
                         id=resource_id("Medication", "lymphodepletion", drug),
                         code={"coding": ([{"system": ATC, "code": atc, "display": name}] if atc else [])
-                              + [self.code("ld-drug", drug, values.label("ECTRT", drug))], "text": name}), source)
+                              + [self.code("ld-drug", drug, values.label("ECTRT", drug))], "text": name}), source,
+                        reads=self.forms("ld"), shared=True)  # made by the first entry naming the drug
                     self.ld_medications[drug] = medication
                 dosage: dict[str, Any] = {"route": IV_ROUTE}
                 if _present(row["ECDOSE"]):
@@ -342,7 +410,7 @@ class _Builder:
         return self.add(Medication(
             id=resource_id("Medication", "ARI-0001", made.entry.id if made else self.subject.id),
             code={"coding": [self.code("product", "ARI-0001", CART_PRODUCT)], "text": CART_PRODUCT}, **extra),
-            made)
+            made, reads=self.forms("mfg", "inf"))
 
     def _fractions(self) -> None:
         if self.cart is None:
@@ -359,7 +427,8 @@ class _Builder:
             self.fractions.append(self.add(MedicationAdministration(
                 id=resource_id("MedicationAdministration", source.entry.id),
                 status=status, medicationReference=ref(self.cart), subject=ref(self.patient),
-                effectiveDateTime=values["EXSTDTC"], **extra), source))
+                effectiveDateTime=values["EXSTDTC"], **extra), source,
+                reads=self.forms("mfg")))  # the product's id is the manufacturing entry's
 
     def _cart_dosage(self, values: _Values) -> dict[str, Any]:
         """The dose is the number of viable CAR+ cells given; the dose per kg goes in the text and an extension."""
@@ -520,6 +589,7 @@ class _Builder:
             extensions.append({"url": f"{AE_BACKPORT}/seriousness-criteria", "extension": [
                 {"url": "criterionCode", "valueCodeableConcept": {"coding": codings}},
                 {"url": "criterionPresent", "valueBoolean": True}]})
+        reads: list[_Source | str] = []  # a suspect made later (or renamed) changes the event
         for item, suspects in (("AEREL", [self.cart] if self.cart else []),
                                ("AERELLD", list(self.ld_medications.values())),
                                ("AERELPROC", [self.apheresis] if self.apheresis else [])):
@@ -528,6 +598,7 @@ class _Builder:
                 continue
             code, display = NCIT_RELATEDNESS[relatedness]
             for suspect in suspects:
+                reads.extend(self.inputs[id(suspect)])
                 extensions.append({"url": f"{AE_BACKPORT}/suspect-entity", "extension": [
                     {"url": "instance", "valueReference": ref(suspect)},
                     {"url": "causality", "extension": [{"url": "entityRelatedness", "valueCodeableConcept": {
@@ -561,7 +632,7 @@ class _Builder:
             actuality="actual", event=event, subject=ref(self.patient),
             seriousness={"coding": [{"system": AE_SERIOUSNESS, "code": "serious" if serious else "non-serious",
                                      "display": "Serious" if serious else "Non-serious"}]},
-            study=[ref(self.study_resource)], **extra), source)
+            study=[ref(self.study_resource)], **extra), source, reads=reads)
 
     # ------------------------------------------------------------------ provenance
 
@@ -575,7 +646,8 @@ class _Builder:
             recorded=_instant(subject.updated_at or subject.created_at), agent=site_agent,
             activity=self._activity(subject.version),
             entity=[{"role": "source", "what": {"identifier": {"system": self.system("sid", "subject-record"),
-                                                              "value": str(subject.id)}}}]), None)
+                                                              "value": str(subject.id)}}}]), None,
+            reads=[WHOLE_CASEBOOK])  # its targets move to an entry's Provenance once that entry exists
         for source in self.sources:
             if not source.made:
                 continue
@@ -587,7 +659,7 @@ class _Builder:
                 entity=[{"role": "source", "what": {
                     "identifier": {"system": self.system("sid", "entry"), "value": str(entry.id)},
                     "display": f"{entry.form_id} v{entry.form_version}" + (f" at {entry.event_key}" if entry.event_key else "")}}]),
-                None)
+                None, reads=[source, *(read for made in source.made for read in self.inputs[id(made)])])
 
     @staticmethod
     def _activity(version: int) -> dict[str, Any]:
@@ -596,9 +668,17 @@ class _Builder:
 
 
 def subject_resources(study: Study, subject: Subject,
-                      entries: Iterable[tuple[Entry, dict[str, Any]]]) -> list[Resource]:
+                      entries: Iterable[tuple[EntryLike, dict[str, Any]]]) -> list[Resource]:
     """Every resource of one subject, in a fixed order: site, study, patient, enrolment, then the casebook."""
     return _Builder(study, subject, entries).build()
+
+
+def dated_subject_resources(study: Study, subject: Subject,
+                            entries: Iterable[tuple[EntryLike, dict[str, Any]]]) -> list[DatedResource]:
+    """subject_resources, each with the latest change among what it was built from and whether it is study-wide."""
+    builder = _Builder(study, subject, entries)
+    return [DatedResource(resource, builder.changed_at(resource), id(resource) in builder.shared)
+            for resource in builder.build()]
 
 
 def everything_bundle(resources: list[Resource], base_url: str, self_url: str) -> dict[str, Any]:

