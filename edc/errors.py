@@ -1,7 +1,8 @@
 """Problems (RFC 9457) and the one place that turns every error into application/problem+json.
 
-Everything under /fhir/ answers FHIR OperationOutcome resources (application/fhir+json) instead, from
-here too, since FHIR clients read nothing else.
+Two surfaces answer in their own format, from here too: everything under /fhir/ answers FHIR
+OperationOutcome resources (application/fhir+json), since FHIR clients read nothing else, and the OAuth
+token endpoint of the registry clients answers RFC 6749 §5.2 errors (OAuthError).
 """
 
 from __future__ import annotations
@@ -108,6 +109,21 @@ class ServiceUnavailable(Problem):
     status, title = 503, "Service Unavailable"
 
 
+class OAuthError(Problem):
+    """An error of the OAuth token endpoint, answered as RFC 6749 §5.2 says: {"error", "error_description"}.
+
+    OAuth clients (the registries' SMART Backend Services libraries) parse that shape, not problem+json or
+    an OperationOutcome, so this one endpoint under /fhir/ keeps it.
+    """
+
+    status, title = 400, "Bad Request"
+
+    def __init__(self, error: str, detail: str, *, status: int = 400, **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        self.error = error
+        self.status = status
+
+
 def field_error(pointer: str, detail: str) -> dict[str, str]:
     """One entry of a 422's errors list; pointer is a JSON Pointer into the request body."""
     return {"pointer": pointer, "detail": detail}
@@ -204,6 +220,17 @@ def handle_problem(exc: Problem):
     return problem_response(exc.status, exc.title, exc.detail, errors=exc.errors, headers=exc.headers, extra=exc.extra)
 
 
+def handle_oauth_error(exc: OAuthError):
+    _roll_back(exc)
+    from flask import json
+
+    response = Flask.response_class(json.dumps({"error": exc.error, "error_description": exc.detail}),
+                                    status=exc.status, mimetype="application/json")
+    # RFC 6749 §5.1/5.2: token endpoint answers are never cached.
+    response.headers.update({**exc.headers, "Cache-Control": "no-store", "Pragma": "no-cache"})
+    return response
+
+
 def handle_http_exception(exc: HTTPException):
     db.session.rollback()
     status = exc.code or 500
@@ -246,6 +273,7 @@ def handle_unexpected(exc: Exception):
 
 def register(app: Flask) -> None:
     """Install the handlers; called after flask-smorest so ours replace its own."""
+    app.register_error_handler(OAuthError, handle_oauth_error)
     app.register_error_handler(Problem, handle_problem)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(sqlalchemy.exc.IntegrityError, handle_integrity_error)

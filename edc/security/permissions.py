@@ -25,6 +25,9 @@ SITE_ROLES = frozenset({"investigator", "coordinator", "monitor"})
 GLOBAL_ROLES = frozenset(ROLES) - SITE_ROLES
 ALL_ROLES = frozenset(ROLES)
 STAFF_ROLES = ALL_ROLES - {"registry"}
+# What a registry client's token (SMART Backend Services) may do: the FHIR routes, nothing else, not even
+# the routes open to any signed-in account.
+CLIENT_PERMISSIONS = frozenset({"fhir:read"})
 
 CLINICAL_READERS = frozenset({"investigator", "coordinator", "monitor", "data_manager", "safety", "auditor", "manufacturing"})
 
@@ -88,6 +91,8 @@ class Actor:
     request_id: str | None = None
     client_address: str | None = None
     is_system: bool = False
+    client_id: str | None = None  # a registry client acting through this account (SMART Backend Services)
+    scope: str | None = None  # the SMART scope that client's token was granted
 
     @classmethod
     def system(cls, name: str = "cli") -> Actor:
@@ -103,7 +108,11 @@ class Actor:
         return "system" if self.is_system else (self.roles[0] if self.roles else None)
 
     def can(self, permission: str) -> bool:
-        if permission in (PUBLIC, AUTHENTICATED):
+        if permission == PUBLIC:
+            return True
+        if self.client_id is not None and permission not in CLIENT_PERMISSIONS:
+            return False
+        if permission == AUTHENTICATED:
             return True
         if self.is_system:
             return True

@@ -55,6 +55,7 @@ def test_unmatched_paths_and_wrong_methods_under_fhir_are_operation_outcomes(cli
     outcome(wrong, 405, "not-supported")
     assert "GET" in wrong.headers["Allow"]
     outcome(client.delete("/fhir/Patient/ES01-0001/$everything"), 405, "not-supported")
+    outcome(client.get("/fhir/auth/token"), 405, "not-supported")
     # Outside /fhir/ errors stay problem+json.
     problem(client.get("/api/v1/nothing"), 404)
     problem(client.get("/fhirish"), 404)
@@ -71,6 +72,6 @@ def test_refusals_before_the_view_are_operation_outcomes(client, staff):
     outcome(client.get(path, headers=bearer(login(client, staff["statistician"]))), 404, "not-found")
 
 
-@pytest.mark.parametrize("path", ["/fhir/metadata"])
+@pytest.mark.parametrize("path", ["/fhir/metadata", "/fhir/.well-known/smart-configuration"])
 def test_discovery_needs_no_token(client, path):
     assert client.get(path).status_code == 200
