@@ -25,9 +25,6 @@ SITE_ROLES = frozenset({"investigator", "coordinator", "monitor"})
 GLOBAL_ROLES = frozenset(ROLES) - SITE_ROLES
 ALL_ROLES = frozenset(ROLES)
 STAFF_ROLES = ALL_ROLES - {"registry"}
-# What a registry client's token (SMART Backend Services) may do: the FHIR routes, nothing else, not even
-# the routes open to any signed-in account.
-CLIENT_PERMISSIONS = frozenset({"fhir:read"})
 
 CLINICAL_READERS = frozenset({"investigator", "coordinator", "monitor", "data_manager", "safety", "auditor", "manufacturing"})
 
@@ -108,11 +105,7 @@ class Actor:
         return "system" if self.is_system else (self.roles[0] if self.roles else None)
 
     def can(self, permission: str) -> bool:
-        if permission == PUBLIC:
-            return True
-        if self.client_id is not None and permission not in CLIENT_PERMISSIONS:
-            return False
-        if permission == AUTHENTICATED:
+        if permission in (PUBLIC, AUTHENTICATED):
             return True
         if self.is_system:
             return True
