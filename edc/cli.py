@@ -23,6 +23,7 @@ users_cli = AppGroup("users", help="Accounts.")
 roles_cli = AppGroup("roles", help="Role assignments.")
 audit_cli = AppGroup("audit", help="The audit trail.")
 forms_cli = AppGroup("forms", help="eCRF definitions.")
+fhir_clients_cli = AppGroup("fhir-clients", help="Registry clients of the FHIR API (SMART Backend Services).")
 
 
 def _session():
@@ -189,6 +190,62 @@ def roles_revoke_command(username, role, site, reason):
 
     _run(revoke)
     click.echo(f"revoked {role}{' at ' + site.upper() if site else ''} from {username}")
+
+
+def _read_jwks(path: str):
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return json.load(stream)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot read the JWK Set {path}: {exc}") from None
+
+
+@fhir_clients_cli.command("register")
+@click.option("--username", required=True, help="The account the client acts as: it holds the registry role only.")
+@click.option("--name", required=True, help="Who the client is (e.g. the registry's name).")
+@click.option("--jwks", "jwks_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The client's public JWK Set (JSON): RS384 or ES384 signing keys, each with a kid.")
+def fhir_clients_register_command(username, name, jwks_file):
+    """Register a registry client and print its client_id (give it to the registry)."""
+    from edc.services import fhir_clients
+
+    jwks = _read_jwks(jwks_file)
+    client = _run(lambda s: fhir_clients.register_client(s, Actor.system(), username=username, name=name, jwks=jwks))
+    click.echo(client.client_id)
+
+
+@fhir_clients_cli.command("list")
+def fhir_clients_list_command():
+    """List the registered clients: client_id, state, account, key ids, name."""
+    from edc.services import fhir_clients
+
+    for client in _run(lambda s: fhir_clients.list_clients(s, Actor.system())):
+        kids = ",".join(str(key.get("kid")) for key in client.jwks.get("keys", []))
+        state = "active" if client.active else f"inactive since {client.deactivated_at.date().isoformat()}"
+        click.echo(f"{client.client_id}  {state:<25} {client.user.username:<20} kids={kids}  {client.name}")
+
+
+@fhir_clients_cli.command("set-jwks")
+@click.argument("client_id")
+@click.option("--jwks", "jwks_file", required=True, type=click.Path(exists=True, dir_okay=False))
+def fhir_clients_set_jwks_command(client_id, jwks_file):
+    """Replace a client's JWK Set (to rotate keys, register old and new together, later the new one alone)."""
+    from edc.services import fhir_clients
+
+    jwks = _read_jwks(jwks_file)
+    _run(lambda s: fhir_clients.replace_keys(s, Actor.system(), client_id, jwks=jwks))
+    click.echo(f"replaced the keys of {client_id}")
+
+
+@fhir_clients_cli.command("deactivate")
+@click.argument("client_id")
+@click.option("--reason", required=True)
+def fhir_clients_deactivate_command(client_id, reason):
+    """Deactivate a client: it gets no new token and the ones it holds stop working."""
+    from edc.services import fhir_clients
+
+    _run(lambda s: fhir_clients.deactivate_client(s, Actor.system(), client_id, reason=reason))
+    click.echo(f"deactivated {client_id}")
 
 
 @audit_cli.command("verify")
@@ -428,6 +485,6 @@ def worker_command(once, interval):
 
 
 def register(app: Flask) -> None:
-    for group in (keys_cli, users_cli, roles_cli, audit_cli, forms_cli, meddra_cli):
+    for group in (keys_cli, users_cli, roles_cli, audit_cli, forms_cli, meddra_cli, fhir_clients_cli):
         edc_cli.add_command(group)
     app.cli.add_command(edc_cli)

@@ -1,19 +1,30 @@
-"""Problems (RFC 9457) and the one place that turns every error into application/problem+json."""
+"""Problems (RFC 9457) and the one place that turns every error into application/problem+json.
+
+Two surfaces answer in their own format, from here too: everything under /fhir/ answers FHIR
+OperationOutcome resources (application/fhir+json), since FHIR clients read nothing else, and the OAuth
+token endpoint of the registry clients answers RFC 6749 §5.2 errors (OAuthError).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import sqlalchemy.exc
-from flask import Flask, g, request
+from flask import Flask, g, has_request_context, request
 from werkzeug.exceptions import HTTPException
 
 from edc.extensions import db
 
 log = logging.getLogger("edc.errors")
 PROBLEM_TYPE = "application/problem+json"
+FHIR_JSON = "application/fhir+json"
+# HTTP status -> OperationOutcome issue code (http://hl7.org/fhir/R4/valueset-issue-type.html)
+ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
+               409: "conflict", 412: "conflict", 413: "too-costly", 415: "not-supported", 422: "invalid",
+               428: "conflict", 429: "throttled", 503: "transient"}
 
 
 class Problem(Exception):
@@ -98,12 +109,52 @@ class ServiceUnavailable(Problem):
     status, title = 503, "Service Unavailable"
 
 
+class OAuthError(Problem):
+    """An error of the OAuth token endpoint, answered as RFC 6749 §5.2 says: {"error", "error_description"}.
+
+    OAuth clients (the registries' SMART Backend Services libraries) parse that shape, not problem+json or
+    an OperationOutcome, so this one endpoint under /fhir/ keeps it.
+    """
+
+    status, title = 400, "Bad Request"
+
+    def __init__(self, error: str, detail: str, *, status: int = 400, **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        self.error = error
+        self.status = status
+
+
 def field_error(pointer: str, detail: str) -> dict[str, str]:
     """One entry of a 422's errors list; pointer is a JSON Pointer into the request body."""
     return {"pointer": pointer, "detail": detail}
 
 
+def is_fhir_request() -> bool:
+    """Is this a request to the FHIR surface (/fhir/...), whose errors are OperationOutcomes?"""
+    return has_request_context() and (request.path == "/fhir" or request.path.startswith("/fhir/"))
+
+
+def fhir_response(body: dict, status: int = 200, headers: dict[str, str] | None = None):
+    """A FHIR resource as application/fhir+json (compact, non-ASCII kept, keys in the models' order)."""
+    response = Flask.response_class(json.dumps(body, ensure_ascii=False, separators=(",", ":")), status=status,
+                                    mimetype=FHIR_JSON)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def operation_outcome(status: int, detail: str, headers: dict[str, str] | None = None, *, errors=None):
+    """An error as a FHIR OperationOutcome: one issue, plus one per invalid field."""
+    code = ISSUE_CODES.get(status, "exception")
+    severity = "fatal" if status >= 500 else "error"
+    issues = [{"severity": severity, "code": code, "diagnostics": detail}]
+    issues += [{"severity": severity, "code": code, "diagnostics": f"{e['pointer']}: {e['detail']}"} for e in errors or []]
+    return fhir_response({"resourceType": "OperationOutcome", "issue": issues}, status, headers)
+
+
 def problem_response(status: int, title: str, detail: str, *, errors=None, headers=None, extra=None):
+    if is_fhir_request():
+        return operation_outcome(status, detail, headers, errors=errors)
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": title,
@@ -150,7 +201,8 @@ def _webargs_errors(exc: HTTPException) -> list[dict[str, str]]:
     return out
 
 
-def handle_problem(exc: Problem):
+def _roll_back(exc: Problem) -> None:
+    """Undo the request's writes, then commit the security events that must survive it."""
     db.session.rollback()
     if exc.after_rollback:
         try:
@@ -161,7 +213,22 @@ def handle_problem(exc: Problem):
             db.session.rollback()
             log.exception("security event could not be recorded")
     g.problem_log_detail = exc.log_detail
+
+
+def handle_problem(exc: Problem):
+    _roll_back(exc)
     return problem_response(exc.status, exc.title, exc.detail, errors=exc.errors, headers=exc.headers, extra=exc.extra)
+
+
+def handle_oauth_error(exc: OAuthError):
+    _roll_back(exc)
+    from flask import json
+
+    response = Flask.response_class(json.dumps({"error": exc.error, "error_description": exc.detail}),
+                                    status=exc.status, mimetype="application/json")
+    # RFC 6749 §5.1/5.2: token endpoint answers are never cached.
+    response.headers.update({**exc.headers, "Cache-Control": "no-store", "Pragma": "no-cache"})
+    return response
 
 
 def handle_http_exception(exc: HTTPException):
@@ -206,6 +273,7 @@ def handle_unexpected(exc: Exception):
 
 def register(app: Flask) -> None:
     """Install the handlers; called after flask-smorest so ours replace its own."""
+    app.register_error_handler(OAuthError, handle_oauth_error)
     app.register_error_handler(Problem, handle_problem)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(sqlalchemy.exc.IntegrityError, handle_integrity_error)

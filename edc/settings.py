@@ -16,6 +16,7 @@ CONFIG_DIR = PROJECT_ROOT / "config"
 ENV_PREFIX = "EDC_"
 ENVIRONMENTS = ("development", "testing", "production")
 MAX_ACCESS_TOKEN_SECONDS = 900
+MAX_CLIENT_TOKEN_SECONDS = 300  # SMART Backend Services: expires_in SHOULD NOT exceed 300
 
 
 class SettingsError(RuntimeError):
@@ -102,6 +103,8 @@ def validate(settings: Mapping[str, Any]) -> None:
         raise SettingsError(f"env must be one of {', '.join(ENVIRONMENTS)}, got {settings['env']!r}")
     if not 0 < settings["access_token_seconds"] <= MAX_ACCESS_TOKEN_SECONDS:
         raise SettingsError(f"access_token_seconds must be between 1 and {MAX_ACCESS_TOKEN_SECONDS}")
+    if not 0 < settings["fhir_client_token_seconds"] <= MAX_CLIENT_TOKEN_SECONDS:
+        raise SettingsError(f"fhir_client_token_seconds must be between 1 and {MAX_CLIENT_TOKEN_SECONDS}")
     if settings["trusted_proxy_hops"] < 0:
         raise SettingsError("trusted_proxy_hops must not be negative")
     if not 0 < settings["page_size_default"] <= settings["page_size_max"]:

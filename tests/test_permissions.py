@@ -11,6 +11,8 @@ from edc.security.permissions import MATRIX, PUBLIC
 PUBLIC_ROUTES = {
     "/healthz", "/readyz", "/.well-known/jwks.json", "/api/openapi.json", "/api/docs/", "/api/docs/<path:path>",
     "/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/setup",
+    # FHIR discovery and the registry clients' token endpoint (SMART Backend Services), as FHIR servers have them.
+    "/fhir/metadata", "/fhir/.well-known/smart-configuration", "/fhir/auth/token",
 }
 
 

@@ -9,7 +9,8 @@
 Parameters: `_outputFormat` (application/fhir+ndjson, application/ndjson, ndjson), `_type`, `_since`. Others
 (`_until`, `_elements`, `_typeFilter`, `patient`, `includeAssociatedData`, `organizeOutputBy`) are refused
 with 400, unless the client sends `Prefer: handling=lenient`, in which case they are ignored. Errors are
-OperationOutcome resources (the handlers of edc/api/fhir.py).
+OperationOutcome resources (edc/errors.py renders every error under /fhir/ so). A registry client's token
+exports only the resource types its SMART scope grants.
 """
 
 from __future__ import annotations
@@ -21,16 +22,14 @@ from flask_smorest import Blueprint
 
 from edc.api import fhir as fhir_api
 from edc.api.common import current_actor
-from edc.errors import BadRequest, Problem
+from edc.errors import BadRequest
 from edc.exports.fhir_ndjson import RESOURCE_TYPES
 from edc.extensions import db
 from edc.models.exports import ExportJob
 from edc.security.permissions import requires
-from edc.services import exports
+from edc.services import exports, fhir_export
 
 blp = Blueprint("fhir_bulk", __name__, url_prefix="/fhir", description="FHIR Bulk Data export")
-blp.errorhandler(Problem)(fhir_api._problem)
-blp.errorhandler(Exception)(fhir_api._unexpected)
 
 NDJSON = "application/fhir+ndjson"
 OUTPUT_FORMATS = (NDJSON, "application/ndjson", "ndjson")
@@ -58,7 +57,9 @@ def _kick_off(level: str) -> Response:
     refused = [name for name in UNSUPPORTED_PARAMETERS if name in args]
     if refused and not lenient:
         raise BadRequest(f"Not supported: {', '.join(refused)} (send Prefer: handling=lenient to have them ignored).")
-    allowed = [t for t in sorted(RESOURCE_TYPES) if level == "system" or t not in NOT_IN_PATIENT_COMPARTMENT]
+    granted = fhir_export.granted_types(current_actor())  # a registry token's SMART scope; None: any type
+    allowed = [t for t in sorted(RESOURCE_TYPES) if (level == "system" or t not in NOT_IN_PATIENT_COMPARTMENT)
+               and (granted is None or t in granted)]
     types = _types(args.get("_type"), allowed)
     since = _instant(args.get("_since"))
     wanted = exports.ExportRequest(format="fhir", since=since, types=tuple(types))

@@ -10,7 +10,7 @@ import uuid
 from flask import Flask, current_app, g, request
 
 from edc import runtime
-from edc.errors import Forbidden, Unauthorized, UnsupportedMediaType
+from edc.errors import Forbidden, Unauthorized, UnsupportedMediaType, is_fhir_request
 from edc.extensions import db
 from edc.security.permissions import AUTHENTICATED, PUBLIC, declared_permission
 from edc.services import auth
@@ -64,6 +64,10 @@ def _authorize() -> None:
         raise Unauthorized("Sign in and send the access token as 'Authorization: Bearer <token>'.")
     actor = auth.authenticate(db.session, token.strip(), request_id=g.request_id, client_address=request.remote_addr)
     g.actor = actor
+    if actor.client_id is not None and not is_fhir_request():
+        # A registry client's token (SMART Backend Services) is for the FHIR API only, whatever its account's
+        # roles allow elsewhere, even the routes open to any signed-in account.
+        raise Forbidden("This token is for the FHIR API (/fhir/) only.")
     if actor.must_change_password and permission != AUTHENTICATED:
         raise Forbidden("Change your password before doing anything else (POST /api/v1/auth/password).")
     if not actor.can(permission):

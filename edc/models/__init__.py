@@ -4,6 +4,7 @@ from edc.models.audit import AuditChainHead, AuditRecord, AuditValue
 from edc.models.auth import AuthSession, LoginThrottle, RefreshToken
 from edc.models.entries import Entry, FormStatus, FormVersion, Query
 from edc.models.exports import ExportJob
+from edc.models.fhir_clients import FhirClient, FhirClientAssertion
 from edc.models.monitoring import DataCut, DataCutEntry, OutboxMessage, QueryMessage, SdvMark, Signature, StudyLock
 from edc.models.safety import SafetyClock
 from edc.models.sites import Site
@@ -23,6 +24,8 @@ __all__ = [
     "StudyLock",
     "Entry",
     "ExportJob",
+    "FhirClient",
+    "FhirClientAssertion",
     "FormStatus",
     "FormVersion",
     "Query",

@@ -13,7 +13,11 @@ from edc.models.base import IdMixin
 
 
 class AuthSession(IdMixin, db.Model):
-    """One login: a family of refresh tokens. Revoking it ends its access tokens too (claim sid)."""
+    """One login: a family of refresh tokens. Revoking it ends its access tokens too (claim sid).
+
+    A session opened by a FHIR registry client (SMART Backend Services) names the client and the scope it
+    was granted; it has no refresh token and lasts as long as its one access token.
+    """
 
     __tablename__ = "auth_sessions"
 
@@ -22,6 +26,8 @@ class AuthSession(IdMixin, db.Model):
     expires_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
     revoked_reason: Mapped[str | None] = mapped_column(sa.String(64))
+    client_id: Mapped[str | None] = mapped_column(sa.ForeignKey("fhir_clients.client_id"), index=True)
+    scope: Mapped[str | None] = mapped_column(sa.String(1000))
 
 
 class RefreshToken(IdMixin, db.Model):

@@ -90,6 +90,8 @@ class Actor:
     request_id: str | None = None
     client_address: str | None = None
     is_system: bool = False
+    client_id: str | None = None  # a registry client acting through this account (SMART Backend Services)
+    scope: str | None = None  # the SMART scope that client's token was granted
 
     @classmethod
     def system(cls, name: str = "cli") -> Actor:

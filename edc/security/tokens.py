@@ -31,9 +31,12 @@ class AccessToken:
 
 def issue_access_token(
     key: SigningKey, *, issuer: str, audience: str, subject: str, session_id: str,
-    roles: list[str], now: datetime, lifetime: timedelta,
+    roles: list[str], now: datetime, lifetime: timedelta, extra_claims: dict[str, Any] | None = None,
 ) -> AccessToken:
-    """Sign a short-lived access token; role claims are informational only."""
+    """Sign a short-lived access token; role claims are informational only.
+
+    `extra_claims` adds RFC 9068's client_id and scope to a registry client's token (informational too:
+    the session row is what counts)."""
     jti = uuid.uuid4().hex
     expires_at = now + lifetime
     claims = {
@@ -46,6 +49,7 @@ def issue_access_token(
         "jti": jti,
         "sid": session_id,
         "roles": sorted(set(roles)),
+        **(extra_claims or {}),
     }
     token = jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"typ": TOKEN_TYPE, "kid": key.kid})
     return AccessToken(token=token, expires_at=expires_at, jti=jti)

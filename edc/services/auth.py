@@ -152,8 +152,8 @@ def refresh(session: Session, *, refresh_token: str, client_address: str | None,
     if row is None:
         raise Unauthorized(invalid)
     auth_session = session.get(AuthSession, row.session_id)
-    if auth_session.revoked_at is not None or auth_session.expires_at <= now:
-        raise Unauthorized(invalid)
+    if auth_session.revoked_at is not None or auth_session.expires_at <= now or auth_session.client_id is not None:
+        raise Unauthorized(invalid)  # (a registry client's session never had a refresh token to begin with)
     if row.used_at is not None:
         raise Unauthorized(invalid, after_rollback=[_revoke_family(auth_session.id, "refresh_token_reuse", request_id, client_address)])
     if row.idle_expires_at <= now:
@@ -196,9 +196,11 @@ def authenticate(session: Session, bearer: str, *, request_id: str | None, clien
               assignment_id=r.assignment_id, granted_at=r.granted_at, granted_by=r.granted_by)
         for r in rows if r.role is not None
     )
+    # A registry client signs in with its key, never with the account's password: no password to change.
+    must_change = first.must_change_password and not first.is_demo and first.client_id is None
     return Actor(username=first.username, display_name=first.display_name, user_id=user_id, email=first.email,
-                 grants=grants, session_id=session_id, must_change_password=first.must_change_password and not first.is_demo,
-                 request_id=request_id, client_address=client_address)
+                 grants=grants, session_id=session_id, must_change_password=must_change,
+                 request_id=request_id, client_address=client_address, client_id=first.client_id, scope=first.scope)
 
 
 def _actor_query() -> sa.Select:
@@ -208,7 +210,7 @@ def _actor_query() -> sa.Select:
     return (
         sa.select(
             users.c.username, users.c.display_name, users.c.email, users.c.status, users.c.must_change_password, users.c.is_demo,
-            sessions.c.revoked_at, sessions.c.expires_at,
+            sessions.c.revoked_at, sessions.c.expires_at, sessions.c.client_id, sessions.c.scope,
             roles.c.id.label("assignment_id"), roles.c.role, roles.c.site_id, roles.c.principal_investigator,
             roles.c.granted_at, roles.c.granted_by, sites.c.code.label("site_code"),
         )

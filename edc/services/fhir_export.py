@@ -10,10 +10,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, joinedload
 
 from edc import runtime
-from edc.errors import NotFound
+from edc.errors import Forbidden, NotFound
 from edc.exports import fhir
 from edc.models.entries import Entry
 from edc.models.subjects import Subject
+from edc.security import scopes
 from edc.security.permissions import Actor, require
 from edc.services import audit
 from edc.services.entries import unseal
@@ -45,6 +46,13 @@ def find_subject(session: Session, actor: Actor, subject_id: str) -> Subject:
     return subject
 
 
+def granted_types(actor: Actor) -> frozenset[str] | None:
+    """The resource types a registry client's token may read (its SMART scope); None: any (a signed-in user)."""
+    if actor.client_id is None:
+        return None
+    return scopes.resource_types(actor.scope or "", fhir.RESOURCE_TYPES)
+
+
 def casebook(session: Session, subject: Subject) -> list[tuple[Entry, dict[str, Any]]]:
     """Every entry of the subject with its values opened; the mapper drops identifying items."""
     study = runtime.of(session).study
@@ -54,8 +62,13 @@ def casebook(session: Session, subject: Subject) -> list[tuple[Entry, dict[str, 
 
 def patient_everything(session: Session, actor: Actor, subject_id: str, *, base_url: str, self_url: str) -> dict[str, Any]:
     """One subject as a searchset Bundle (R4 JSON); the export is recorded in the security audit trail."""
+    allowed = granted_types(actor)
+    if allowed is not None and "Patient" not in allowed:  # SMART: refuse what the scope does not cover
+        raise Forbidden("The token's scope does not cover Patient.")
     subject = find_subject(session, actor, subject_id)
     resources = fhir.subject_resources(runtime.of(session).study, subject, casebook(session, subject))
+    if allowed is not None:
+        resources = [r for r in resources if r.get_resource_type() in allowed]
     bundle = fhir.everything_bundle(resources, base_url, self_url)
     audit.record(session, actor, "fhir_exported", entity_type="subject", entity_id=subject.id,
                  site_code=subject.site.code, changes=[audit.change("resources", None, len(resources))])
