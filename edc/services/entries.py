@@ -55,6 +55,8 @@ def _study(session: Session) -> Study:
 def _paths(form: FormDef, values: dict[str, Any]):
     """Yield (container, key, field path) for every encrypted value present."""
     encrypted = form.encrypted_items
+    if not encrypted:  # most forms: nothing to walk (exports open every entry through here)
+        return
     for key in list(values):
         item = form.items.get(key)
         if key in encrypted and (item is None or item.group is None):
