@@ -166,7 +166,7 @@ def parse_args(argv=None):
     p.add_argument("--site", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     # What MonitoringSetup reads of its own arguments (the study is built by the same code, cached alike).
-    args.rebuild, args.queries_per_subject, args.workers, args.threads = False, 3.0, 1, 1
+    args.rebuild, args.queries_per_subject, args.workers, args.threads, args.keep_log = False, 3.0, 1, 1, False
     return args
 
 
