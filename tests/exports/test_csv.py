@@ -23,25 +23,10 @@ from edc.models import Entry, Site, Subject
 from edc.models.monitoring import DataCutEntry
 from edc.security.permissions import Actor
 from edc.services import locking
-from test_demo_subjects import TRIAL_FORMS, invoke
 from test_entries import VITALS, post_entry
 
-START = datetime(2026, 9, 1, 9, 0, tzinfo=UTC)
 KEY_COLUMNS = ["SUBJID", "SITEID", "EVENT", "EVENT_INSTANCE", "ENTRY_ID", "FORM_VERSION", "ENTRY_VERSION", "STATUS"]
 ALWAYS = {"items_long.csv", "dictionary.csv", "codelists.csv"}
-
-
-@pytest.fixture
-def demo(app_factory, fake_clock):
-    """The trial forms with the demo subjects (as tests/exports/test_source.py)."""
-    fake_clock.now = START
-    app = app_factory(forms_dir=TRIAL_FORMS)
-    assert invoke(app, "seed-demo").exit_code == 0
-    assert invoke(app, "seed-demo", "--subjects", "3", "--seed", "2").exit_code == 0
-    with app.app_context():
-        runtime.bind(db.session, runtime.for_app(app))
-        yield app
-        db.session.rollback()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -25,22 +25,7 @@ from edc.security.permissions import Actor
 from edc.services import entries, subjects
 from edc.services.concurrency import etag_of
 from edc.services.fhir_export import casebook
-from test_demo_subjects import TRIAL_FORMS, invoke
 
-START = datetime(2026, 9, 1, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def demo(app_factory, fake_clock):
-    """Three synthetic subjects on the trial forms, complete through Day 28 (as in test_source.py)."""
-    fake_clock.now = START
-    app = app_factory(forms_dir=TRIAL_FORMS)
-    assert invoke(app, "seed-demo").exit_code == 0
-    assert invoke(app, "seed-demo", "--subjects", "3", "--seed", "2").exit_code == 0
-    with app.app_context():
-        runtime.bind(db.session, runtime.for_app(app))
-        yield app
-        db.session.rollback()
 
 
 def read_lines(directory, files) -> dict[str, list[dict]]:

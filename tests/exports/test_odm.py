@@ -22,9 +22,8 @@ from edc.models import Entry, Query, Subject, User
 from edc.security.permissions import Actor
 from edc.services import locking
 from edc.services.demo import DEMO_PASSWORD
-from test_demo_subjects import TRIAL_FORMS, invoke
+from test_demo_subjects import TRIAL_FORMS
 
-START = datetime(2026, 9, 1, 9, 0, tzinfo=UTC)
 CREATED = datetime(2026, 9, 2, 10, 30, tzinfo=UTC)
 FILE_OID = "ODM.MILENARI-P1.TEST-1"
 NS = {"odm": "http://www.cdisc.org/ns/odm/v1.3"}
@@ -42,18 +41,6 @@ def odm_schema() -> etree.XMLSchema:
     found = sorted(Path(odmlib.__file__).parent.rglob("ODM1-3-2.xsd"))
     assert found, "odmlib no longer ships ODM1-3-2.xsd"
     return etree.XMLSchema(etree.parse(str(found[0])))
-
-
-@pytest.fixture
-def demo(app_factory, fake_clock):
-    fake_clock.now = START
-    app = app_factory(forms_dir=TRIAL_FORMS)
-    assert invoke(app, "seed-demo").exit_code == 0
-    assert invoke(app, "seed-demo", "--subjects", "3", "--seed", "2").exit_code == 0
-    with app.app_context():
-        runtime.bind(db.session, runtime.for_app(app))
-        yield app
-        db.session.rollback()
 
 
 @pytest.fixture

@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-import pytest
 import sqlalchemy as sa
 
-from edc import runtime
 from edc.extensions import db
 from edc.models import Entry, Site, Subject
 from edc.exports import source
-from test_demo_subjects import TRIAL_FORMS, invoke
 
-START = datetime(2026, 9, 1, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def demo(app_factory, fake_clock):
-    fake_clock.now = START
-    app = app_factory(forms_dir=TRIAL_FORMS)
-    assert invoke(app, "seed-demo").exit_code == 0
-    assert invoke(app, "seed-demo", "--subjects", "3", "--seed", "2").exit_code == 0
-    with app.app_context():
-        runtime.bind(db.session, runtime.for_app(app))
-        yield app
-        db.session.rollback()
 
 
 def test_casebooks_stream_every_selected_subject_in_number_order_with_values_opened(demo):
