@@ -11,11 +11,11 @@ from . import labs as _lab_derivations  # noqa: F401 - registers the laboratory 
 from .expressions import age_in_months
 from .loader import check_definitions, check_recorded_hashes, load_study, release
 from .questionnaire import to_questionnaire
-from .validation import ValidationContext, ValidationResult, evaluate_warnings, validate_entry
+from .validation import ValidationContext, ValidationResult, evaluate_cross_form_warnings, evaluate_warnings, validate_entry
 
 __all__ = [
     "CheckDef", "DefinitionError", "EventDef", "FormDef", "GroupDef", "ItemDef", "SectionDef", "Study",
     "ValidationContext", "ValidationResult", "age_in_months", "check_definitions", "check_recorded_hashes",
-    "evaluate_warnings", "load_study", "register_derivation", "registered_derivations", "release",
+    "evaluate_cross_form_warnings", "evaluate_warnings", "load_study", "register_derivation", "registered_derivations", "release",
     "to_questionnaire", "validate_entry",
 ]

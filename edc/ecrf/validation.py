@@ -118,6 +118,15 @@ def evaluate_warnings(form: FormDef, values: Mapping[str, Any], context: Validat
     return run.warnings
 
 
+def evaluate_cross_form_warnings(form: FormDef, values: Mapping[str, Any], context: ValidationContext) -> list[dict[str, Any]]:
+    """Return the warnings of the checks that read other forms or subject facts: all that a change
+    elsewhere in the casebook can move, so rechecking a dependant entry runs nothing else."""
+    run = _Run(form, context)
+    run.load_stored(values)
+    run.apply_checks(warnings_only=True, subject_scope_only=True)
+    return run.warnings
+
+
 class _Scope:
     """The values of the entry's top level, or of one row of a repeating group."""
 
@@ -290,10 +299,12 @@ class _Run:
                                           "message": message, "items": [scope.path + item.id], "pointers": [pointer],
                                           "critical": False})
 
-    def apply_checks(self, *, warnings_only: bool) -> None:
+    def apply_checks(self, *, warnings_only: bool, subject_scope_only: bool = False) -> None:
         """Evaluate the form's checks (row checks once per row); skip those with missing inputs."""
         for check in self.form.checks:
             if warnings_only and check.severity == "error":
+                continue
+            if subject_scope_only and check.scope != "subject":
                 continue
             for scope in self._scopes_of(check.group):
                 self._apply_check(check, scope)

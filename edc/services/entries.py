@@ -13,10 +13,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from edc import clock, runtime
-from edc.ecrf import FormDef, Study, ValidationContext, evaluate_warnings, validate_entry
+from edc.ecrf import FormDef, Study, ValidationContext, evaluate_cross_form_warnings, evaluate_warnings, validate_entry
 from edc.ecrf.expressions import VISIT_FACTS
 from edc.errors import Conflict, Forbidden, NotFound, Problem, UnprocessableContent, field_error
-from edc.models.entries import Entry
+from edc.models.entries import Entry, Query
 from edc.models.subjects import Subject
 from edc.security import crypto
 from edc.security.permissions import Actor, require
@@ -353,10 +353,15 @@ def _recheck_dependants(session: Session, actor: Actor, subject: Subject, change
     loaded = _load_values(session, subject, involved)
     rechecked = sorted(((e, v) for e, v in loaded if e.form_id in readers and e.id != changed.id),
                        key=lambda pair: (pair[0].created_at, pair[0].id))
+    # Entries with no cross-form warning now and no cross-form query before have nothing to sync.
+    with_queries = set(session.scalars(sa.select(Query.entry_id).where(
+        Query.subject_id == subject.id, Query.origin == "auto", Query.rule_kind == "cross_form").distinct()))
     for other, values in rechecked:
         form_def = study.form(other.form_id, other.form_version)
         context = _context(session, subject, other.form_id, other.id, other.event_key, loaded=loaded)
-        warnings = evaluate_warnings(form_def, values, context)
+        warnings = evaluate_cross_form_warnings(form_def, values, context)
+        if not warnings and other.id not in with_queries:
+            continue
         opened, answered = queries.sync_automatic(session, actor, other, warnings, fixing_change=change_id, only_cross_form=True)
         if opened or answered:  # only its open-query count can have moved
             status_table.refresh(session, subject, other.event_key, other.form_id)
