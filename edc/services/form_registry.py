@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from edc import clock, runtime
@@ -23,9 +24,13 @@ def ensure_released(session: Session, form: FormDef) -> None:
         return
     row = session.get(FormVersion, (form.id, form.version))
     if row is None:
-        session.add(FormVersion(form_id=form.id, version=form.version, content_hash=form.content_hash, released_at=clock.utcnow()))
-        session.flush()
-    elif row.content_hash != form.content_hash:
+        try:
+            with session.begin_nested():  # another session may be releasing the same version right now
+                session.add(FormVersion(form_id=form.id, version=form.version, content_hash=form.content_hash,
+                                        released_at=clock.utcnow()))
+        except IntegrityError:
+            row = session.get(FormVersion, (form.id, form.version), populate_existing=True)
+    if row is not None and row.content_hash != form.content_hash:
         raise Conflict(f"Form {form.id} version {form.version} was changed after release; "
                        "give the change a new version number.")
     checked.add(key)
