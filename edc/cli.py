@@ -60,7 +60,10 @@ def init_command():
                    "(added to the demo sites if they exist already).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed of the synthetic subjects: the same seed on the same day gives the same values.")
-def seed_demo_command(if_empty, subject_count, seed):
+@click.option("--site", "sites", multiple=True,
+              help="With --subjects: build only the subjects of the N who belong to this demo site (repeatable), "
+                   "so that runs over disjoint sites can work in parallel.")
+def seed_demo_command(if_empty, subject_count, seed, sites):
     """Create the demo sites and accounts, and with --subjects synthetic subjects (refused in production)."""
     if if_empty and demo.is_seeded(_session()):
         click.echo("demo seed skipped: the database is not empty")
@@ -69,15 +72,15 @@ def seed_demo_command(if_empty, subject_count, seed):
         counts = _run(lambda s: demo.seed_demo(s, Actor.system("seed-demo")))
         click.echo(f"seeded {counts['sites']} sites and {counts['users']} demo accounts")
     if subject_count:
-        _seed_subjects(subject_count, seed)
+        _seed_subjects(subject_count, seed, tuple(code.upper() for code in sites) or None)
 
 
-def _seed_subjects(count: int, seed: int) -> None:
+def _seed_subjects(count: int, seed: int, sites: tuple[str, ...] | None = None) -> None:
     """Synthetic subjects, committed one by one; a save the rules refuse stops the command (exit status 1)."""
     from edc.services import demo_subjects
 
     started = time.perf_counter()
-    report = _run(lambda s: demo_subjects.seed_subjects(s, count, seed=seed, commit=db.session.commit))
+    report = _run(lambda s: demo_subjects.seed_subjects(s, count, seed=seed, sites=sites, commit=db.session.commit))
     seconds = time.perf_counter() - started
     click.echo(f"seeded {len(report.subjects)} demo subjects (seed {seed}) in {seconds:.1f} s: "
                f"{sum(report.entries.values())} entries, {sum(report.updates.values())} later changes")

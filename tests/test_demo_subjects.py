@@ -126,3 +126,33 @@ def test_subjects_need_the_demo_accounts(trial_app):
         make_site(db.session, "ES01")
     result = trial_app.test_cli_runner().invoke(args=["edc", "seed-demo", "--subjects", "1"])
     assert result.exit_code == 1 and "seed-demo" in result.output
+
+
+def test_runs_over_disjoint_sites_build_what_one_run_builds(trial_app):
+    assert invoke(trial_app, "seed-demo").exit_code == 0
+    assert invoke(trial_app, "seed-demo", "--subjects", "4", "--seed", "2", "--site", "es01", "--site", "LB01").exit_code == 0
+    assert invoke(trial_app, "seed-demo", "--subjects", "4", "--seed", "2", "--site", "IT01", "--site", "JO01").exit_code == 0
+    # One run over every site numbers each site's subjects in order of registration.
+    expected = {}
+    for plan in demo_subjects._plans(4, 2, TODAY):
+        number = f"{plan.site}-{sum(n.startswith(plan.site) for n in expected) + 1:04d}"
+        expected[number] = (plan.registration, plan.sex)
+    with trial_app.app_context():
+        runtime.bind(db.session, runtime.for_app(trial_app))
+        study = runtime.of(db.session).study
+        built = {}
+        for subject in db.session.scalars(sa.select(Subject)):
+            dm = db.session.scalars(sa.select(Entry).where(Entry.subject_id == subject.id, Entry.form_id == "dm")).one()
+            values = entries.unseal(db.session, study.form("dm", dm.form_version), dm)
+            built[subject.number] = (subject.registration_date, values["SEX"])
+        db.session.rollback()
+    assert built == expected
+
+
+def test_an_unknown_site_is_refused(trial_app):
+    assert invoke(trial_app, "seed-demo").exit_code == 0
+    result = trial_app.test_cli_runner().invoke(args=["edc", "seed-demo", "--subjects", "2", "--site", "XX01"])
+    assert result.exit_code == 1 and "XX01" in result.output
+    with trial_app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count(Subject.id))) == 0
+        db.session.rollback()

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -79,9 +79,12 @@ class SeedReport:
     relapse_subject: str | None = None
 
 
-def seed_subjects(session: Session, count: int, *, seed: int = 0,
+def seed_subjects(session: Session, count: int, *, seed: int = 0, sites: Collection[str] | None = None,
                   commit: Callable[[], None] | None = None) -> SeedReport:
-    """Create `count` synthetic subjects with complete casebooks through Day 28 (see the module docstring)."""
+    """Create `count` synthetic subjects with complete casebooks through Day 28 (see the module docstring).
+
+    With `sites`, only the subjects of the `count` who belong to those sites: runs over disjoint sites
+    (in parallel, say) together build what one run over every site builds."""
     if runtime.of(session).settings["env"] == "production":
         raise Conflict("Demo subjects are never created in production.")
     if count < 1:
@@ -89,6 +92,11 @@ def seed_subjects(session: Session, count: int, *, seed: int = 0,
     actors = _demo_actors(session)
     today = clock.utcnow()
     plans = _plans(count, seed, today)
+    if sites is not None:
+        unknown = sorted(set(sites) - {code for code, *_ in DEMO_SITES})
+        if unknown:
+            raise UnprocessableContent(errors=[{"pointer": "/sites", "detail": f"No demo site {', '.join(unknown)}."}])
+        plans = [plan for plan in plans if plan.site in sites]
     report = SeedReport()
     with _simulated_clock(today) as moment:
         for plan in plans:
