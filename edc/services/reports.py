@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import uuid
 from collections import defaultdict
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -98,32 +98,18 @@ def completeness(session: Session, actor: Actor, *, site: str | None = None, by_
     """
     sites = _sites(session, actor, site)
     today = clock.utcnow().date()
-    schedule = _schedule(runtime.of(session).study, today)
+    built = _completeness_statement(runtime.of(session), by_subject)
     report: dict[str, Any] = {"as_of": today, "sites": []}
-    if schedule is None:
+    if built is None:
         report["sites"] = [{"site": code, **_counts()} for code in sites.values()]
         if by_subject:
             report["subjects"] = []
         return report
-    anchor = sa.case(
-        (schedule.c.anchor == "registration", Subject.registration_date),
-        (schedule.c.anchor == "planned_infusion", Subject.planned_infusion_date),
-        (schedule.c.anchor == "day0", Subject.day0),
-    )
-    followed = Subject.status.in_(FOLLOWED_STATUSES)
-    entered = FormStatus.state.is_not(None)
-    expected = sa.or_(entered, sa.and_(followed, anchor <= schedule.c.opens_by))
-    overdue = sa.and_(followed, anchor < schedule.c.closed_before, sa.func.coalesce(FormStatus.state, "") != "complete")
-    cell = sa.and_(FormStatus.subject_id == Subject.id, FormStatus.event_key == schedule.c.event_key,
-                   FormStatus.form_id == schedule.c.form_id, FormStatus.entries > 0)
-    keys = [Subject.site_id] + ([Subject.number, Subject.status] if by_subject else [])
-    stmt = (sa.select(*keys, FormStatus.state, sa.func.count(), sa.func.count().filter(overdue))
-            .select_from(Subject).join(schedule, sa.true()).outerjoin(FormStatus, cell)
-            .where(Subject.site_id.in_(sites), expected)
-            .group_by(*keys, FormStatus.state))
+    stmt, window_days = built
+    limits = {_limit_name(days): today - timedelta(days=days) for days in window_days}
     per_site = {sid: _counts() for sid in sites}
     per_subject: dict[str, dict[str, Any]] = {}
-    for row in session.execute(stmt):
+    for row in session.execute(stmt, {"sites": list(sites), **limits}):
         site_id, *subject_keys, state, count, late = row
         targets = [per_site[site_id]]
         if by_subject:
@@ -144,22 +130,60 @@ def completeness(session: Session, actor: Actor, *, site: str | None = None, by_
     return report
 
 
-def _schedule(study, today: date):
+def _completeness_statement(rt: runtime.Runtime, by_subject: bool):
+    """The counting statement for this study, built once per process: (statement, window day offsets).
+
+    It takes the sites (`sites`) and, per day offset d of a window limit, today - d days
+    (`_limit_name(d)`) as parameters, so the same statement object serves every request."""
+    key = ("reports.completeness", by_subject)
+    if key not in rt.statements:
+        rt.statements[key] = _build_completeness_statement(rt.study, by_subject)
+    return rt.statements[key]
+
+
+def _build_completeness_statement(study, by_subject: bool):
+    schedule, window_days = _schedule(study)
+    if schedule is None:
+        return None
+    anchor = sa.case(
+        (schedule.c.anchor == "registration", Subject.registration_date),
+        (schedule.c.anchor == "planned_infusion", Subject.planned_infusion_date),
+        (schedule.c.anchor == "day0", Subject.day0),
+    )
+    followed = Subject.status.in_(FOLLOWED_STATUSES)
+    entered = FormStatus.state.is_not(None)
+    expected = sa.or_(entered, sa.and_(followed, anchor <= schedule.c.opens_by))
+    overdue = sa.and_(followed, anchor < schedule.c.closed_before, sa.func.coalesce(FormStatus.state, "") != "complete")
+    cell = sa.and_(FormStatus.subject_id == Subject.id, FormStatus.event_key == schedule.c.event_key,
+                   FormStatus.form_id == schedule.c.form_id, FormStatus.entries > 0)
+    keys = [Subject.site_id] + ([Subject.number, Subject.status] if by_subject else [])
+    stmt = (sa.select(*keys, FormStatus.state, sa.func.count(), sa.func.count().filter(overdue))
+            .select_from(Subject).join(schedule, sa.true()).outerjoin(FormStatus, cell)
+            .where(Subject.site_id.in_(sa.bindparam("sites", expanding=True)), expected)
+            .group_by(*keys, FormStatus.state))
+    return stmt, window_days
+
+
+def _limit_name(days: int) -> str:
+    return f"limit_{days}" if days >= 0 else f"limit_minus_{-days}"
+
+
+def _schedule(study):
     """The scheduled forms as a table, with each visit's window turned into two anchor-date limits
-    for today: the window has opened when anchor <= opens_by, and closed when anchor < closed_before."""
-    rows = [(f"{event.id}/1", form_id, event.anchor,
-             today - timedelta(days=event.day - event.window_before),
-             today - timedelta(days=event.day + event.window_after))
+    (parameters, today - d days): the window has opened when anchor <= opens_by, and closed when
+    anchor < closed_before. Returns (subquery or None, the day offsets d it needs)."""
+    rows = [(f"{event.id}/1", form_id, event.anchor, event.day - event.window_before, event.day + event.window_after)
             for event in study.events if not event.optional and not event.repeatable and event.anchor
             for form_id in event.forms]
     if not rows:
-        return None
+        return None, set()
     # A UNION ALL of one-row selects: SQLite has no column list on a VALUES alias.
-    names = (("event_key", sa.String), ("form_id", sa.String), ("anchor", sa.String), ("opens_by", sa.Date),
-             ("closed_before", sa.Date))
-    selects = [sa.select(*(sa.literal(value, type_).label(name) for value, (name, type_) in zip(row, names, strict=True)))
-               for row in rows]
-    return sa.union_all(*selects).subquery("schedule")
+    selects = [sa.select(sa.literal(event_key, sa.String).label("event_key"), sa.literal(form_id, sa.String).label("form_id"),
+                         sa.literal(anchor, sa.String).label("anchor"),
+                         sa.bindparam(_limit_name(opens), type_=sa.Date).label("opens_by"),
+                         sa.bindparam(_limit_name(closes), type_=sa.Date).label("closed_before"))
+               for event_key, form_id, anchor, opens, closes in rows]
+    return sa.union_all(*selects).subquery("schedule"), {d for row in rows for d in row[3:]}
 
 
 # --- queries --------------------------------------------------------------------------------
