@@ -15,7 +15,7 @@ from edc.errors import Problem
 from edc.extensions import db
 from edc.security import keyring
 from edc.security.permissions import Actor
-from edc.services import audit, demo, users
+from edc.services import audit, demo, summaries, users
 
 edc_cli = AppGroup("edc", help="edc operations.")
 keys_cli = AppGroup("keys", help="Key material: key ring and token-signing keys.")
@@ -51,6 +51,8 @@ def init_command():
 
     upgrade()
     click.echo("database at migration head")
+    written = _run(lambda s: summaries.refresh_outdated(s, commit=db.session.commit))
+    click.echo(f"subject summaries: {written} recounted")
 
 
 @edc_cli.command("seed-demo")
@@ -406,8 +408,19 @@ def _exports_cycle(stopping=lambda: False) -> str:
     return "exports: " + (", ".join(f"{job.id} {job.state}" for job in handled) or "none waiting")
 
 
+SUMMARIES_PER_CYCLE = 200
+
+
+def _summaries_cycle() -> str:
+    """Recount the subject summaries that ran out (a visit window opened or closed since)."""
+    from edc.services import summaries
+
+    written = summaries.refresh_outdated(_session(), limit=SUMMARIES_PER_CYCLE, commit=db.session.commit)
+    return f"subject summaries: {written} recounted"
+
+
 # What the worker runs, each in its own loop: a long export never delays a safety notification.
-WORKER_JOBS = [_mailer_cycle, _exports_cycle]
+WORKER_JOBS = [_mailer_cycle, _summaries_cycle, _exports_cycle]
 
 
 def _loop(jobs, once: bool, interval: int | None, *, stopping: list[bool] | None = None,
@@ -481,7 +494,7 @@ def worker_command(once, interval):
     exporter = threading.Thread(target=run_exports, name="exports", daemon=True)
     exporter.start()
     try:
-        _loop([_mailer_cycle], once=False, interval=interval, stopping=stopping)
+        _loop([_mailer_cycle, _summaries_cycle], once=False, interval=interval, stopping=stopping)
     finally:
         stopping.append(True)
         exporter.join(timeout=60)

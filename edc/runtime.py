@@ -22,9 +22,8 @@ class Runtime:
     study: Any = field(default=None, repr=False)  # edc.ecrf.Study, loaded and checked by create_app
     # (form id, version, content hash) already checked against form_versions by this process.
     released_checked: set = field(default_factory=set, repr=False, compare=False)
-    # Statements built once per process from the study (SQLAlchemy memoizes a statement's cache key on
-    # the object, so a large one reused costs nothing to look up); values are passed as parameters.
-    statements: dict = field(default_factory=dict, repr=False, compare=False)
+    # What services derive once per process from the study (the scheduled forms the reports count, say).
+    derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, settings: dict[str, Any], study: Any = None) -> Runtime:

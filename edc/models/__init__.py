@@ -8,7 +8,7 @@ from edc.models.fhir_clients import FhirClient, FhirClientAssertion
 from edc.models.monitoring import DataCut, DataCutEntry, OutboxMessage, QueryMessage, SdvMark, Signature, StudyLock
 from edc.models.safety import SafetyClock
 from edc.models.sites import Site
-from edc.models.subjects import Subject, SubjectCounter
+from edc.models.subjects import Subject, SubjectCounter, SubjectSummary
 from edc.models.users import RoleAssignment, User
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "Query",
     "Subject",
     "SubjectCounter",
+    "SubjectSummary",
     "AuthSession",
     "LoginThrottle",
     "RefreshToken",

@@ -76,6 +76,8 @@ class FormStatus(db.Model):
     entries: Mapped[int] = mapped_column(default=0)
     open_queries: Mapped[int] = mapped_column(default=0)
     verified: Mapped[bool] = mapped_column(default=False)
+    entries_verified: Mapped[int] = mapped_column(default=0)   # entries with an active whole-entry SDV mark
+    items_verified: Mapped[int] = mapped_column(default=0)     # active item SDV marks of its entries
     signed: Mapped[bool] = mapped_column(default=False)
     locked: Mapped[bool] = mapped_column(default=False)
     updated_at: Mapped[datetime]

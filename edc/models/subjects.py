@@ -8,7 +8,7 @@ from datetime import date, datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from edc.extensions import db
+from edc.extensions import JSONDocument, db
 from edc.models.base import IdMixin, TimestampMixin
 from edc.models.sites import Site
 
@@ -58,3 +58,32 @@ class Subject(IdMixin, TimestampMixin, db.Model):
     site: Mapped[Site] = relationship()
 
     __mapper_args__ = {"version_id_col": version}
+
+
+class SubjectSummary(db.Model):
+    """What the monitoring reports count per subject, kept current by the writes that move it
+    (edc/services/summaries.py), so a report adds up one row per subject instead of reading entries.
+
+    Completeness holds for the days from `counted_on` up to (not including) `valid_until`, when a visit
+    window of the subject next opens or closes (NULL: no window left to move); `fingerprint` names the
+    schedule and counting rules it was made with, so an amended schedule makes every row outdated."""
+
+    __tablename__ = "subject_summaries"
+
+    subject_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("subjects.id"), primary_key=True)
+    site_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("sites.id"), index=True)
+    fingerprint: Mapped[str] = mapped_column(sa.String(16))
+    counted_on: Mapped[date]
+    valid_until: Mapped[date | None] = mapped_column(index=True)
+    expected: Mapped[int] = mapped_column(default=0)
+    complete: Mapped[int] = mapped_column(default=0)
+    draft: Mapped[int] = mapped_column(default=0)
+    missing: Mapped[int] = mapped_column(default=0)
+    overdue: Mapped[int] = mapped_column(default=0)
+    ae_total: Mapped[int] = mapped_column(default=0)
+    sae_total: Mapped[int] = mapped_column(default=0)
+    ae_by_grade: Mapped[dict[str, int]] = mapped_column(JSONDocument, default=dict)   # "1".."5", "unknown" -> count
+    sae_by_grade: Mapped[dict[str, int]] = mapped_column(JSONDocument, default=dict)
+    max_crs_grade: Mapped[int | None]
+    max_icans_grade: Mapped[int | None]
+    updated_at: Mapped[datetime]

@@ -35,6 +35,11 @@ def change(field: str, old: Any, new: Any) -> dict[str, Any]:
     return {"field": field, "old": old, "new": new}
 
 
+def lock_chain(session: Session, chain: str) -> None:
+    """Wait for, then hold until commit, the lock every write to this chain takes (a subject's writes)."""
+    _lock_head(session, chain)
+
+
 def _lock_head(session: Session, chain: str) -> AuditChainHead:
     """Create the chain head if needed, then lock it (FOR UPDATE; SQLite is already in BEGIN IMMEDIATE)."""
     locked = sa.select(AuditChainHead).where(AuditChainHead.chain == chain).with_for_update().execution_options(populate_existing=True)

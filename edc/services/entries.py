@@ -20,7 +20,7 @@ from edc.models.entries import Entry, Query
 from edc.models.subjects import Subject
 from edc.security import crypto
 from edc.security.permissions import Actor, require
-from edc.services import audit, form_registry, locking, queries, safety, signatures, status_table
+from edc.services import audit, form_registry, locking, queries, safety, signatures, status_table, summaries
 from edc.services.concurrency import check_etag
 from edc.services.subjects import get_subject
 
@@ -334,6 +334,7 @@ def _after_save(session, actor, subject, entry, form_def, result, record, *, new
     _recheck_dependants(session, actor, subject, entry, record.id, changed_facts=changed_facts)
     safety.sync_clocks(session, actor, subject, entry, result.values)
     status_table.refresh(session, subject, entry.event_key, entry.form_id)
+    summaries.after_entry_saved(session, subject, entry, moved_anchor=bool(changed_facts))
     return SaveOutcome(entry=entry, values=result.values, warnings=result.warnings, opened=opened, answered=answered,
                        queries=opened if new_entry else queries.for_entry(session, entry.id))
 

@@ -171,7 +171,7 @@ class ProgressRow:
 
 
 def progress(session: Session, actor: Actor, *, site: str | None = None) -> list[ProgressRow]:
-    """SDV progress per site and form, from the form-status table and the marks' site/form index."""
+    """SDV progress per site and form, added up from the form-status cells (which count their marks)."""
     require(actor, "sdv:read")
     scope = actor.site_scope("sdv:read")
     study = _study(session)
@@ -181,22 +181,11 @@ def progress(session: Session, actor: Actor, *, site: str | None = None) -> list
         site_ids &= {site_id for site_id, code in codes.items() if code == site}
         if not site_ids:
             raise NotFound(f"No site {site} among your sites.")
-    entries = session.execute(
-        sa.select(FormStatus.site_id, FormStatus.form_id, sa.func.sum(FormStatus.entries))
-        .where(FormStatus.site_id.in_(site_ids)).group_by(FormStatus.site_id, FormStatus.form_id)
-    ).all()
-    marks = session.execute(
-        sa.select(SdvMark.site_id, SdvMark.form_id,
-                  sa.func.count(SdvMark.id).filter(SdvMark.item_id.is_(None)),
-                  sa.func.count(SdvMark.id).filter(SdvMark.item_id.is_not(None)))
-        .where(SdvMark.site_id.in_(site_ids), SdvMark.cleared_at.is_(None))
-        .group_by(SdvMark.site_id, SdvMark.form_id)
-    ).all()
-    counts: dict[tuple[uuid.UUID, str], list[int]] = {}
-    for site_id, form_id, total in entries:
-        counts.setdefault((site_id, form_id), [0, 0, 0])[0] = int(total or 0)
-    for site_id, form_id, whole, item_marks in marks:
-        counts.setdefault((site_id, form_id), [0, 0, 0])[1:] = [whole, item_marks]
+    counts = {(site_id, form_id): (int(total or 0), int(whole or 0), int(item_marks or 0))
+              for site_id, form_id, total, whole, item_marks in session.execute(
+                  sa.select(FormStatus.site_id, FormStatus.form_id, sa.func.sum(FormStatus.entries),
+                            sa.func.sum(FormStatus.entries_verified), sa.func.sum(FormStatus.items_verified))
+                  .where(FormStatus.site_id.in_(site_ids)).group_by(FormStatus.site_id, FormStatus.form_id))}
     rows = []
     for (site_id, form_id), (total, whole, item_marks) in counts.items():
         requirement = requirement_of(study, form_id)

@@ -16,7 +16,7 @@ from edc.models.sites import Site
 from edc.models.subjects import Subject, SubjectCounter
 from edc.security import crypto
 from edc.security.permissions import Actor, require
-from edc.services import audit, locking
+from edc.services import audit, locking, summaries
 from edc.services.concurrency import check_etag
 from edc.services.pagination import Page, paginate
 
@@ -95,6 +95,7 @@ def enrol(session: Session, actor: Actor, *, site: str, birth_year: int, birth_m
                  chain=audit.subject_chain(subject.id), site_code=site_row.code,
                  changes=[audit.change(name, None, _plain(getattr(subject, name)))
                           for name in ("number", "status", "birth_year", "birth_month", "sex", "consent_date", "registration_date")])
+    summaries.refresh(session, subject)
     return subject
 
 
@@ -143,4 +144,5 @@ def change_status(session: Session, actor: Actor, number: str, *, status: str, r
     audit.record(session, actor, "subject_status_changed", entity_type="subject", entity_id=subject.id,
                  chain=audit.subject_chain(subject.id), site_code=subject.site.code, reason=reason,
                  changes=[audit.change("status", old, status)])
+    summaries.refresh(session, subject, safety=False)  # a subject who left has nothing more expected
     return subject

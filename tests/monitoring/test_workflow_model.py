@@ -11,6 +11,7 @@ and after every step checks the service against a small model:
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,11 +19,13 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from conftest import PASSWORD
-from edc import runtime
-from edc.services import audit
+from edc import clock, runtime
+from edc.models import FormStatus, SdvMark, Subject, SubjectSummary
+from edc.services import audit, summaries
 from monitoring.conftest import username_of
 from trial.conftest import TODAY
 
@@ -205,6 +208,26 @@ class MonitoringWorkflow(RuleBasedStateMachine):
     def verification_is_cleared_by_changes(self):
         sdv = self.call("GET", f"/api/v1/entries/{self.entry_id}/sdv", MONITOR).get_json()
         assert sdv["verified"] is self.model.verified
+
+    @invariant()
+    def counts_kept_on_write_agree_with_a_fresh_count(self):
+        """The form-status cell's SDV counts and the subject's summary row, against a recount."""
+        with Session(self.session.get_bind()) as session:
+            runtime.bind(session, runtime.for_app(self.client.application))
+            self._check_counts(session)
+
+    def _check_counts(self, session: Session) -> None:
+        subject = session.scalars(sa.select(Subject).where(Subject.number == self.number)).one()
+        cell = session.get(FormStatus, (subject.id, "SCR/1", "vs"))
+        marks = session.execute(sa.select(sa.func.count().filter(SdvMark.item_id.is_(None)),
+                                          sa.func.count().filter(SdvMark.item_id.is_not(None)))
+                                .where(SdvMark.entry_id == uuid.UUID(self.entry_id), SdvMark.cleared_at.is_(None))).one()
+        assert (cell.entries_verified, cell.items_verified) == tuple(marks)
+        row = session.get(SubjectSummary, subject.id)
+        counts, _ = summaries.completeness_of(session, [subject], clock.utcnow().date())[subject.id]
+        assert {name: getattr(row, name) for name in counts} == counts
+        fresh = summaries.safety_of(session, [subject.id])[subject.id]
+        assert {name: getattr(row, name) for name in fresh} == fresh
 
     @invariant()
     def audit_chains_verify(self):
