@@ -347,8 +347,8 @@ class MonitoringSetup(hb.Setup):
         target = url._replace(path=f"/{self.args.db_name}").geturl()
         with psycopg.connect(target, connect_timeout=10) as conn, conn.cursor() as cur:
             out = {}
-            for table in ("subjects", "entries", "form_status", "queries", "query_messages", "sdv_marks",
-                          "audit_records", "safety_clocks"):
+            for table in ("subjects", "subject_summaries", "entries", "form_status", "queries", "query_messages",
+                          "sdv_marks", "audit_records", "safety_clocks"):
                 try:
                     cur.execute(f"SELECT count(*) FROM {table}")
                     out[table] = cur.fetchone()[0]
