@@ -177,20 +177,29 @@ def _median(values: list[float]) -> float | None:
 def safety(session: Session, actor: Actor, *, site: str | None = None) -> dict[str, Any]:
     """AE and SAE counts by grade per site, with each site's maximum daily CRS and ICANS grades.
 
-    Adds up the summary rows of the subjects with any AE or graded CRS/ICANS day; subjects whose row
-    was counted under other rules (or who have none) are counted afresh from their entries."""
+    The database adds up the subjects' summary rows (the grade maps are merged here, from the rows of
+    subjects with any AE); subjects whose row was counted under other rules (or who have none) are
+    counted afresh from their entries."""
     sites = _sites(session, actor, site)
     _, fingerprint = summaries.schedule(runtime.of(session))
     report = {sid: {"site": code, "ae_total": 0, "sae_total": 0, "ae_by_grade": defaultdict(int),
                     "sae_by_grade": defaultdict(int), "max_crs_grade": None, "max_icans_grade": None}
               for sid, code in sites.items()}
     counted = SubjectSummary.fingerprint == fingerprint
-    stmt = (sa.select(SubjectSummary.site_id, SubjectSummary.ae_total, SubjectSummary.sae_total, SubjectSummary.ae_by_grade,
-                      SubjectSummary.sae_by_grade, SubjectSummary.max_crs_grade, SubjectSummary.max_icans_grade)
-            .where(SubjectSummary.site_id.in_(sites), counted,
-                   sa.or_(SubjectSummary.ae_total > 0, SubjectSummary.max_crs_grade.is_not(None),
-                          SubjectSummary.max_icans_grade.is_not(None))))
-    rows = [(site_id, dict(zip(_SAFETY_FIELDS, values, strict=True))) for site_id, *values in session.execute(stmt)]
+    in_scope = sa.and_(SubjectSummary.site_id.in_(sites), counted)
+    totals = sa.select(SubjectSummary.site_id, sa.func.sum(SubjectSummary.ae_total), sa.func.sum(SubjectSummary.sae_total),
+                       sa.func.max(SubjectSummary.max_crs_grade), sa.func.max(SubjectSummary.max_icans_grade))
+    rows: list[tuple[uuid.UUID, dict[str, Any]]] = [
+        (site_id, {"ae_total": ae_total, "sae_total": sae_total, "ae_by_grade": {}, "sae_by_grade": {},
+                   "max_crs_grade": max_crs, "max_icans_grade": max_icans})
+        for site_id, ae_total, sae_total, max_crs, max_icans in session.execute(
+            totals.where(in_scope).group_by(SubjectSummary.site_id))]
+    # The grade maps of the subjects with any AE only (a JSON document each).
+    rows += [(site_id, {"ae_total": 0, "sae_total": 0, "ae_by_grade": ae_by_grade, "sae_by_grade": sae_by_grade,
+                        "max_crs_grade": None, "max_icans_grade": None})
+             for site_id, ae_by_grade, sae_by_grade in session.execute(
+                 sa.select(SubjectSummary.site_id, SubjectSummary.ae_by_grade, SubjectSummary.sae_by_grade)
+                 .where(in_scope, SubjectSummary.ae_total > 0))]
     outdated = dict(session.execute(sa.select(Subject.id, Subject.site_id)
                                     .outerjoin(SubjectSummary, SubjectSummary.subject_id == Subject.id)
                                     .where(Subject.site_id.in_(sites), sa.or_(SubjectSummary.subject_id.is_(None), sa.not_(counted)))).all())
@@ -201,9 +210,6 @@ def safety(session: Session, actor: Actor, *, site: str | None = None) -> dict[s
     out = [{**row, "ae_by_grade": dict(sorted(row["ae_by_grade"].items())),
             "sae_by_grade": dict(sorted(row["sae_by_grade"].items()))} for row in report.values()]
     return {"sites": out, "ae_total": sum(r["ae_total"] for r in out), "sae_total": sum(r["sae_total"] for r in out)}
-
-
-_SAFETY_FIELDS = ("ae_total", "sae_total", "ae_by_grade", "sae_by_grade", "max_crs_grade", "max_icans_grade")
 
 
 def _add_safety(row: dict[str, Any], counts: dict[str, Any]) -> None:
