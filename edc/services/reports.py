@@ -146,12 +146,7 @@ def queries(session: Session, actor: Actor, *, site: str | None = None) -> dict[
     for site_id, state, count in session.execute(
             sa.select(Query.site_id, Query.state, sa.func.count(Query.id)).where(in_sites).group_by(Query.site_id, Query.state)):
         states[site_id][state] = count
-    # Median in Python: SQLite has no percentile function, and only answered queries are read.
-    waits: dict[uuid.UUID, list[float]] = defaultdict(list)
-    for site_id, opened_at, answered_at in session.execute(
-            sa.select(Query.site_id, Query.opened_at, Query.first_answered_at)
-            .where(in_sites, Query.first_answered_at.is_not(None))):
-        waits[site_id].append((answered_at - opened_at).total_seconds() / 3600)
+    medians, overall = _median_hours_to_first_answer(session, sa.and_(in_sites, Query.first_answered_at.is_not(None)))
     report = []
     for site_id, code in sites.items():
         counts = buckets.get(site_id, (0,) * len(AGE_BUCKETS))
@@ -162,14 +157,30 @@ def queries(session: Session, actor: Actor, *, site: str | None = None) -> dict[
             "answered": states[site_id].get("answered", 0),
             "closed": states[site_id].get("closed", 0),
             "cancelled": states[site_id].get("cancelled", 0),
-            "median_hours_to_first_answer": _median(waits[site_id]),
+            "median_hours_to_first_answer": medians.get(site_id),
         })
+    return {"as_of": now, "sites": report, "median_hours_to_first_answer": overall}
+
+
+def _median_hours_to_first_answer(session: Session, answered) -> tuple[dict[uuid.UUID, float], float | None]:
+    """Median hours from opening to first answer of the `answered` queries, per site and overall.
+    PostgreSQL computes it; SQLite has no percentile function, so there the waits are read and sorted here."""
+    if session.get_bind().dialect.name == "postgresql":
+        hours = sa.extract("epoch", Query.first_answered_at - Query.opened_at) / 3600
+        median = sa.func.percentile_cont(0.5).within_group(hours)
+        per_site = session.execute(sa.select(Query.site_id, median).where(answered).group_by(Query.site_id)).all()
+        return {site_id: _rounded(value) for site_id, value in per_site}, _rounded(session.scalar(sa.select(median).where(answered)))
+    waits: dict[uuid.UUID, list[float]] = defaultdict(list)
+    for site_id, opened_at, answered_at in session.execute(sa.select(Query.site_id, Query.opened_at, Query.first_answered_at)
+                                                           .where(answered)):
+        waits[site_id].append((answered_at - opened_at).total_seconds() / 3600)
     every_wait = [hours for site_waits in waits.values() for hours in site_waits]
-    return {"as_of": now, "sites": report, "median_hours_to_first_answer": _median(every_wait)}
+    return ({site_id: _rounded(statistics.median(values)) for site_id, values in waits.items()},
+            _rounded(statistics.median(every_wait)) if every_wait else None)
 
 
-def _median(values: list[float]) -> float | None:
-    return round(statistics.median(values), 2) if values else None
+def _rounded(hours: float | None) -> float | None:
+    return None if hours is None else round(float(hours), 2)
 
 
 # --- safety ---------------------------------------------------------------------------------
