@@ -188,9 +188,8 @@ def _rounded(hours: float | None) -> float | None:
 def safety(session: Session, actor: Actor, *, site: str | None = None) -> dict[str, Any]:
     """AE and SAE counts by grade per site, with each site's maximum daily CRS and ICANS grades.
 
-    The database adds up the subjects' summary rows (the grade maps are merged here, from the rows of
-    subjects with any AE); subjects whose row was counted under other rules (or who have none) are
-    counted afresh from their entries."""
+    The database adds up the subjects' summary rows, their {grade: count} maps included; subjects whose
+    row was counted under other rules (or who have none) are counted afresh from their entries."""
     sites = _sites(session, actor, site)
     _, fingerprint = summaries.schedule(runtime.of(session))
     report = {sid: {"site": code, "ae_total": 0, "sae_total": 0, "ae_by_grade": defaultdict(int),
@@ -205,12 +204,10 @@ def safety(session: Session, actor: Actor, *, site: str | None = None) -> dict[s
                    "max_crs_grade": max_crs, "max_icans_grade": max_icans})
         for site_id, ae_total, sae_total, max_crs, max_icans in session.execute(
             totals.where(in_scope).group_by(SubjectSummary.site_id))]
-    # The grade maps of the subjects with any AE only (a JSON document each).
-    rows += [(site_id, {"ae_total": 0, "sae_total": 0, "ae_by_grade": ae_by_grade, "sae_by_grade": sae_by_grade,
-                        "max_crs_grade": None, "max_icans_grade": None})
-             for site_id, ae_by_grade, sae_by_grade in session.execute(
-                 sa.select(SubjectSummary.site_id, SubjectSummary.ae_by_grade, SubjectSummary.sae_by_grade)
-                 .where(in_scope, SubjectSummary.ae_total > 0))]
+    for key, column in (("ae_by_grade", SubjectSummary.ae_by_grade), ("sae_by_grade", SubjectSummary.sae_by_grade)):
+        for site_id, label, count in session.execute(_grade_counts(session, column, in_scope)):
+            rows.append((site_id, {"ae_total": 0, "sae_total": 0, "ae_by_grade": {}, "sae_by_grade": {}, key: {label: int(count)},
+                                   "max_crs_grade": None, "max_icans_grade": None}))
     outdated = dict(session.execute(sa.select(Subject.id, Subject.site_id)
                                     .outerjoin(SubjectSummary, SubjectSummary.subject_id == Subject.id)
                                     .where(Subject.site_id.in_(sites), sa.or_(SubjectSummary.subject_id.is_(None), sa.not_(counted)))).all())
@@ -221,6 +218,15 @@ def safety(session: Session, actor: Actor, *, site: str | None = None) -> dict[s
     out = [{**row, "ae_by_grade": dict(sorted(row["ae_by_grade"].items())),
             "sae_by_grade": dict(sorted(row["sae_by_grade"].items()))} for row in report.values()]
     return {"sites": out, "ae_total": sum(r["ae_total"] for r in out), "sae_total": sum(r["sae_total"] for r in out)}
+
+
+def _grade_counts(session: Session, grade_map, where):
+    """(site id, grade label, count) summed by the database over the subjects' {label: count} documents."""
+    each = "jsonb_each_text" if session.get_bind().dialect.name == "postgresql" else "json_each"
+    pairs = getattr(sa.func, each)(grade_map).table_valued("key", "value")
+    return (sa.select(SubjectSummary.site_id, pairs.c.key, sa.func.sum(sa.cast(pairs.c.value, sa.Integer)))
+            .select_from(SubjectSummary).join(pairs, sa.true()).where(where)
+            .group_by(SubjectSummary.site_id, pairs.c.key))
 
 
 def _add_safety(row: dict[str, Any], counts: dict[str, Any]) -> None:
