@@ -52,13 +52,13 @@ def run_one(fmt: str, site: str | None) -> dict:
     from edc.extensions import db
     from edc.models import User
     from edc.services import exports
-    from edc.services.auth import _actor_for  # the demo statistician, as a request would see them
+    from edc.services.auth import actor_for  # the demo statistician, as a request would see them
 
     app = create_app()
     with app.app_context():
         session = db.session
         runtime.bind(session, runtime.for_app(app))
-        statistician = _actor_for(session.scalars(sa.select(User).where(User.username == "stat")).one())
+        statistician = actor_for(session.scalars(sa.select(User).where(User.username == "stat")).one())
         job = exports.request_export(session, statistician, exports.ExportRequest(
             format=fmt, sites=(site,) if site else None))
         session.commit()

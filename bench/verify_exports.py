@@ -34,14 +34,14 @@ def main() -> int:
     from edc.extensions import db
     from edc.models import Entry, Subject, User
     from edc.services import exports
-    from edc.services.auth import _actor_for  # the demo statistician, as a request would see them
+    from edc.services.auth import actor_for  # the demo statistician, as a request would see them
 
     app = create_app()
     failures: list[str] = []
     with app.app_context():
         session = db.session
         runtime.bind(session, runtime.for_app(app))
-        statistician = _actor_for(session.scalars(sa.select(User).where(User.username == "stat")).one())
+        statistician = actor_for(session.scalars(sa.select(User).where(User.username == "stat")).one())
         subjects = session.scalar(sa.select(sa.func.count(Subject.id)))
         entries_per_form = dict(session.execute(sa.select(Entry.form_id, sa.func.count(Entry.id)).group_by(Entry.form_id)).all())
         print(f"study: {subjects} subjects, {sum(entries_per_form.values())} entries")

@@ -69,12 +69,6 @@ class Casebook:
     entries: list[EntryRecord] = field(default_factory=list)
 
 
-@dataclass
-class _Stored:  # what entries.unseal needs of an entry: the id its ciphertexts are bound to, and the data
-    id: uuid.UUID
-    data: dict[str, Any]
-
-
 def _subject_filter(selection: Selection) -> list[Any]:
     where: list[Any] = []
     if selection.site_ids is not None:
@@ -113,7 +107,7 @@ def casebooks(session: Session, selection: Selection, *, batch: int = SUBJECTS_P
 
 def _entries(session: Session, selection: Selection, chunk: list[uuid.UUID]) -> Iterator[EntryRecord]:
     study = runtime.of(session).study
-    from edc.services.entries import unseal  # noqa: PLC0415 (entries imports the monitoring services)
+    from edc.services.entries import StoredDocument, unseal  # noqa: PLC0415 (entries imports the monitoring services)
 
     if selection.cut_id is None:
         stmt = (sa.select(Entry.id, Entry.subject_id, Entry.event_key, Entry.form_id, Entry.form_version, Entry.version,
@@ -137,7 +131,7 @@ def _entries(session: Session, selection: Selection, chunk: list[uuid.UUID]) -> 
     for row in session.execute(stmt):
         entry_id, subject_id, event_key, form_id, form_version, version, status, created_at, updated_at, data = row
         # Rows of a Core select are this loop's own: opened in place, no deep copy per entry.
-        values = unseal(session, study.form(form_id, form_version), _Stored(entry_id, data), in_place=True)
+        values = unseal(session, study.form(form_id, form_version), StoredDocument(entry_id, data), in_place=True)
         yield EntryRecord(entry_id, subject_id, event_key, form_id, form_version, version, status, created_at,
                           updated_at, values)
 

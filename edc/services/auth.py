@@ -37,8 +37,9 @@ class TokenPair:
         return max(0, int((self.expires_at - clock.utcnow()).total_seconds()))
 
 
-def _actor_for(user: User, *, request_id: str | None = None, client_address: str | None = None,
-               session_id: uuid.UUID | None = None) -> Actor:
+def actor_for(user: User, *, request_id: str | None = None, client_address: str | None = None,
+              session_id: uuid.UUID | None = None) -> Actor:
+    """The user as the permission checks see them: their active roles as grants."""
     grants = tuple(
         Grant(role=r.role, site_id=r.site_id, site_code=r.site.code if r.site else None, principal_investigator=r.principal_investigator,
               assignment_id=r.id, granted_at=r.granted_at, granted_by=r.granted_by)
@@ -123,7 +124,7 @@ def login(session: Session, *, username: str, password: str, client_address: str
     if passwords.needs_rehash(user.password_hash):
         user.password_hash = passwords.hash_password(password)
     auth_session, refresh, refresh_row = _start_session(session, user, now)
-    actor = _actor_for(user, request_id=request_id, client_address=client_address, session_id=auth_session.id)
+    actor = actor_for(user, request_id=request_id, client_address=client_address, session_id=auth_session.id)
     audit.record(session, actor, "login", entity_type="user", entity_id=user.id)
     return _pair(session, user, auth_session, refresh, refresh_row, now)
 

@@ -48,8 +48,9 @@ from edc.errors import Conflict, UnprocessableContent
 from edc.models.entries import Entry, Query
 from edc.models.subjects import Subject
 from edc.models.users import User
-from edc.security.permissions import Actor, Grant
+from edc.security.permissions import Actor
 from edc.services import entries, subjects
+from edc.services.auth import actor_for
 from edc.services.concurrency import etag_of
 from edc.services.demo import DEMO_ACCOUNTS, DEMO_SITES
 
@@ -130,15 +131,7 @@ def _demo_actors(session: Session) -> dict[str, Actor]:
     missing = [name for name in wanted if name not in found]
     if missing:
         raise Conflict(f"The demo accounts are missing ({', '.join(missing)}): run `flask edc seed-demo` first.")
-    return {name: _actor(found[name]) for name in wanted}
-
-
-def _actor(user: User) -> Actor:
-    grants = tuple(Grant(role=r.role, site_id=r.site_id, site_code=r.site.code if r.site else None,
-                         principal_investigator=r.principal_investigator, assignment_id=r.id,
-                         granted_at=r.granted_at, granted_by=r.granted_by) for r in user.active_roles)
-    return Actor(username=user.username, display_name=user.display_name, user_id=user.id, email=user.email,
-                 grants=grants)
+    return {name: actor_for(found[name]) for name in wanted}
 
 
 class _Moment:

@@ -7,7 +7,7 @@ import copy
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -78,7 +78,15 @@ def seal(session: Session, form: FormDef, entry_id: uuid.UUID, values: dict[str,
     return stored
 
 
-def unseal(session: Session, form: FormDef, entry: Entry, *, in_place: bool = False) -> dict[str, Any]:
+class StoredDocument(NamedTuple):
+    """What unseal() reads of an entry kept elsewhere than its row (an export read, a data-cut snapshot):
+    the id its ciphertexts are bound to, and the stored document."""
+
+    id: uuid.UUID
+    data: dict[str, Any]
+
+
+def unseal(session: Session, form: FormDef, entry: Entry | StoredDocument, *, in_place: bool = False) -> dict[str, Any]:
     """Stored values opened; a ciphertext moved from elsewhere fails cleanly, showing nothing.
 
     `in_place` opens the caller's own copy of the data (rows read for an export) instead of a deep copy."""

@@ -226,18 +226,10 @@ def study_lock_state(session: Session, actor: Actor) -> StudyLock | None:
 
 # --- data cuts -------------------------------------------------------------------------------------
 
-@dataclass
-class _AsStored:
-    """What unseal() reads of an entry: its id (the ciphertexts' binding) and its stored document."""
-
-    id: uuid.UUID
-    data: dict[str, Any]
-
-
 def _as_of_cutoff(session: Session, row, cutoff: datetime) -> tuple[dict[str, Any], str, int]:
     """An entry's stored document, status and version as they stood at the cut-off: undo, newest first,
     every audited change made after it (the audit trail holds the old values, opened)."""
-    from edc.services.entries import seal, unseal  # noqa: PLC0415 (entries imports this module)
+    from edc.services.entries import StoredDocument, seal, unseal  # noqa: PLC0415 (entries imports this module)
 
     form = runtime.of(session).study.form(row.form_id, row.form_version)
     records = audit.history(session, chain=audit.subject_chain(row.subject_id), entity_type="entry",
@@ -246,7 +238,7 @@ def _as_of_cutoff(session: Session, row, cutoff: datetime) -> tuple[dict[str, An
     version = row.version - len(later)
     if not later:  # touched since (e.g. re-encrypted) but not changed: the data as stored
         return row.data, row.status, version
-    values, status = unseal(session, form, _AsStored(row.id, row.data)), row.status
+    values, status = unseal(session, form, StoredDocument(row.id, row.data)), row.status
     for record in reversed(later):
         for change in record["changes"]:
             name = change["field"]
@@ -353,7 +345,7 @@ class CutEntry:
 def cut_entries(session: Session, cut_id: uuid.UUID) -> Iterator[CutEntry]:
     """Stream a cut's snapshot in a stable order (subject number, event, form, entry id) with values opened.
     For exports: the caller checks the reader's permission; the snapshot never changes after the cut."""
-    from edc.services.entries import unseal  # noqa: PLC0415 (entries imports this module)
+    from edc.services.entries import StoredDocument, unseal  # noqa: PLC0415 (entries imports this module)
 
     study = runtime.of(session).study
     stmt = (sa.select(DataCutEntry, Subject.number, Site.code)
@@ -367,6 +359,6 @@ def cut_entries(session: Session, cut_id: uuid.UUID) -> Iterator[CutEntry]:
             form = study.form(snap.form_id, snap.form_version)
             yield CutEntry(entry_id=snap.entry_id, subject=number, site=site, event_key=snap.event_key,
                            form_id=snap.form_id, form_version=snap.form_version, entry_version=snap.entry_version,
-                           status=snap.status, values=unseal(session, form, _AsStored(snap.entry_id, snap.data)))
+                           status=snap.status, values=unseal(session, form, StoredDocument(snap.entry_id, snap.data)))
     finally:
         result.close()
