@@ -5,7 +5,7 @@ Files (described in docs/exports.md):
   `<ITEM>_LABEL` beside coded items and `<ITEM>_MISSING` beside items that take a missing-data code;
 - `<form>__<group>.csv`: one row per row of a repeating group;
 - `items_long.csv`: one row per stored item value;
-- `dictionary.csv`, `codelists.csv`, and `audit_trail.csv` when asked for.
+- `dictionary.csv`, `codelists.csv`, and `audit_trail.csv` and `signatures.csv` when asked for.
 
 Only pseudonymised content leaves: items flagged `identifying` (in any version of their form) get no
 column, no long row and no audit change. Rows are written while the casebooks stream, so memory does not
@@ -31,14 +31,15 @@ from edc import runtime
 from edc.ecrf import FormDef, Study
 from edc.ecrf.definitions import GroupDef, ItemDef
 from edc.models.entries import Entry
-from edc.models.monitoring import DataCut
+from edc.models.monitoring import DataCut, Signature
 
 from . import source
 from .files import ExportFile, Progress, describe, no_progress
 from .source import Casebook, EntryRecord, Selection
 
 MEDIA_TYPE = "text/csv"
-LONG_FILE, DICTIONARY_FILE, CODELISTS_FILE, AUDIT_FILE = "items_long.csv", "dictionary.csv", "codelists.csv", "audit_trail.csv"
+LONG_FILE, DICTIONARY_FILE, CODELISTS_FILE = "items_long.csv", "dictionary.csv", "codelists.csv"
+AUDIT_FILE, SIGNATURES_FILE = "audit_trail.csv", "signatures.csv"
 MISSING_CODE_LIST = "MISSING_DATA"  # the code list of every <ITEM>_MISSING column, in codelists.csv
 MULTI_SEPARATOR = ";"               # between the codes of a multi-choice answer (labels: "; ")
 
@@ -51,6 +52,8 @@ DICTIONARY_COLUMNS = ("FORM", "FORM_VERSION", "ITEM", "GROUP", "FILE", "LABEL", 
 CODELIST_COLUMNS = ("CODELIST", "CODE", "LABEL")
 AUDIT_COLUMNS = ("SUBJID", "SITEID", "SEQ", "TIME", "USER", "ROLE", "ACTION", "ENTITY_TYPE", "ENTITY_ID", "FIELD",
                  "OLD", "NEW", "REASON")
+SIGNATURE_COLUMNS = ("SUBJID", "SITEID", "SCOPE", "EVENT", "EVENT_INSTANCE", "FORM", "ENTRY_ID", "ENTRY_VERSION", "USER",
+                     "PRINTED_NAME", "MEANING", "TIME", "STATUS", "INVALIDATED_AT")
 
 
 def write_csv(session: Session, selection: Selection, directory: Path, *, include_audit: bool = False,
@@ -62,14 +65,12 @@ def write_csv(session: Session, selection: Selection, directory: Path, *, includ
     tables = _Tables(directory)
     try:
         long_table = tables.add(LONG_FILE, LONG_COLUMNS, "Every item value, one row each (long format)", eager=True)
-        audit_table = (tables.add(AUDIT_FILE, AUDIT_COLUMNS, "Audit trail of the exported subjects, pseudonymised",
-                                  eager=True) if include_audit else None)
+        audit = _AuditWriter(session, study, selection, tables) if include_audit else None
         writer = _EntryWriter(layouts, tables, long_table)
-        audit_until = _cutoff(session, selection)
         for done, book in enumerate(source.casebooks(session, selection), start=1):
             writer.write_casebook(book)
-            if audit_table is not None:
-                audit_table.write_rows(audit_rows(session, study, book, selection, until=audit_until))
+            if audit is not None:
+                audit.write_casebook(book)
             progress(done)
         tables.add(DICTIONARY_FILE, DICTIONARY_COLUMNS, "Data dictionary: every item of the exported form versions",
                    eager=True).write_rows(dictionary_rows(layouts))
@@ -96,7 +97,7 @@ def _cutoff(session: Session, selection: Selection) -> datetime | None:
 
 def _file_order(layouts: dict[str, FormLayout], include_audit: bool) -> list[str]:
     names = [name for layout in layouts.values() for name in (layout.file, *layout.group_files.values())]
-    return [*names, LONG_FILE, DICTIONARY_FILE, CODELISTS_FILE, *([AUDIT_FILE] if include_audit else [])]
+    return [*names, LONG_FILE, DICTIONARY_FILE, CODELISTS_FILE, *([AUDIT_FILE, SIGNATURES_FILE] if include_audit else [])]
 
 
 # ---------------------------------------------------------------- column plans
@@ -424,7 +425,23 @@ def codelist_rows(study: Study, layouts: dict[str, FormLayout]) -> Iterator[tupl
             yield name, code, label
 
 
-# ---------------------------------------------------------------- audit trail
+# ---------------------------------------------------------------- audit trail and signatures
+
+
+class _AuditWriter:
+    """Writes each casebook's audit records and signatures; for a data cut, only what came up to its cut-off."""
+
+    def __init__(self, session: Session, study: Study, selection: Selection, tables: _Tables) -> None:
+        self.session, self.study, self.selection = session, study, selection
+        self.until = _cutoff(session, selection)
+        self.trail = tables.add(AUDIT_FILE, AUDIT_COLUMNS, "Audit trail of the exported subjects, pseudonymised",
+                                eager=True)
+        self.signatures = tables.add(SIGNATURES_FILE, SIGNATURE_COLUMNS,
+                                     "Electronic signatures of the exported subjects, with their manifestation", eager=True)
+
+    def write_casebook(self, book: Casebook) -> None:
+        self.trail.write_rows(audit_rows(self.session, self.study, book, self.selection, until=self.until))
+        self.signatures.write_rows(signature_rows(self.session, book, self.selection, until=self.until))
 
 
 def audit_rows(session: Session, study: Study, book: Casebook, selection: Selection, *,
@@ -488,6 +505,33 @@ def _audit_value(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def signature_rows(session: Session, book: Casebook, selection: Selection, *,
+                   until: datetime | None = None) -> Iterator[tuple[Any, ...]]:
+    """Every signature of the subject, oldest first, with its manifestation (21 CFR 11.50: printed name, UTC
+    time, meaning) and whether it still stands. Entry signatures of forms outside the selection are left out;
+    for a data cut (`until`), signatures made after the cut-off are left out and later invalidations ignored."""
+    subject = (book.subject.number, book.subject.site.code)
+    stmt = (sa.select(Signature.entry_id, Signature.entry_version, Signature.signer_username, Signature.printed_name,
+                      Signature.meaning, Signature.signed_at, Signature.invalidated_at, Entry.event_key, Entry.form_id)
+            .outerjoin(Entry, Entry.id == Signature.entry_id)
+            .where(Signature.subject_id == book.subject.id)
+            .order_by(Signature.signed_at, Signature.id))
+    for row in session.execute(stmt):
+        signed_at = _utc(row.signed_at)
+        if until is not None and signed_at > until:
+            continue
+        if row.entry_id is not None and selection.forms is not None and row.form_id not in selection.forms:
+            continue
+        invalidated_at = _utc(row.invalidated_at) if row.invalidated_at is not None else None
+        if until is not None and invalidated_at is not None and invalidated_at > until:
+            invalidated_at = None  # it still stood at the cut-off
+        event, _, instance = (row.event_key or "").partition("/")
+        yield (*subject, "casebook" if row.entry_id is None else "entry", event, instance, row.form_id or "",
+               row.entry_id or "", row.entry_version or "", row.signer_username, row.printed_name, row.meaning,
+               signed_at.isoformat(), "valid" if invalidated_at is None else "invalidated",
+               invalidated_at.isoformat() if invalidated_at else "")
 
 
 def _utc(moment: datetime) -> datetime:

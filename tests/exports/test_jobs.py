@@ -111,7 +111,7 @@ def test_a_csv_export_is_queued_run_by_the_worker_and_its_files_match_the_manife
     assert manifest["filters"]["include_audit"] is True
     assert manifest["form_versions"] and all(versions for versions in manifest["form_versions"].values())
     names = {f["name"] for f in manifest["files"]}
-    assert {"dictionary.csv", "codelists.csv", "items_long.csv", "audit_trail.csv"} <= names
+    assert {"dictionary.csv", "codelists.csv", "items_long.csv", "audit_trail.csv", "signatures.csv"} <= names
     for listed in manifest["files"] + [manifest["archive"]]:
         data = study.download(asked["id"], listed["name"])
         assert hashlib.sha256(data).hexdigest() == listed["sha256"] and len(data) == listed["bytes"]

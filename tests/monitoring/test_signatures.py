@@ -4,6 +4,7 @@ the data by a keyed digest that detects copies, edits invalidate it, and key rot
 
 from __future__ import annotations
 
+import csv
 import shutil
 import uuid
 
@@ -12,6 +13,9 @@ import sqlalchemy as sa
 
 from conftest import PASSWORD, count_rows, problem
 from edc.models.entries import Entry, FormStatus
+from edc import runtime
+from edc.exports import source
+from edc.exports.csv_files import write_csv
 from edc.models.monitoring import Signature
 from monitoring.conftest import username_of
 from trial.conftest import TRIAL_FORMS
@@ -245,3 +249,57 @@ def test_other_sites_cannot_read_signatures(monitoring):
     problem(monitoring.client.get(f"/api/v1/subjects/{entry['subject']}/signatures",
                                   headers=monitoring.headers["investigator_IT01"]), 404)
     problem(monitoring.client.get(f"/api/v1/entries/{entry['id']}/signatures", headers=monitoring.headers["statistician"]), 403)
+
+
+# ------------------------------------------------------------------------------------ signatures in the CSV export
+
+
+def exported_signatures(monitoring, session, directory, selection=None) -> list[dict[str, str]]:
+    runtime.bind(session, runtime.for_app(monitoring.client.application))  # the trial forms, not the default app's
+    directory.mkdir()
+    files = {f.name: f for f in write_csv(session, selection or source.Selection(), directory, include_audit=True)}
+    with (directory / "signatures.csv").open(encoding="utf-8", newline="") as stream:
+        listed = list(csv.DictReader(stream))
+    assert files["signatures.csv"].records == len(listed)
+    return listed
+
+
+def test_the_csv_export_shows_each_signature_with_its_manifestation_and_status(monitoring, session, fake_clock, tmp_path):
+    number = monitoring.enrol()
+    vital = vs_entry(monitoring, number)
+    fake_clock.advance(minutes=1)
+    first = sign(monitoring, vital["id"], credentials(meaning="review")).get_json()
+    fake_clock.advance(minutes=1)
+    signed_only = fake_clock.now  # the first signature stood; nothing after it
+    fake_clock.advance(minutes=1)
+    assert monitoring.update(vital["id"], {**VS, "HR": 99}, reason="transcription error").status_code == 200
+    fake_clock.advance(minutes=1)
+    second = sign(monitoring, vital["id"], credentials()).get_json()
+    fake_clock.advance(minutes=1)
+    casebook = sign_casebook(monitoring, number, credentials(meaning="responsibility")).get_json()
+    [invalidated] = [s for s in signatures_of(monitoring, vital["id"]) if s["id"] == first["id"]]
+
+    listed = exported_signatures(monitoring, session, tmp_path / "all")
+    keys = {"SUBJID": number, "SITEID": "ES01", "USER": "investigator-es01", "PRINTED_NAME": "Investigator-Es01"}
+    entry = {**keys, "SCOPE": "entry", "EVENT": "SCR", "EVENT_INSTANCE": "1", "FORM": "vs", "ENTRY_ID": vital["id"]}
+    assert listed == [
+        {**entry, "ENTRY_VERSION": "1", "MEANING": "review", "TIME": first["signed_at"], "STATUS": "invalidated",
+         "INVALIDATED_AT": invalidated["invalidated_at"]},
+        {**entry, "ENTRY_VERSION": "2", "MEANING": "approval", "TIME": second["signed_at"], "STATUS": "valid",
+         "INVALIDATED_AT": ""},
+        {**keys, "SCOPE": "casebook", "EVENT": "", "EVENT_INSTANCE": "", "FORM": "", "ENTRY_ID": "", "ENTRY_VERSION": "",
+         "MEANING": "responsibility", "TIME": casebook["signed_at"], "STATUS": "valid", "INVALIDATED_AT": ""},
+    ]
+    assert all(row["TIME"].endswith("+00:00") for row in listed) and invalidated["invalidated_at"].endswith("+00:00")
+
+    # Forms outside the selection take their entry signatures with them; the casebook's stays.
+    other_forms = exported_signatures(monitoring, session, tmp_path / "cm", source.Selection(forms=frozenset({"cm"})))
+    assert [row["SCOPE"] for row in other_forms] == ["casebook"]
+
+    # A data cut shows the signatures as they stood at its cut-off: the first one, still valid.
+    cut = monitoring.client.post("/api/v1/data-cuts", headers=monitoring.headers["data_manager"],
+                                 json={"name": "interim", "cutoff_at": signed_only.isoformat(), "reason": "DSMB"})
+    assert cut.status_code == 201, cut.get_json()
+    [as_cut] = exported_signatures(monitoring, session, tmp_path / "cut", source.Selection(cut_id=uuid.UUID(cut.get_json()["id"])))
+    assert (as_cut["TIME"], as_cut["ENTRY_VERSION"], as_cut["STATUS"], as_cut["INVALIDATED_AT"]) == (
+        first["signed_at"], "1", "valid", "")
