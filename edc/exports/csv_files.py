@@ -20,7 +20,7 @@ import json
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,11 +31,10 @@ from edc import runtime
 from edc.ecrf import FormDef, Study
 from edc.ecrf.definitions import GroupDef, ItemDef
 from edc.models.entries import Entry
-from edc.models.monitoring import DataCut, Signature
 
 from . import source
 from .files import ExportFile, Progress, describe, no_progress
-from .source import Casebook, EntryRecord, Selection
+from .source import Casebook, EntryRecord, Selection, utc
 
 MEDIA_TYPE = "text/csv"
 LONG_FILE, DICTIONARY_FILE, CODELISTS_FILE = "items_long.csv", "dictionary.csv", "codelists.csv"
@@ -86,13 +85,6 @@ def _versions_read(selection: Selection) -> Selection:
     if selection.since is not None and selection.whole_casebooks:
         return replace(selection, since=None)
     return selection
-
-
-def _cutoff(session: Session, selection: Selection) -> datetime | None:
-    # A data cut's export is its snapshot: the audit trail stops where the snapshot does.
-    if selection.cut_id is None:
-        return None
-    return _utc(session.scalar(sa.select(DataCut.cutoff_at).where(DataCut.id == selection.cut_id)))
 
 
 def _file_order(layouts: dict[str, FormLayout], include_audit: bool) -> list[str]:
@@ -433,7 +425,7 @@ class _AuditWriter:
 
     def __init__(self, session: Session, study: Study, selection: Selection, tables: _Tables) -> None:
         self.session, self.study, self.selection = session, study, selection
-        self.until = _cutoff(session, selection)
+        self.until = source.cutoff(session, selection)  # a data cut's audit stops where its snapshot does
         self.trail = tables.add(AUDIT_FILE, AUDIT_COLUMNS, "Audit trail of the exported subjects, pseudonymised",
                                 eager=True)
         self.signatures = tables.add(SIGNATURES_FILE, SIGNATURE_COLUMNS,
@@ -452,7 +444,7 @@ def audit_rows(session: Session, study: Study, book: Casebook, selection: Select
         sa.select(Entry.id, Entry.form_id, Entry.form_version).where(Entry.subject_id == book.subject.id))}
     subject = (book.subject.number, book.subject.site.code)
     for record in source.subject_audit_trail(session, book.subject.id):
-        if until is not None and _utc(record["occurred_at"]) > until:
+        if until is not None and utc(record["occurred_at"]) > until:
             continue
         changes = record["changes"]
         if record["entity_type"] == "entry":
@@ -460,7 +452,7 @@ def audit_rows(session: Session, study: Study, book: Casebook, selection: Select
             if form is None or (selection.forms is not None and form.id not in selection.forms):
                 continue
             changes = _pseudonymised(study, form, changes)
-        head = (*subject, record["seq"], _utc(record["occurred_at"]).isoformat(), record["actor"], record["role"] or "",
+        head = (*subject, record["seq"], utc(record["occurred_at"]).isoformat(), record["actor"], record["role"] or "",
                 record["action"], record["entity_type"], record["entity_id"] or "")
         reason = record["reason"] or ""
         if not changes:
@@ -510,31 +502,15 @@ def _audit_value(value: Any) -> str:
 def signature_rows(session: Session, book: Casebook, selection: Selection, *,
                    until: datetime | None = None) -> Iterator[tuple[Any, ...]]:
     """Every signature of the subject, oldest first, with its manifestation (21 CFR 11.50: printed name, UTC
-    time, meaning) and whether it still stands. Entry signatures of forms outside the selection are left out;
-    for a data cut (`until`), signatures made after the cut-off are left out and later invalidations ignored."""
+    time, meaning) and whether it still stands (at `until`, a data cut's cut-off). Entry signatures of forms
+    outside the selection are left out."""
     subject = (book.subject.number, book.subject.site.code)
-    stmt = (sa.select(Signature.entry_id, Signature.entry_version, Signature.signer_username, Signature.printed_name,
-                      Signature.meaning, Signature.signed_at, Signature.invalidated_at, Entry.event_key, Entry.form_id)
-            .outerjoin(Entry, Entry.id == Signature.entry_id)
-            .where(Signature.subject_id == book.subject.id)
-            .order_by(Signature.signed_at, Signature.id))
-    for row in session.execute(stmt):
-        signed_at = _utc(row.signed_at)
-        if until is not None and signed_at > until:
+    for signature in source.subject_signatures(session, book.subject.id, until=until):
+        if signature.entry_id is not None and selection.forms is not None and signature.form_id not in selection.forms:
             continue
-        if row.entry_id is not None and selection.forms is not None and row.form_id not in selection.forms:
-            continue
-        invalidated_at = _utc(row.invalidated_at) if row.invalidated_at is not None else None
-        if until is not None and invalidated_at is not None and invalidated_at > until:
-            invalidated_at = None  # it still stood at the cut-off
-        event, _, instance = (row.event_key or "").partition("/")
-        yield (*subject, "casebook" if row.entry_id is None else "entry", event, instance, row.form_id or "",
-               row.entry_id or "", row.entry_version or "", row.signer_username, row.printed_name, row.meaning,
-               signed_at.isoformat(), "valid" if invalidated_at is None else "invalidated",
-               invalidated_at.isoformat() if invalidated_at else "")
-
-
-def _utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:  # SQLite gives naive UTC
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+        event, _, instance = (signature.event_key or "").partition("/")
+        yield (*subject, "entry" if signature.entry_id else "casebook", event, instance, signature.form_id or "",
+               signature.entry_id or "", signature.entry_version or "", signature.signer_username,
+               signature.printed_name, signature.meaning, signature.signed_at.isoformat(),
+               "valid" if signature.valid else "invalidated",
+               signature.invalidated_at.isoformat() if signature.invalidated_at else "")

@@ -44,7 +44,7 @@ from edc.ecrf.definitions import GroupDef, ItemDef
 from edc.exports import source
 from edc.exports.files import ExportFile, Progress, describe, no_progress
 from edc.models.audit import AuditRecord
-from edc.models.monitoring import SIGNATURE_MEANINGS, DataCut, Signature
+from edc.models.monitoring import SIGNATURE_MEANINGS
 from edc.models.sites import Site
 from edc.models.users import User
 
@@ -82,7 +82,7 @@ def write_odm(session: Session, selection: source.Selection, directory: Path, *,
     study = runtime.of(session).study
     metadata = Metadata(study, source.form_versions(session, selection))
     admin = _admin_data(session, include_audit)
-    as_of = _cut_off(session, selection)
+    as_of = source.cutoff(session, selection)  # the file's AsOfDateTime; no audit record or signature after it
     path = Path(directory) / FILE_NAME
     subjects = 0
     with path.open("wb") as stream:
@@ -626,8 +626,8 @@ class _SubjectAudit:
     subject: dict[str, Any] | None = None
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
     fields: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    entry_signatures: dict[uuid.UUID, sa.Row] = field(default_factory=dict)
-    casebook_signature: sa.Row | None = None
+    entry_signatures: dict[uuid.UUID, source.SignatureRecord] = field(default_factory=dict)
+    casebook_signature: source.SignatureRecord | None = None
     site_codes: dict[uuid.UUID, str] = field(default_factory=dict)
 
     @classmethod
@@ -642,18 +642,13 @@ class _SubjectAudit:
                 audit.entries[record["entity_id"]] = record
                 for change in record["changes"]:
                     audit.fields[(record["entity_id"], change["field"])] = record
-        # Plain rows, not ORM objects: nothing stays in the session's identity map from one subject to the next.
-        rows = session.execute(sa.select(Signature.entry_id, Signature.entry_version, Signature.site_id, Signature.signer_username,
-                                         Signature.meaning, Signature.signed_at)
-                               .where(Signature.subject_id == subject_id, Signature.invalidated_at.is_(None))
-                               .order_by(Signature.signed_at, Signature.id))
-        for row in rows:
-            if as_of is not None and _aware(row.signed_at) > as_of:
+        for signature in source.subject_signatures(session, subject_id, until=as_of):  # as they stood at the cut-off
+            if not signature.valid:
                 continue
-            if row.entry_id is None:
-                audit.casebook_signature = row
+            if signature.entry_id is None:
+                audit.casebook_signature = signature
             else:
-                audit.entry_signatures[row.entry_id] = row
+                audit.entry_signatures[signature.entry_id] = signature
         return audit
 
 
@@ -810,14 +805,14 @@ def _write_audit_record(xml: _Xml, record: dict[str, Any] | None) -> None:
     xml.end("AuditRecord")
 
 
-def _write_signature(xml: _Xml, audit: _SubjectAudit, row: sa.Row | None) -> None:
-    if row is None:
+def _write_signature(xml: _Xml, audit: _SubjectAudit, signature: source.SignatureRecord | None) -> None:
+    if signature is None:
         return
     xml.start("Signature")
-    xml.leaf("UserRef", {"UserOID": _user_oid(row.signer_username)})
-    xml.leaf("LocationRef", {"LocationOID": _location_oid(audit.site_codes.get(row.site_id))})
-    xml.leaf("SignatureRef", {"SignatureOID": _signature_def_oid(row.meaning)})
-    xml.leaf("DateTimeStamp", text=_instant(row.signed_at))
+    xml.leaf("UserRef", {"UserOID": _user_oid(signature.signer_username)})
+    xml.leaf("LocationRef", {"LocationOID": _location_oid(audit.site_codes.get(signature.site_id))})
+    xml.leaf("SignatureRef", {"SignatureOID": _signature_def_oid(signature.meaning)})
+    xml.leaf("DateTimeStamp", text=_instant(signature.signed_at))
     xml.end("Signature")
 
 
@@ -834,8 +829,3 @@ def _granularity(selection: source.Selection) -> str | None:
     return "SingleSite" if len(selection.site_ids) == 1 else None
 
 
-def _cut_off(session: Session, selection: source.Selection) -> datetime | None:
-    """A data cut's cut-off time: the file's AsOfDateTime, and the last audit record or signature it shows."""
-    if selection.cut_id is None:
-        return None
-    return _aware(session.scalar(sa.select(DataCut.cutoff_at).where(DataCut.id == selection.cut_id)))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from edc import runtime
 from edc.models.entries import Entry
-from edc.models.monitoring import DataCut, DataCutEntry
+from edc.models.monitoring import DataCut, DataCutEntry, Signature
 from edc.models.subjects import Subject
 
 SUBJECTS_PER_BATCH = 100
@@ -166,3 +166,59 @@ def subject_audit_trail(session: Session, subject_id: uuid.UUID) -> list[dict[st
     from edc.services import audit  # noqa: PLC0415
 
     return audit.history(session, chain=audit.subject_chain(subject_id), limit=1_000_000)
+
+
+def cutoff(session: Session, selection: Selection) -> datetime | None:
+    """A data cut's cut-off (UTC): its export shows the audit records and signatures up to it. None: live data."""
+    if selection.cut_id is None:
+        return None
+    return utc(session.scalar(sa.select(DataCut.cutoff_at).where(DataCut.id == selection.cut_id)))
+
+
+@dataclass(frozen=True)
+class SignatureRecord:
+    """A signature as it stood at the export's cut-off; the entry fields are None for a casebook signature."""
+
+    entry_id: uuid.UUID | None
+    entry_version: int | None
+    event_key: str | None
+    form_id: str | None
+    site_id: uuid.UUID
+    signer_username: str
+    printed_name: str
+    meaning: str
+    signed_at: datetime
+    invalidated_at: datetime | None
+
+    @property
+    def valid(self) -> bool:
+        return self.invalidated_at is None
+
+
+def subject_signatures(session: Session, subject_id: uuid.UUID, *, until: datetime | None = None) -> list[SignatureRecord]:
+    """A subject's signatures, oldest first, times in UTC. With `until` (a cut-off): those made after it are left
+    out, and an invalidation after it is ignored (the signature still stood at the cut-off)."""
+    stmt = (sa.select(Signature.entry_id, Signature.entry_version, Entry.event_key, Entry.form_id, Signature.site_id,
+                      Signature.signer_username, Signature.printed_name, Signature.meaning, Signature.signed_at,
+                      Signature.invalidated_at)
+            .outerjoin(Entry, Entry.id == Signature.entry_id)
+            .where(Signature.subject_id == subject_id)
+            .order_by(Signature.signed_at, Signature.id))
+    found = []
+    for row in session.execute(stmt):
+        signed_at = utc(row.signed_at)
+        invalidated_at = row.invalidated_at and utc(row.invalidated_at)
+        if until is not None and signed_at > until:
+            continue
+        if until is not None and invalidated_at is not None and invalidated_at > until:
+            invalidated_at = None
+        found.append(SignatureRecord(row.entry_id, row.entry_version, row.event_key, row.form_id, row.site_id,
+                                     row.signer_username, row.printed_name, row.meaning, signed_at, invalidated_at))
+    return found
+
+
+def utc(moment: datetime) -> datetime:
+    """A stored time as an aware UTC datetime."""
+    if moment.tzinfo is None:  # SQLite gives naive UTC
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)

@@ -11,14 +11,17 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
+from lxml import etree
+
 from conftest import PASSWORD, count_rows, problem
-from edc.models.entries import Entry, FormStatus
 from edc import runtime
+from edc.models.entries import Entry, FormStatus
 from edc.exports import source
 from edc.exports.csv_files import write_csv
+from edc.exports.odm import write_odm
 from edc.models.monitoring import Signature
 from monitoring.conftest import username_of
-from trial.conftest import TRIAL_FORMS
+from trial.conftest import TODAY, TRIAL_FORMS
 from trial.test_baseline_forms import VS
 from trial.test_treatment_forms import CM
 
@@ -251,7 +254,7 @@ def test_other_sites_cannot_read_signatures(monitoring):
     problem(monitoring.client.get(f"/api/v1/entries/{entry['id']}/signatures", headers=monitoring.headers["statistician"]), 403)
 
 
-# ------------------------------------------------------------------------------------ signatures in the CSV export
+# ------------------------------------------------------------------------------------ signatures in the exports
 
 
 def exported_signatures(monitoring, session, directory, selection=None) -> list[dict[str, str]]:
@@ -264,7 +267,19 @@ def exported_signatures(monitoring, session, directory, selection=None) -> list[
     return listed
 
 
-def test_the_csv_export_shows_each_signature_with_its_manifestation_and_status(monitoring, session, fake_clock, tmp_path):
+def odm_signatures(monitoring, session, directory, selection=None) -> set[tuple[str, str, str]]:
+    """(element signed, signature meaning, time) of each Signature in the ODM export with audit."""
+    runtime.bind(session, runtime.for_app(monitoring.client.application))
+    directory.mkdir()
+    write_odm(session, selection or source.Selection(), directory, include_audit=True, file_oid="EDC.TEST",
+              created_at=TODAY)
+    ns = {"odm": "http://www.cdisc.org/ns/odm/v1.3"}
+    root = etree.parse(str(directory / "odm.xml")).getroot()
+    return {(etree.QName(element.getparent()).localname, element.find("odm:SignatureRef", ns).get("SignatureOID"),
+             element.find("odm:DateTimeStamp", ns).text) for element in root.iterfind(".//odm:Signature", ns)}
+
+
+def test_the_exports_show_each_signature_as_it_stood(monitoring, session, fake_clock, tmp_path):
     number = monitoring.enrol()
     vital = vs_entry(monitoring, number)
     fake_clock.advance(minutes=1)
@@ -303,3 +318,10 @@ def test_the_csv_export_shows_each_signature_with_its_manifestation_and_status(m
     [as_cut] = exported_signatures(monitoring, session, tmp_path / "cut", source.Selection(cut_id=uuid.UUID(cut.get_json()["id"])))
     assert (as_cut["TIME"], as_cut["ENTRY_VERSION"], as_cut["STATUS"], as_cut["INVALIDATED_AT"]) == (
         first["signed_at"], "1", "valid", "")
+
+    # ODM carries the signatures that stand on what it exports: live, the second and the casebook's; in the
+    # cut's snapshot (version 1), the first, invalidated only later.
+    assert odm_signatures(monitoring, session, tmp_path / "odm") == {
+        ("FormData", "SD.approval", second["signed_at"]), ("SubjectData", "SD.responsibility", casebook["signed_at"])}
+    assert odm_signatures(monitoring, session, tmp_path / "odm-cut", source.Selection(cut_id=uuid.UUID(cut.get_json()["id"]))) == {
+        ("FormData", "SD.review", first["signed_at"])}
