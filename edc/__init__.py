@@ -11,12 +11,16 @@ from edc.settings import PROJECT_ROOT, load_settings
 API_DOCS_PATH = "/api/docs"
 
 
-def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """Build the application: settings, extensions, errors, blueprints, CLI. No side effects."""
+def create_app(config: dict[str, Any] | None = None, *, study: Any = None) -> Flask:
+    """Build the application: settings, extensions, errors, blueprints, CLI. No side effects.
+
+    `study` is the edc.ecrf.Study of settings["forms_dir"] when the caller has already loaded and
+    checked it (the test suite loads each forms folder once); otherwise it is loaded here.
+    """
     settings = load_settings(config)
     app = Flask(__name__, static_folder=None, instance_path=str(PROJECT_ROOT / "instance"))
     _configure(app, settings)
-    _wire(app, settings)
+    _wire(app, settings, study)
     return app
 
 
@@ -51,7 +55,7 @@ def _engine_options(url: str) -> dict[str, Any]:
     return {"pool_recycle": 3600}
 
 
-def _wire(app: Flask, settings: dict[str, Any]) -> None:
+def _wire(app: Flask, settings: dict[str, Any], study: Any) -> None:
     from flask_swagger_ui import get_swaggerui_blueprint
     from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -64,7 +68,7 @@ def _wire(app: Flask, settings: dict[str, Any]) -> None:
 
     logs.configure()
     # Invalid form definitions stop the service here, before it answers anything.
-    app.extensions[runtime.STUDY_KEY] = load_study(settings["forms_dir"])
+    app.extensions[runtime.STUDY_KEY] = study if study is not None else load_study(settings["forms_dir"])
     if settings["trusted_proxy_hops"]:
         hops = settings["trusted_proxy_hops"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0, x_prefix=0)  # type: ignore[method-assign]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from edc.security import passwords
 from edc.security.keyring import Keyring, SigningKey, load_keyring, load_signing_keys
 
 INFO_KEY = "edc.runtime"
@@ -33,6 +34,10 @@ class Runtime:
     @property
     def current_signing_key(self) -> SigningKey:
         return self.signing_keys[-1]
+
+    @property
+    def password_hasher(self) -> passwords.Hasher:
+        return passwords.hasher_for(self.settings)
 
     @property
     def signing_keys_by_kid(self) -> dict[str, SigningKey]:

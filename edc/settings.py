@@ -110,6 +110,7 @@ def validate(settings: Mapping[str, Any]) -> None:
     if not 0 < settings["page_size_default"] <= settings["page_size_max"]:
         raise SettingsError("page_size_default must be between 1 and page_size_max")
     _validate_mail(settings)
+    _validate_password_hashing(settings)
     for name in ("export_max_active_per_user", "export_lease_seconds", "export_max_attempts"):
         if settings[name] < 1:
             raise SettingsError(f"{name} must be at least 1")
@@ -145,6 +146,17 @@ def _validate_mail(settings: Mapping[str, Any]) -> None:
     for site, listed in addresses.items():
         if not isinstance(listed, list) or any(not isinstance(a, str) or "@" not in a for a in listed):
             raise SettingsError(f"mail_site_addresses.{site} must be a list of email addresses")
+
+
+def _validate_password_hashing(settings: Mapping[str, Any]) -> None:
+    from edc.security import passwords  # local import: settings must stay importable alone
+
+    cost = (settings["argon2_time_cost"], settings["argon2_memory_kib"], settings["argon2_parallelism"])
+    if cost[0] < 1 or cost[2] < 1 or cost[1] < 8 * cost[2]:
+        raise SettingsError("password hashing needs time_cost >= 1, parallelism >= 1 and memory_kib >= 8 x parallelism")
+    if settings["env"] != "testing" and (cost[0] < passwords.OWASP_TIME_COST or cost[1] < passwords.OWASP_MEMORY_KIB):
+        raise SettingsError(f"password hashing below the OWASP minimum (argon2id {passwords.OWASP_MEMORY_KIB} KiB, "
+                            f"{passwords.OWASP_TIME_COST} iterations) is allowed only in the test environment")
 
 
 def _validate_production(settings: Mapping[str, Any]) -> None:

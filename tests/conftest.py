@@ -1,31 +1,47 @@
-"""Fixtures: a migrated database per test (SQLite file copy, or PostgreSQL truncated after
-each test), the app, an HTTP client, a session bound to the runtime, and small factories.
+"""Fixtures of the whole suite. tests/README.md says which lives how long and why; in short:
+
+- per session: the keys, the migrated template database, the study of each of the repository's forms
+  folders (loaded and checked once), and each snapshot taken by `seed_once`;
+- per test: a database of its own (SQLite: a copy of the template file; PostgreSQL: the run's database,
+  emptied with DELETE after the test), the apps built on it, a client, a session bound to the runtime.
 
 The backend comes from EDC_TEST_BACKEND (sqlite by default; postgresql needs EDC_TEST_DATABASE_URL).
 """
 
 from __future__ import annotations
 
+import copy
 import os
-import shutil
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from edc import clock, create_app, runtime
 from edc.database import install_sqlite_pragmas
+from edc.ecrf import Study, load_study
 from edc.extensions import db
-from edc.security import keyring
+from edc.security import keyring, passwords
 from edc.security.permissions import Actor
 from edc.services import sites as site_service
 from edc.services import users as user_service
 
 PASSWORD = "correct-staple-ferry-9"
 BACKEND = os.environ.get("EDC_TEST_BACKEND", "sqlite")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEMO_FORMS = PROJECT_ROOT / "tests" / "demo_forms"   # the default of config/testing.toml
+TRIAL_FORMS = PROJECT_ROOT / "forms"
+# The OWASP-strength argon2id of every other environment, for tests marked real_password_hashing.
+REAL_PASSWORD_HASHING = {"argon2_time_cost": passwords.OWASP_TIME_COST,
+                         "argon2_memory_kib": passwords.OWASP_MEMORY_KIB,
+                         "argon2_parallelism": passwords.OWASP_PARALLELISM}
 
 
 def _backend_url() -> str | None:
@@ -52,8 +68,23 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+_STUDIES: dict[Path, Study] = {}
+
+
+def shared_study(forms_dir: str | Path) -> Study | None:
+    """The study of the repository's demo or trial forms folder, loaded once per session; None for any other
+    folder (a test's own copy is loaded by create_app, as in production)."""
+    path = Path(forms_dir).resolve()
+    if path not in (DEMO_FORMS, TRIAL_FORMS):
+        return None
+    if path not in _STUDIES:
+        _STUDIES[path] = load_study(path)
+    return _STUDIES[path]
+
+
 def make_app(database_url: str, keys_dir: str, **overrides):
-    return create_app({"env": "testing", "database_url": database_url, "keys_dir": keys_dir, **overrides})
+    study = shared_study(overrides.get("forms_dir", DEMO_FORMS))
+    return create_app({"env": "testing", "database_url": database_url, "keys_dir": keys_dir, **overrides}, study=study)
 
 
 def upgrade(app) -> None:
@@ -74,15 +105,42 @@ def reset_postgres_schema(url: str) -> None:
     engine.dispose()
 
 
-def truncate_postgres(app) -> None:
-    with app.app_context():
-        db.session.remove()
-        tables = [t.name for t in db.metadata.sorted_tables]
-        with db.engine.begin() as conn:
-            # Replica mode skips the append-only triggers for this cleanup connection only.
-            conn.exec_driver_sql("SET session_replication_role = replica")
-            conn.exec_driver_sql(f"TRUNCATE {', '.join(tables)} CASCADE")
-        db.engine.dispose()
+def table_names() -> list[str]:
+    """Every table of the models, parents first."""
+    return [table.name for table in db.metadata.sorted_tables]
+
+
+def empty_postgres(url: str) -> None:
+    """Delete every row (about 3 ms, where TRUNCATE of every table took about 48 ms)."""
+    with _cleanup_engine(url).begin() as conn:
+        # Replica mode skips the append-only triggers (and foreign keys) for this cleanup transaction only.
+        conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+        for name in reversed(table_names()):
+            conn.exec_driver_sql(f'DELETE FROM "{name}"')
+
+
+_CLEANUP_ENGINES: dict[str, sa.Engine] = {}
+
+
+def _cleanup_engine(url: str) -> sa.Engine:
+    if url not in _CLEANUP_ENGINES:
+        _CLEANUP_ENGINES[url] = sa.create_engine(url, pool_size=1)
+    return _CLEANUP_ENGINES[url]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for engine in _CLEANUP_ENGINES.values():
+        engine.dispose()
+
+
+def row_counts(url: str) -> dict[str, int]:
+    """Rows per table of the models."""
+    engine = sa.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return {name: conn.exec_driver_sql(f'SELECT count(*) FROM "{name}"').scalar_one() for name in table_names()}
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -105,22 +163,73 @@ def template_database(tmp_path_factory, keys_dir) -> str:
     return str(path)
 
 
-@pytest.fixture
-def database_url(template_database, tmp_path) -> str:
+@pytest.fixture(scope="session")
+def test_database_url(template_database, tmp_path_factory) -> str:
+    """One URL for every test of the session, so apps can be shared: the PostgreSQL database itself, or a
+    SQLite file that each test gets afresh as a copy of the template."""
     if BACKEND == "postgresql":
         return template_database
-    target = tmp_path / "edc.sqlite3"
-    shutil.copyfile(template_database, target)
-    return f"sqlite:///{target}"
+    return f"sqlite:///{tmp_path_factory.mktemp('database') / 'edc.sqlite3'}"
 
 
 @pytest.fixture
-def app_factory(database_url, keys_dir):
-    """Build extra apps on the test's database (e.g. with other settings); all are cleaned up."""
-    apps = []
+def database_url(template_database, test_database_url) -> str:
+    """The test's database, just migrated and empty (PostgreSQL: emptied after the previous test)."""
+    if BACKEND == "sqlite":
+        _sqlite_copy(template_database, test_database_url.removeprefix("sqlite:///"))
+    return test_database_url
 
-    def build(**overrides):
-        app = make_app(database_url, overrides.pop("keys_dir", keys_dir), **overrides)
+
+@dataclass
+class SharedApp:
+    app: Any
+    settings: dict[str, Any]  # app.config["EDC"] as built, handed out afresh to each test
+
+
+_SHARED_APPS: dict[tuple, SharedApp] = {}
+# Overrides an app can be shared under: one app per forms folder of the repository (and hashing strength).
+SHAREABLE_OVERRIDES = {"forms_dir", *REAL_PASSWORD_HASHING}
+
+
+def _shareable_key(overrides: dict[str, Any]) -> tuple | None:
+    if not set(overrides) <= SHAREABLE_OVERRIDES or shared_study(overrides.get("forms_dir", DEMO_FORMS)) is None:
+        return None
+    return tuple(sorted({**overrides, "forms_dir": str(Path(overrides.get("forms_dir", DEMO_FORMS)).resolve())}.items()))
+
+
+def _shared_app(key: tuple, database_url: str, keys_dir: str, overrides: dict[str, Any]):
+    """The session's app for these overrides, as if new: its settings restored, its runtime (keys, caches of
+    what the previous test's database held) dropped. Building an app costs about 0.15 s (the OpenAPI spec)."""
+    shared = _SHARED_APPS.get(key)
+    if shared is None:
+        app = make_app(database_url, keys_dir, **overrides)
+        shared = _SHARED_APPS[key] = SharedApp(app, copy.deepcopy(app.config["EDC"]))
+    shared.app.config["EDC"] = copy.deepcopy(shared.settings)
+    shared.app.extensions.pop(runtime.APP_KEY, None)
+    return shared.app
+
+
+@pytest.fixture
+def app_factory(request, database_url, keys_dir, test_database_url):
+    """Build apps on the test's database (e.g. with other settings or the trial forms); all are cleaned up.
+
+    The first app a test asks for on the demo or the trial forms is the session's shared one for those forms,
+    handed out as new; any other (other settings, a second app of the same kind, own=True) is built for the test.
+    Passwords are hashed with the cheap parameters of config/testing.toml unless the test is marked
+    real_password_hashing.
+    """
+    apps, shared_keys = [], set()
+    real_hashing = REAL_PASSWORD_HASHING if request.node.get_closest_marker("real_password_hashing") else {}
+
+    def build(*, own: bool = False, **overrides):
+        """An app with these settings; own=True for one that no other test sees (to add a route, say)."""
+        overrides = {**real_hashing, **overrides}
+        key = None if own else _shareable_key(overrides)
+        if key is not None and key not in shared_keys:
+            shared_keys.add(key)
+            app = _shared_app(key, database_url, keys_dir, overrides)
+        else:
+            app = make_app(database_url, overrides.pop("keys_dir", keys_dir), **overrides)
         apps.append(app)
         return app
 
@@ -129,8 +238,8 @@ def app_factory(database_url, keys_dir):
         with app.app_context():
             db.session.remove()
             db.engine.dispose()
-    if BACKEND == "postgresql" and apps:
-        truncate_postgres(apps[0])
+    if BACKEND == "postgresql":
+        empty_postgres(database_url)
 
 
 @pytest.fixture
@@ -166,6 +275,84 @@ def session(app, database_url) -> Iterator[Session]:
         yield own
         own.rollback()
     engine.dispose()
+
+
+@dataclass
+class Snapshot:
+    """What a database held after a seed: taken the first time, restored every later time."""
+
+    before: dict[str, int]  # rows per table when the seed began: the state it must begin from every time
+    content: Any            # SQLite: a database file; PostgreSQL: binary COPY data per table
+
+
+_SNAPSHOTS: dict[str, Snapshot] = {}
+
+
+@pytest.fixture(scope="session")
+def snapshot_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("snapshots")
+
+
+@pytest.fixture
+def seed_once(database_url, snapshot_dir) -> Callable[[str, Callable[[], Any]], None]:
+    """seed_once(key, seed): run seed() on the test's database the first time `key` is met in the session,
+    and from then on restore what it left instead (milliseconds where seeding the demo study takes seconds).
+
+    seed() must depend only on the key and on a database in the same state each time (checked by row counts):
+    the same clock, the same settings, the same steps before it.
+    """
+    def seed(key: str, build: Callable[[], Any]) -> None:
+        before = row_counts(database_url)
+        snapshot = _SNAPSHOTS.get(key)
+        if snapshot is None:
+            build()
+            _SNAPSHOTS[key] = Snapshot(before, _take_snapshot(database_url, snapshot_dir / f"{len(_SNAPSHOTS)}.sqlite3"))
+            return
+        assert before == snapshot.before, f"seed_once({key!r}) began from another state than when it was taken"
+        _restore_snapshot(database_url, snapshot.content)
+
+    return seed
+
+
+def _take_snapshot(url: str, file: Path) -> Any:
+    if url.startswith("sqlite"):
+        _sqlite_copy(url.removeprefix("sqlite:///"), file)
+        return file
+    content = {}
+    with _psycopg(url) as conn, conn.cursor() as cursor:
+        for name in table_names():
+            with cursor.copy(f'COPY "{name}" TO STDOUT (FORMAT binary)') as copy:
+                content[name] = b"".join(bytes(block) for block in copy)
+    return content
+
+
+def _restore_snapshot(url: str, content: Any) -> None:
+    if url.startswith("sqlite"):
+        _sqlite_copy(content, url.removeprefix("sqlite:///"))
+        return
+    with _psycopg(url) as conn, conn.transaction(), conn.cursor() as cursor:
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        for name in reversed(table_names()):
+            cursor.execute(f'DELETE FROM "{name}"')
+        for name, data in content.items():
+            with cursor.copy(f'COPY "{name}" FROM STDIN (FORMAT binary)') as copy:
+                copy.write(data)
+
+
+def _sqlite_copy(source: str | Path, target: str | Path) -> None:
+    """Copy a whole SQLite database with the backup API: consistent, and visible to connections already open."""
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+
+
+def _psycopg(url: str):
+    import psycopg
+
+    return psycopg.connect(sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
 
 
 class FakeClock:
@@ -250,4 +437,4 @@ def count_rows(session, table: str) -> int:
 
 
 def project_root() -> Path:
-    return Path(__file__).resolve().parent.parent
+    return PROJECT_ROOT

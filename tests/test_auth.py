@@ -1,5 +1,6 @@
 """Login, refresh rotation, logout, password change, setup tokens and throttling."""
 
+import pytest
 import sqlalchemy as sa
 
 from conftest import PASSWORD, bearer, count_rows, login, make_site, make_user, problem
@@ -123,6 +124,7 @@ def test_password_policy_rejects_short_and_common_passwords(client, staff):
     assert ok.status_code == 204
 
 
+@pytest.mark.real_password_hashing
 def test_stored_hashes_are_argon2id_at_owasp_strength(client, staff, session):
     stored = session.scalars(sa.select(User.password_hash).where(User.username == staff["admin"])).one()
     assert stored.startswith("$argon2id$")

@@ -53,7 +53,7 @@ def test_unauthenticated_requests_are_401_everywhere_but_public_routes(app, clie
 
 
 def test_a_route_without_permission_is_refused(app_factory):
-    app = app_factory()
+    app = app_factory(own=True)  # the route added must not reach any other test
 
     @app.get("/api/v1/undeclared")
     def undeclared():

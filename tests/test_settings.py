@@ -67,6 +67,8 @@ def test_production_starts_with_production_keys_and_postgresql(production_keys):
 
 
 @pytest.mark.parametrize("overrides, message", [
+    ({"argon2_memory_kib": 19455}, "OWASP minimum"),
+    ({"argon2_time_cost": 1}, "OWASP minimum"),
     ({"debug": True}, "debug"),
     ({"database_url": "sqlite:///x.sqlite3"}, "SQLite"),
     ({"benchmark_endpoints": True}, "benchmark"),
@@ -74,6 +76,19 @@ def test_production_starts_with_production_keys_and_postgresql(production_keys):
 def test_production_refuses_unsafe_settings(production_keys, overrides, message):
     with pytest.raises(SettingsError, match=message):
         production(production_keys, **overrides)
+
+
+@pytest.mark.parametrize("env", ["development", "production"])
+def test_cheap_password_hashing_is_refused_outside_the_test_suite(env, production_keys):
+    cheap = {"env": env, "database_url": PG_URL, "keys_dir": str(production_keys), "argon2_time_cost": 1, "argon2_memory_kib": 64}
+    with pytest.raises(SettingsError, match="OWASP minimum"):
+        load_settings(cheap, environ={})
+    assert load_settings({**cheap, "env": "testing"}, environ={})["argon2_memory_kib"] == 64
+
+
+def test_impossible_password_hashing_parameters_are_refused():
+    with pytest.raises(SettingsError, match="password hashing needs"):
+        load_settings({"env": "testing", "argon2_memory_kib": 4}, environ={})
 
 
 def test_production_accepts_sqlite_only_when_explicitly_allowed(production_keys):

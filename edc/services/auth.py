@@ -116,13 +116,14 @@ def login(session: Session, *, username: str, password: str, client_address: str
     if wait:
         raise TooManyRequests("Too many failed logins; try again later.", retry_after=wait)
     user = _user_by_name(session, username)
-    valid = passwords.verify_password(user.password_hash if user else None, password)
+    hasher = runtime.of(session).password_hasher
+    valid = hasher.verify(user.password_hash if user else None, password)
     if not (valid and user is not None and user.status == "active"):
         raise Unauthorized(INVALID_LOGIN, after_rollback=[failed_login_writes(username, client_address, user.id if user else None, request_id)])
     now = clock.utcnow()
     throttle.clear_account(session, username)
-    if passwords.needs_rehash(user.password_hash):
-        user.password_hash = passwords.hash_password(password)
+    if hasher.needs_rehash(user.password_hash):
+        user.password_hash = hasher.hash(password)
     auth_session, refresh, refresh_row = _start_session(session, user, now)
     actor = actor_for(user, request_id=request_id, client_address=client_address, session_id=auth_session.id)
     audit.record(session, actor, "login", entity_type="user", entity_id=user.id)
@@ -257,16 +258,17 @@ def _check_policy(new_password: str, username: str, pointer: str = "/new_passwor
 def change_password(session: Session, actor: Actor, *, current_password: str, new_password: str) -> None:
     """Change one's own password; every other session of the user is revoked."""
     user = session.get(User, actor.user_id, with_for_update=True)
-    if not passwords.verify_password(user.password_hash, current_password):
+    hasher = runtime.of(session).password_hasher
+    if not hasher.verify(user.password_hash, current_password):
         raise UnprocessableContent(
             "The current password is wrong.",
             errors=[field_error("/current_password", "Does not match the current password.")],
             after_rollback=[failed_login_writes(user.username, actor.client_address, user.id, actor.request_id)],
         )
     _check_policy(new_password, user.username)
-    if passwords.verify_password(user.password_hash, new_password):
+    if hasher.verify(user.password_hash, new_password):
         raise UnprocessableContent(errors=[field_error("/new_password", "Must differ from the current password.")])
-    user.password_hash = passwords.hash_password(new_password)
+    user.password_hash = hasher.hash(new_password)
     user.password_changed_at = clock.utcnow()
     user.must_change_password = False
     revoked = revoke_user_sessions(session, user.id, "password_changed", keep=actor.session_id)
@@ -283,7 +285,7 @@ def redeem_setup_token(session: Session, *, token: str, new_password: str, reque
     if user is None or user.status != "active" or user.setup_token_expires_at is None or user.setup_token_expires_at <= clock.utcnow():
         raise Unauthorized("The setup token is invalid or expired.")
     _check_policy(new_password, user.username)
-    user.password_hash = passwords.hash_password(new_password)
+    user.password_hash = runtime.of(session).password_hasher.hash(new_password)
     user.password_changed_at = clock.utcnow()
     user.must_change_password = False
     user.setup_token_hash = user.setup_token_expires_at = None

@@ -20,7 +20,7 @@ from edc.models.entries import Entry, Query
 from edc.models.monitoring import Signature
 from edc.models.subjects import Subject
 from edc.models.users import User
-from edc.security import crypto, passwords
+from edc.security import crypto
 from edc.security.permissions import Actor, require
 from edc.services import audit, auth, sdv, status_table, throttle
 from edc.services.subjects import get_subject
@@ -61,7 +61,7 @@ def _reauthenticate(session: Session, actor: Actor, username: str | None, passwo
     if wait:
         raise TooManyRequests("Too many failed logins; try again later.", retry_after=wait)
     user = session.get(User, actor.user_id)
-    valid = passwords.verify_password(user.password_hash if user else None, password)
+    valid = runtime.of(session).password_hasher.verify(user.password_hash if user else None, password)
     if not (valid and user is not None and user.status == "active" and username.strip().lower() == actor.username):
         raise Unauthorized(REAUTHENTICATE, after_rollback=[
             auth.failed_login_writes(actor.username, actor.client_address, actor.user_id, actor.request_id)])

@@ -93,7 +93,7 @@ def create_user(
         problems = passwords.policy_problems(given, username=username)
         if problems:
             raise UnprocessableContent(errors=[field_error("/password", f"Password {p}.") for p in problems])
-        user.password_hash = passwords.hash_password(given)
+        user.password_hash = runtime.of(session).password_hasher.hash(given)
         user.password_changed_at = clock.utcnow()
     else:
         setup = _issue_setup_token(session, user)

@@ -25,13 +25,24 @@ from test_demo_subjects import TRIAL_FORMS, invoke
 START = datetime(2026, 9, 1, 9, 0, tzinfo=UTC)  # the demo study's "today"
 
 
+def seed_demo_study(app, subjects: int, seed: int) -> None:
+    """The demo sites and accounts, then `subjects` synthetic subjects complete through Day 28."""
+    assert invoke(app, "seed-demo").exit_code == 0
+    if subjects:
+        seed_demo_subjects(app, subjects, seed)
+
+
+def seed_demo_subjects(app, subjects: int, seed: int) -> None:
+    result = invoke(app, "seed-demo", "--subjects", str(subjects), "--seed", str(seed))
+    assert result.exit_code == 0, result.output
+
+
 @pytest.fixture
-def demo(app_factory, fake_clock):
+def demo(app_factory, fake_clock, seed_once):
     """The trial forms with three synthetic subjects complete through Day 28, in an app context bound to the runtime."""
     fake_clock.now = START
     app = app_factory(forms_dir=TRIAL_FORMS)
-    assert invoke(app, "seed-demo").exit_code == 0
-    assert invoke(app, "seed-demo", "--subjects", "3", "--seed", "2").exit_code == 0
+    seed_once("demo study, 3 subjects, seed 2, at START", lambda: seed_demo_study(app, 3, 2))
     with app.app_context():
         runtime.bind(db.session, runtime.for_app(app))
         yield app

@@ -10,24 +10,26 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from exports.test_jobs import START, Demo, invoke, withdraw_first_subject
+from exports.conftest import seed_demo_study, seed_demo_subjects
+from exports.test_jobs import START, Demo, withdraw_first_subject
 from test_demo_subjects import TRIAL_FORMS
 
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
 
 
 @pytest.fixture
-def bulk(app_factory, session, fake_clock, tmp_path):
+def bulk(app_factory, session, fake_clock, tmp_path, seed_once):
     fake_clock.now = START
     app = app_factory(forms_dir=TRIAL_FORMS, export_dir=str(tmp_path / "exports"), export_max_active_per_user=2)
-    assert invoke(app, "seed-demo").exit_code == 0
+    seed_once("demo study, no subjects, at START", lambda: seed_demo_study(app, 0, 0))
     return Demo(app, tmp_path / "exports", session)
 
 
 @pytest.fixture
-def study(bulk):
+def study(bulk, seed_once):
     """With two synthetic subjects: what the content tests export."""
-    assert invoke(bulk.app, "seed-demo", "--subjects", "2", "--seed", "3").exit_code == 0
+    seed_once("demo study, 2 subjects, seed 3, at START",
+              lambda: seed_demo_subjects(bulk.app, 2, 3))
     return bulk
 
 

@@ -24,7 +24,7 @@ from edc.models.sites import Site
 from edc.models.subjects import Subject
 from edc.security.permissions import Actor, Grant
 from edc.services.demo import DEMO_PASSWORD
-from exports.conftest import SCHEMA_URL, load_schema
+from exports.conftest import SCHEMA_URL, load_schema, seed_demo_study
 from trial.conftest import TODAY, TRIAL_FORMS, trial  # noqa: F401  (the fixture)
 from trial.test_safety_forms import ae
 
@@ -289,14 +289,11 @@ def test_identifying_items_never_leave(fhir_trial, session, monkeypatch):
 
 
 @pytest.fixture
-def demo(app_factory, fake_clock, session):
+def demo(app_factory, fake_clock, session, seed_once):
     """Two synthetic subjects (one SAE: a grade 4 CRS), saved through the entry services, and the export roles."""
     fake_clock.now = TODAY
     app = app_factory(forms_dir=TRIAL_FORMS)
-    runner = app.test_cli_runner()
-    assert runner.invoke(args=["edc", "seed-demo"], catch_exceptions=False).exit_code == 0
-    result = runner.invoke(args=["edc", "seed-demo", "--subjects", "2"], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+    seed_once("demo study, 2 subjects, default seed, at TODAY", lambda: seed_demo_study(app, 2, 0))
     make_user(session, "registry", [("registry", None)])
     client = app.test_client()
     return client, {"statistician": bearer(login(client, "stat", DEMO_PASSWORD)),

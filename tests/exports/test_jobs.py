@@ -20,6 +20,7 @@ from edc.extensions import db
 from edc.models import AuditRecord, ExportJob, Subject
 from edc.services import exports
 from edc.services.demo import DEMO_PASSWORD
+from exports.conftest import seed_demo_study, seed_demo_subjects
 from test_demo_subjects import TRIAL_FORMS, invoke
 
 START = datetime(2026, 9, 1, 9, 0, tzinfo=UTC)
@@ -75,20 +76,21 @@ SUBJECTS = 2
 
 
 @pytest.fixture
-def demo(app_factory, session, fake_clock, tmp_path):
+def demo(app_factory, session, fake_clock, tmp_path, seed_once):
     """The demo sites and accounts, no subjects (requests, rights, limits)."""
     fake_clock.now = START
     export_dir = tmp_path / "exports"
     app = app_factory(forms_dir=TRIAL_FORMS, export_dir=str(export_dir), export_max_active_per_user=LIMIT,
                       export_lease_seconds=60, export_max_attempts=2)
-    assert invoke(app, "seed-demo").exit_code == 0
+    seed_once("demo study, no subjects, at START", lambda: seed_demo_study(app, 0, 0))
     return Demo(app, export_dir, session)
 
 
 @pytest.fixture
-def study(demo):
+def study(demo, seed_once):
     """The demo with SUBJECTS synthetic subjects (complete casebooks to Day 28): what the exports write."""
-    assert invoke(demo.app, "seed-demo", "--subjects", str(SUBJECTS), "--seed", "2").exit_code == 0
+    seed_once(f"demo study, {SUBJECTS} subjects, seed 2, at START",
+              lambda: seed_demo_subjects(demo.app, SUBJECTS, 2))
     return demo
 
 
