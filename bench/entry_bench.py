@@ -43,7 +43,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # http_bench, also in 
 import http_bench as hb  # noqa: E402
 
 PROJECT_ROOT = hb.PROJECT_ROOT
-RESULTS_DIR = hb.RESULTS_DIR
 
 FORM_ID = "bench30"
 TARGET_RATIO = 0.40           # entry throughput at least 40 % of insert's (16 clients)

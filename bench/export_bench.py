@@ -35,7 +35,6 @@ import http_bench as hb  # noqa: E402
 import monitoring_bench as mb  # noqa: E402
 
 PROJECT_ROOT = hb.PROJECT_ROOT
-RESULTS_DIR = hb.RESULTS_DIR
 FHIR_RATIO_TARGET = 0.5
 CSV_VALUES_PER_SECOND_TARGET = 200_000
 MEMORY_GROWTH_TARGET = 1.10

@@ -40,7 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # http_bench, also in 
 import http_bench as hb  # noqa: E402
 
 PROJECT_ROOT = hb.PROJECT_ROOT
-RESULTS_DIR = hb.RESULTS_DIR
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"  # git-ignored; --cache-dir
 WORKLOAD_VERSION = 2  # bump when the workload below changes: the cached final dump is then rebuilt
 
