@@ -29,10 +29,8 @@ import http.client
 import json
 import multiprocessing
 import os
-import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,7 +43,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # http_bench, also in 
 import http_bench as hb  # noqa: E402
 
 PROJECT_ROOT = hb.PROJECT_ROOT
-RESULTS_DIR = hb.RESULTS_DIR
 
 FORM_ID = "bench30"
 TARGET_RATIO = 0.40           # entry throughput at least 40 % of insert's (16 clients)
@@ -58,32 +55,28 @@ SCENARIOS = ((INSERT, "/bench/insert", False), (ENTRY, "/api/v1/subjects/{number
 
 # 30 items: 2 encrypted (INVNAME, COMMENT), 1 calculated (BMI), 1 derived (AGEMO, age_months_at),
 # 2 with show_if (PACKYRS, SYMPDESC); 5 checks (2 errors, 3 warnings), none firing for PAYLOAD.
+# Self-contained: every code list is given inline on its item (no name that forms/codelists.yaml or another
+# form could define or drop), and the form names no missing-data code, study parameter or other form, so the
+# trial's forms can change freely. The only edit to the copy is adding bench30 to study.yaml's subject_logs.
 FORM_YAML = """\
 # Benchmark form, written at run time by bench/entry_bench.py into a copy of forms/. Not part of the trial.
 id: bench30
 version: 1
 repeating: true
 title: {en: Benchmark assessment (30 items)}
-codelists:
-  ECOG:
-    - {code: '0', label: Fully active}
-    - {code: '1', label: Restricted in strenuous activity}
-    - {code: '2', label: Ambulatory and capable of self-care}
-    - {code: '3', label: Limited self-care}
-    - {code: '4', label: Completely disabled}
-  ASSESSOR:
-    - {code: INV, label: Investigator}
-    - {code: CRC, label: Coordinator}
-    - {code: NURSE, label: Nurse}
 sections:
   - id: ASSESSMENT
     title: {en: Assessment}
     items:
       - {id: ASMDAT, type: date, label: Assessment date, required: true, not_future: true}
       - {id: VISITNO, type: integer, label: Assessment number, min: 1, max: 999, required: true}
-      - {id: ASSESSOR, type: choice, code_list: ASSESSOR, label: Assessed by, required: true}
+      - {id: ASSESSOR, type: choice, label: Assessed by, required: true,
+         code_list: [{code: INV, label: Investigator}, {code: CRC, label: Coordinator}, {code: NURSE, label: Nurse}]}
       - {id: INVNAME, type: text, label: Assessor name, max_length: 100, encrypt: true}
-      - {id: ECOGPS, type: choice, code_list: ECOG, label: ECOG performance status, required: true}
+      - {id: ECOGPS, type: choice, label: ECOG performance status, required: true,
+         code_list: [{code: '0', label: Fully active}, {code: '1', label: Restricted in strenuous activity},
+                     {code: '2', label: Ambulatory and capable of self-care}, {code: '3', label: Limited self-care},
+                     {code: '4', label: Completely disabled}]}
       - {id: AGEMO, type: derived, label: Age at assessment (months), derivation: age_months_at, inputs: [ASMDAT],
          params: {date: ASMDAT}, value_type: integer}
   - id: VITALS
@@ -107,12 +100,15 @@ sections:
   - id: HISTORY
     title: {en: Symptoms and history}
     items:
-      - {id: SMOKER, type: choice, code_list: NY, label: Current smoker, required: true}
+      - {id: SMOKER, type: choice, label: Current smoker, required: true,
+         code_list: [{code: 'Y', label: 'Yes'}, {code: 'N', label: 'No'}]}
       - {id: PACKYRS, type: decimal, label: Pack-years, precision: 1, min: 0, max: 200, required: true, show_if: "SMOKER == 'Y'"}
       - {id: SYMPT, type: boolean, label: Any new symptoms, required: true}
       - {id: SYMPDESC, type: text, label: Describe the symptoms, max_length: 500, required: true, show_if: "SYMPT == true"}
       - {id: NEURO, type: boolean, label: Neurological signs, required: true}
-      - {id: CRSGR, type: choice, code_list: GRADE, label: CRS grade, missing_codes: [ND]}
+      - {id: CRSGR, type: choice, label: CRS grade,
+         code_list: [{code: '0', label: No CRS}, {code: '1', label: Grade 1}, {code: '2', label: Grade 2},
+                     {code: '3', label: Grade 3}, {code: '4', label: Grade 4}]}
   - id: LABS
     title: {en: Laboratory}
     items:
@@ -174,20 +170,38 @@ def payload(today: date) -> dict:
 def write_forms(dst: Path) -> None:
     """Copy forms/ to dst, add bench30/1.yaml and list bench30 in the copy's subject_logs."""
     shutil.copytree(PROJECT_ROOT / "forms", dst)
+    if (dst / FORM_ID).exists():
+        raise RuntimeError(f"forms/ already has a form {FORM_ID!r}; the benchmark form needs that name")
     (dst / FORM_ID).mkdir()
     (dst / FORM_ID / "1.yaml").write_text(FORM_YAML, encoding="utf-8")
     study = dst / "study.yaml"
-    text = study.read_text(encoding="utf-8")
-    flow = re.compile(r"^subject_logs:[ \t]*\[([^\]\n]*)\][ \t]*$", re.MULTILINE)
-    match = flow.search(text)
-    if match:
-        logs = [s.strip() for s in match.group(1).split(",") if s.strip()]
-        text = text[:match.start()] + f"subject_logs: [{', '.join([*logs, FORM_ID])}]" + text[match.end():]
-    elif re.search(r"^subject_logs:", text, re.MULTILINE):
-        raise RuntimeError("study.yaml: subject_logs is not a one-line [..] list; extend write_forms()")
-    else:
-        text = text.rstrip("\n") + f"\nsubject_logs: [{FORM_ID}]\n"
-    study.write_text(text, encoding="utf-8")
+    study.write_text(with_subject_log(study.read_text(encoding="utf-8"), FORM_ID), encoding="utf-8")
+
+
+def with_subject_log(text: str, form_id: str) -> str:
+    """study.yaml's text with form_id added to subject_logs, whether that list is written in flow style, in block
+    style, empty or absent; every other line and comment of the file stays as it was."""
+    import yaml
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if not isinstance(root, yaml.MappingNode):
+        raise RuntimeError("study.yaml is not a mapping")
+    for key, value in root.value:
+        if key.value != "subject_logs":
+            continue
+        if isinstance(value, yaml.ScalarNode) and value.tag.endswith(":null"):  # `subject_logs:`, `~` or `null`
+            if value.value:
+                return text[:value.start_mark.index] + f"[{form_id}]" + text[value.end_mark.index:]
+            colon = text.index(":", key.end_mark.index) + 1
+            return text[:colon] + f" [{form_id}]" + text[colon:]
+        if not isinstance(value, yaml.SequenceNode) or not all(isinstance(v, yaml.ScalarNode) for v in value.value):
+            raise RuntimeError(f"study.yaml line {value.start_mark.line + 1}: subject_logs is not a list of form ids")
+        if value.flow_style or not value.value:  # [a, b] or []
+            logs = [v.value for v in value.value]
+            return text[:value.start_mark.index] + f"[{', '.join([*logs, form_id])}]" + text[value.end_mark.index:]
+        last = value.value[-1].end_mark.index  # block style: one more `- id` line under the last one
+        return text[:last] + "\n" + " " * value.start_mark.column + f"- {form_id}" + text[last:]
+    return text.rstrip("\n") + f"\nsubject_logs: [{form_id}]\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,12 +424,8 @@ class EntrySetup(hb.Setup):
             "PYTHONUNBUFFERED": "1",
         })
         self.env = env
-        flask = [sys.executable, "-m", "flask", "--app", "edc:create_app", "edc"]
-        steps = (["forms", "check", "--dir", str(self.forms_dir)], ["keys", "init", "--development"], ["init"], ["seed-demo"])
-        for step in steps:
-            proc = subprocess.run(flask + step, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
-            if proc.returncode != 0:
-                raise RuntimeError(f"`flask edc {' '.join(step)}` failed:\n{proc.stdout}{proc.stderr}")
+        hb.flask_steps(env, [["forms", "check", "--dir", str(self.forms_dir)], ["keys", "init", "--development"], ["init"],
+                             ["seed-demo"]], timeout=300)
 
     def db_counts(self) -> dict:
         """What the run left in its database: entries per form version, queries, audit records."""
@@ -529,7 +539,7 @@ def parse_args(argv=None):
     p.add_argument("--pg", default=os.environ.get("EDC_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
                    help="maintenance connection to a loopback PostgreSQL (env EDC_BENCH_PG_URL)")
     p.add_argument("--db-name", default="edc_bench_entries", help="database to (re)create and drop (default edc_bench_entries)")
-    p.add_argument("--json", action="store_true", help="also write the results to bench/results/ (git-ignored)")
+    hb.add_output_arguments(p)
     p.add_argument("--keep-log", action="store_true", help="copy gunicorn's log to bench/results/gunicorn.log")
     args = p.parse_args(argv)
     try:
@@ -619,12 +629,9 @@ def main(argv=None) -> int:
             if tail:
                 print(f"gunicorn log (tail):\n{tail}", file=sys.stderr)
 
-        if args.json:
-            RESULTS_DIR.mkdir(exist_ok=True)
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-            path = RESULTS_DIR / f"entry_bench-{stamp}.json"
+        if args.json or args.json_out:
             doc = {
-                "benchmark": "entry_bench", "when": stamp, "facts": facts,
+                "benchmark": "entry_bench", "when": hb.utc_stamp(), "facts": facts,
                 "settings": {k: getattr(args, k) for k in ("client_counts", "seconds", "rounds", "warmup", "max_requests",
                                                             "subjects", "validation_repeats")},
                 "results": {str(c): {n: dict(r) for n, r in by.items()} for c, by in results.items()},
@@ -632,8 +639,7 @@ def main(argv=None) -> int:
                 "validation": validation, "rows": counts,
                 "targets": [{"target": label, "value": value, "met": ok} for label, value, ok in verdicts(results, figures, validation)],
             }
-            path.write_text(json.dumps(doc, indent=2) + "\n")
-            print(f"\nwrote {path.relative_to(PROJECT_ROOT)}", file=sys.stderr)
+            hb.write_results(args, doc)
         return 1 if total_errors else 0
     except KeyboardInterrupt:
         print("\ninterrupted; cleaning up", file=sys.stderr)

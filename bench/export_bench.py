@@ -24,10 +24,10 @@ import argparse
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]  # bench helpers, the app
@@ -35,7 +35,6 @@ import http_bench as hb  # noqa: E402
 import monitoring_bench as mb  # noqa: E402
 
 PROJECT_ROOT = hb.PROJECT_ROOT
-RESULTS_DIR = hb.RESULTS_DIR
 FHIR_RATIO_TARGET = 0.5
 CSV_VALUES_PER_SECOND_TARGET = 200_000
 MEMORY_GROWTH_TARGET = 1.10
@@ -161,7 +160,9 @@ def parse_args(argv=None):
     p.add_argument("--small-site", default="ES01", help="the site whose subjects make the ~500-subject export")
     p.add_argument("--pg", default=os.environ.get("EDC_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
     p.add_argument("--db-name", default="edc_bench_exports", help="database to (re)create and drop")
-    p.add_argument("--json", action="store_true", help="also write the results to bench/results/ (git-ignored)")
+    mb.add_cache_argument(p)
+    mb.add_jobs_argument(p)
+    hb.add_output_arguments(p)
     p.add_argument("--run-one", choices=("fhir", "csv"), help=argparse.SUPPRESS)  # internal: one export in a child
     p.add_argument("--site", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -175,6 +176,8 @@ def main(argv=None) -> int:
     if args.run_one:
         print(json.dumps(run_one(args.run_one, args.site or None)))
         return 0
+    signal.signal(signal.SIGTERM, hb._on_sigterm)  # clean up on `kill` as on Ctrl-C
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     setup = mb.MonitoringSetup(args)
     try:
         print(f"preparing database {args.db_name} ({args.subjects} subjects, seed {args.seed}) ...", file=sys.stderr)
@@ -194,14 +197,19 @@ def main(argv=None) -> int:
         print(markdown(results))
         print()
         print("\n".join(verdicts(results)))
-        if args.json:
-            RESULTS_DIR.mkdir(exist_ok=True)
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-            path = RESULTS_DIR / f"export_bench-{args.subjects}-{stamp}.json"
-            path.write_text(json.dumps({"results": results, "facts": facts}, indent=2, default=str))
-            print(f"\nresults written to {path.relative_to(PROJECT_ROOT)}", file=sys.stderr)
+        if args.json or args.json_out:
+            hb.write_results(args, {"benchmark": "export_bench", "when": hb.utc_stamp(), "results": results,
+                                    "verdicts": verdicts(results), "facts": facts},
+                             stem=f"export_bench-{args.subjects}")
         return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted; cleaning up", file=sys.stderr)
+        return 130
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 2
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the clean-up
         setup.close()
 
 

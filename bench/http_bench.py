@@ -363,11 +363,7 @@ class Setup:
             "PYTHONUNBUFFERED": "1",
         })
         self.env = env
-        flask = [sys.executable, "-m", "flask", "--app", "edc:create_app", "edc"]
-        for step in (["keys", "init", "--development"], ["init"], ["seed-demo"]):
-            proc = subprocess.run(flask + step, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
-            if proc.returncode != 0:
-                raise RuntimeError(f"`flask edc {' '.join(step)}` failed:\n{proc.stdout}{proc.stderr}")
+        flask_steps(env, [["keys", "init", "--development"], ["init"], ["seed-demo"]], timeout=300)
 
     def start_server(self) -> None:
         self.port = free_port()
@@ -433,6 +429,31 @@ class Setup:
             self.tmp = None
         for e in errors:
             print(f"clean-up problem: {e}", file=sys.stderr)
+
+
+# `flask edc <step>` for several steps in one interpreter: the app (and its forms) is loaded once, not once per
+# step, which is most of the cost of a step. The commands run through Flask's CLI runner, exactly as typed.
+_FLASK_STEPS = """
+import json, sys, traceback
+from edc import create_app
+runner = create_app().test_cli_runner()
+for step in json.loads(sys.argv[1]):
+    result = runner.invoke(args=["edc", *step])
+    sys.stdout.write(result.output)
+    if result.exit_code != 0:
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            traceback.print_exception(result.exception)
+        sys.exit(f"`flask edc {' '.join(step)}` failed with exit status {result.exit_code}")
+"""
+
+
+def flask_steps(env: dict, steps: list[list[str]], timeout: float) -> str:
+    """Run `flask edc <step>` for each step, in order, in one process with `env`; their output, or RuntimeError."""
+    proc = subprocess.run([sys.executable, "-c", _FLASK_STEPS, json.dumps(steps)], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{proc.stdout}{proc.stderr}")
+    return proc.stdout
 
 
 def free_port() -> int:
@@ -510,7 +531,7 @@ def parse_args(argv=None):
     p.add_argument("--pg", default=os.environ.get("EDC_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
                    help="maintenance connection to a loopback PostgreSQL (env EDC_BENCH_PG_URL)")
     p.add_argument("--db-name", default="edc_bench", help="database to (re)create and drop (default edc_bench)")
-    p.add_argument("--json", action="store_true", help="also write the results to bench/results/ (git-ignored)")
+    add_output_arguments(p)
     p.add_argument("--keep-log", action="store_true", help="copy gunicorn's log to bench/results/gunicorn.log")
     args = p.parse_args(argv)
     try:
@@ -524,6 +545,38 @@ def parse_args(argv=None):
     if args.max_requests < 1:
         p.error("--max-requests must be positive")
     return args
+
+
+def add_output_arguments(p: argparse.ArgumentParser) -> None:
+    """--json and --json-out, the same in every benchmark."""
+    p.add_argument("--json", action="store_true",
+                   help="also write the results to bench/results/<benchmark>-<UTC time>.json (git-ignored)")
+    p.add_argument("--json-out", metavar="PATH", type=Path, default=None,
+                   help="write the results to PATH instead of bench/results/ (the smoke tests do)")
+
+
+def utc_stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def shown(path: Path) -> str:
+    """A path as printed: relative to the project when inside it."""
+    try:
+        return str(path.resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def write_results(args, doc: dict, stem: str | None = None) -> Path:
+    """Write the results document to --json-out, or else to bench/results/<stem>-<when>.json; return the path."""
+    if args.json_out is not None:
+        path = Path(args.json_out)
+    else:
+        path = RESULTS_DIR / f"{stem or doc['benchmark']}-{doc['when']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    print(f"\nwrote {shown(path)}", file=sys.stderr)
+    return path
 
 
 def _on_sigterm(signum, frame):
@@ -585,19 +638,15 @@ def main(argv=None) -> int:
         if total_errors:
             print(f"\n{total_errors} requests failed; the figures above are not trustworthy.", file=sys.stderr)
 
-        if args.json:
-            RESULTS_DIR.mkdir(exist_ok=True)
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-            path = RESULTS_DIR / f"http_bench-{stamp}.json"
+        if args.json or args.json_out:
             doc = {
-                "benchmark": "http_bench", "when": stamp, "facts": facts,
+                "benchmark": "http_bench", "when": utc_stamp(), "facts": facts,
                 "settings": {k: getattr(args, k) for k in ("client_counts", "seconds", "rounds", "warmup", "max_requests")},
                 "results": {str(c): {n: {k: v for k, v in r.items()} for n, r in by.items()} for c, by in results.items()},
                 "derived": {str(c): f for c, f in figures.items()},
                 "target_p50_delta_ms": TARGET_P50_DELTA_MS,
             }
-            path.write_text(json.dumps(doc, indent=2) + "\n")
-            print(f"\nwrote {path.relative_to(PROJECT_ROOT)}", file=sys.stderr)
+            write_results(args, doc)
         return 1 if total_errors else 0
     except KeyboardInterrupt:
         print("\ninterrupted; cleaning up", file=sys.stderr)

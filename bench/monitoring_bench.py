@@ -22,7 +22,6 @@ See bench/README.md and docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import random
@@ -33,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -41,8 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # http_bench, also in 
 import http_bench as hb  # noqa: E402
 
 PROJECT_ROOT = hb.PROJECT_ROOT
-RESULTS_DIR = hb.RESULTS_DIR
-CACHE_DIR = Path(__file__).resolve().parent / ".cache"  # git-ignored
+CACHE_DIR = Path(__file__).resolve().parent / ".cache"  # git-ignored; --cache-dir
 WORKLOAD_VERSION = 2  # bump when the workload below changes: the cached final dump is then rebuilt
 
 TARGET_P95_MS = 300.0
@@ -93,7 +91,8 @@ def run_workload(seed: int, queries_per_subject: float, site_codes: list[str] | 
     from edc.models.subjects import Site, Subject
     from edc.models.users import User
     from edc.services import audit, queries, sdv
-    from edc.services.demo_subjects import SITE_INVESTIGATORS, _actor
+    from edc.services.auth import actor_for  # each demo account as a request would see it
+    from edc.services.demo_subjects import SITE_INVESTIGATORS
 
     app = create_app()
     counts = {"opened": 0, "answered": 0, "closed": 0, "cancelled": 0, "reopened": 0, "verified": 0}
@@ -103,7 +102,7 @@ def run_workload(seed: int, queries_per_subject: float, site_codes: list[str] | 
         session = db.session
         runtime.bind(session, runtime.for_app(app))
         study = runtime.of(session).study
-        users = {u.username: _actor(u) for u in session.scalars(sa.select(User))}
+        users = {u.username: actor_for(u) for u in session.scalars(sa.select(User))}
         monitor, data_manager = users[MONITOR], users[DATA_MANAGER]
         sites = {s.id: s.code for s in session.scalars(sa.select(Site))}
         today = real_clock()
@@ -207,9 +206,13 @@ class MonitoringSetup(hb.Setup):
         self.head = migration_head()
         # No migration head in the key: a dump made at an older head is restored, then migrated (`flask edc init`).
         base = f"monitoring-{args.subjects}-{args.seed}"
-        self.seeded_dump = CACHE_DIR / f"{base}-subjects.dump"  # after the demo subjects only
-        self.final_dump = CACHE_DIR / f"{base}-w{WORKLOAD_VERSION}.dump"  # after the monitoring workload too
-        self.keys_cache = CACHE_DIR / f"{base}-keys"
+        self.cache_dir = Path(args.cache_dir)
+        self.seeded_dump = self.cache_dir / f"{base}-subjects.dump"  # after the demo subjects only
+        self.final_dump = self.cache_dir / f"{base}-w{WORKLOAD_VERSION}.dump"  # after the monitoring workload too
+        self.keys_cache = self.cache_dir / f"{base}-keys"
+        # Seeding and workload: one process per group of sites, or a single one (--jobs 1; fewer app loads for a
+        # small study). The cache does not depend on it: the same seed builds the same study either way.
+        self.groups = SITE_GROUPS if args.jobs > 1 else ()
         self.preparation: dict = {}
 
     def _pg_args(self) -> list[str]:
@@ -231,12 +234,22 @@ class MonitoringSetup(hb.Setup):
         """Run the commands at once (hours at most); their outputs, or an error naming the first that failed."""
         with tempfile.TemporaryDirectory() as logs:
             running = []
-            for k, cmd in enumerate(commands):
-                out, err = Path(logs, f"{k}.out"), Path(logs, f"{k}.err")
-                with out.open("w") as stdout, err.open("w") as stderr:
-                    running.append((cmd, out, err, subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=self.env,
-                                                                    stdout=stdout, stderr=stderr, text=True)))
-            failed = [(cmd, out, err) for cmd, out, err, proc in running if proc.wait(timeout=6 * 3600) != 0]
+            try:
+                for k, cmd in enumerate(commands):
+                    out, err = Path(logs, f"{k}.out"), Path(logs, f"{k}.err")
+                    with out.open("w") as stdout, err.open("w") as stderr:
+                        running.append((cmd, out, err, subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=self.env,
+                                                                        stdout=stdout, stderr=stderr, text=True)))
+                failed = [(cmd, out, err) for cmd, out, err, proc in running if proc.wait(timeout=6 * 3600) != 0]
+            finally:  # on Ctrl-C, SIGTERM or a time-out, stop the others before the database is dropped
+                for *_, proc in running:
+                    if proc.poll() is None:
+                        proc.terminate()
+                        try:
+                            proc.wait(timeout=10)
+                        except subprocess.TimeoutExpired:
+                            proc.kill()
+                            proc.wait()
             if failed:
                 cmd, out, err = failed[0]
                 raise RuntimeError(f"`{' '.join(cmd[2:])}` failed:\n{out.read_text()}{err.read_text()[-4000:]}")
@@ -255,7 +268,7 @@ class MonitoringSetup(hb.Setup):
         subprocess.run(["pg_dump", "-Fc", *self._pg_args(), "-d", self.args.db_name, "-f", str(partial)],
                        env=self._pg_env(), check=True, timeout=1800)
         partial.rename(target)
-        print(f"  cached {target.relative_to(PROJECT_ROOT)} ({target.stat().st_size / 1e6:.1f} MB) "
+        print(f"  cached {hb.shown(target)} ({target.stat().st_size / 1e6:.1f} MB) "
               f"in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
     def _restore(self, source: Path) -> float:
@@ -285,7 +298,7 @@ class MonitoringSetup(hb.Setup):
             "PYTHONUNBUFFERED": "1",
         })
         self.env = env
-        CACHE_DIR.mkdir(exist_ok=True)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
         have_keys = self.keys_cache.is_dir()
         if have_keys and not self.args.rebuild and self.final_dump.exists():
             shutil.copytree(self.keys_cache, keys)
@@ -308,29 +321,29 @@ class MonitoringSetup(hb.Setup):
                 stale.unlink(missing_ok=True)
             shutil.rmtree(self.keys_cache, ignore_errors=True)
             keys.mkdir()
-            self._flask("keys", "init", "--development", timeout=300)
+            setup_steps = [["keys", "init", "--development"], ["init"], ["seed-demo"]]
+            seed = ["seed-demo", "--subjects", str(self.args.subjects), "--seed", str(self.args.seed)]
+            print(f"seeding {self.args.subjects} subjects through the services (seed {self.args.seed}), "
+                  + (f"{len(SITE_GROUPS)} processes over disjoint sites" if self.groups else "in one process")
+                  + "; about 1.3 s per subject on 2 cores ...", file=sys.stderr)
+            t0 = time.perf_counter()
+            if self.groups:
+                hb.flask_steps(self.env, setup_steps, timeout=600)
+                outs = self._in_parallel([self._flask_cmd(*seed, *(arg for code in group for arg in ("--site", code)))
+                                          for group in self.groups])
+            else:  # one process: the set-up and the seed load the app once
+                outs = [hb.flask_steps(self.env, [*setup_steps, seed], timeout=6 * 3600)]
+            seed_seconds = time.perf_counter() - t0
             shutil.copytree(keys, self.keys_cache)  # the dumps' encrypted values need this key ring
             self.keys_cache.chmod(0o700)
-            self._flask("init", timeout=300)
-            self._flask("seed-demo", timeout=300)
-            print(f"seeding {self.args.subjects} subjects through the services (seed {self.args.seed}), "
-                  f"{len(SITE_GROUPS)} processes over disjoint sites; about 1.3 s per subject on 2 cores ...",
-                  file=sys.stderr)
-            t0 = time.perf_counter()
-            outs = self._in_parallel([
-                self._flask_cmd("seed-demo", "--subjects", str(self.args.subjects), "--seed", str(self.args.seed),
-                                *(arg for code in group for arg in ("--site", code)))
-                for group in SITE_GROUPS])
-            seed_seconds = time.perf_counter() - t0
             for out in outs:
                 print("  " + out.strip().replace("\n", "\n  "), file=sys.stderr)
             self._dump(self.seeded_dump)
             self.preparation = {"how": "seeded", "seed_seconds": round(seed_seconds, 1)}
         t0 = time.perf_counter()
-        outs = self._in_parallel([
-            [sys.executable, str(Path(__file__).resolve()), "--run-workload", "--seed", str(self.args.seed),
-             "--queries-per-subject", str(self.args.queries_per_subject), "--workload-sites", ",".join(group)]
-            for group in SITE_GROUPS])
+        workload = [sys.executable, str(Path(__file__).resolve()), "--run-workload", "--seed", str(self.args.seed),
+                    "--queries-per-subject", str(self.args.queries_per_subject)]
+        outs = self._in_parallel([[*workload, "--workload-sites", ",".join(group)] for group in self.groups] or [workload])
         for out in outs:
             print("  " + out.strip(), file=sys.stderr)
         self.preparation["workload_seconds"] = round(time.perf_counter() - t0, 1)
@@ -380,6 +393,17 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def add_cache_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", type=Path, default=CACHE_DIR, metavar="DIR",
+                   help="where the study's dumps and key ring are cached (default bench/.cache, git-ignored)")
+
+
+def add_jobs_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--jobs", type=int, choices=(1, len(SITE_GROUPS)), default=len(SITE_GROUPS),
+                   help=f"processes that seed the study and run its workload (default {len(SITE_GROUPS)}, one per group "
+                        "of demo sites; 1 for a small study: fewer app loads)")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -399,8 +423,10 @@ def parse_args(argv=None):
     p.add_argument("--pg", default=os.environ.get("EDC_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
                    help="maintenance connection to a loopback PostgreSQL (env EDC_BENCH_PG_URL)")
     p.add_argument("--db-name", default="edc_bench_monitoring", help="database to (re)create and drop")
+    add_cache_argument(p)
+    add_jobs_argument(p)
     p.add_argument("--rebuild", action="store_true", help="ignore the cache: seed again and replace the dumps")
-    p.add_argument("--json", action="store_true", help="also write the results to bench/results/ (git-ignored)")
+    hb.add_output_arguments(p)
     p.add_argument("--keep-log", action="store_true", help="copy gunicorn's log to bench/results/gunicorn.log")
     p.add_argument("--run-workload", action="store_true", help=argparse.SUPPRESS)  # internal: inside the app
     p.add_argument("--workload-sites", default=None, help=argparse.SUPPRESS)  # internal: the sites of that run
@@ -494,12 +520,9 @@ def main(argv=None) -> int:
         if total_errors:
             print(f"\n{total_errors} requests failed; the figures above are not trustworthy.", file=sys.stderr)
 
-        if args.json:
-            RESULTS_DIR.mkdir(exist_ok=True)
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-            path = RESULTS_DIR / f"monitoring_bench-{args.subjects}-{stamp}.json"
+        if args.json or args.json_out:
             doc = {
-                "benchmark": "monitoring_bench", "when": stamp, "facts": facts, "preparation": setup.preparation,
+                "benchmark": "monitoring_bench", "when": hb.utc_stamp(), "facts": facts, "preparation": setup.preparation,
                 "rows": rows, "listing_totals": sizes,
                 "settings": {k: getattr(args, k) for k in ("subjects", "seed", "queries_per_subject", "clients",
                                                            "seconds", "rounds", "warmup", "max_requests")},
@@ -508,8 +531,7 @@ def main(argv=None) -> int:
                 "p95_minus_bare_ms": {name: results[name]["p95_ms"] - results["bare"]["p95_ms"] for name in results},
                 "target_p95_ms": TARGET_P95_MS,
             }
-            path.write_text(json.dumps(doc, indent=2) + "\n")
-            print(f"\nwrote {path.relative_to(PROJECT_ROOT)}", file=sys.stderr)
+            hb.write_results(args, doc, stem=f"monitoring_bench-{args.subjects}")
         return 1 if total_errors else 0
     except KeyboardInterrupt:
         print("\ninterrupted; cleaning up", file=sys.stderr)
