@@ -110,6 +110,7 @@ class MappingReader:
         self.focus: list[tuple[str, int, str]] = []
         self.absent: tuple[dict[str, str], int] | None = None
         self.parameters: list[tuple[str, int, str]] = []
+        self.keys: set[str] = set()                                 # keys of fhir.procedures and fhir.drugs
         self.absent_codes: list[tuple[str, int, str]] = []         # missing-data codes named (value.unknown)
         self.safety: SafetyDef | None = None
         self.fhir: FhirDef | None = None
@@ -182,6 +183,12 @@ class MappingReader:
                 concepts[str(code)] = coding
         return concepts
 
+    def _declared_key(self, f: Fields) -> str:
+        """The key of a procedure or drugs entry, known to the suspects even when the entry itself is broken."""
+        key = f.get("key", _key, "")
+        self.keys.add(key)
+        return key
+
     def _yes_no(self, f: Fields) -> tuple[str, str]:
         return f.get("yes_no", _yes_no, ("Y", "N"))
 
@@ -199,12 +206,6 @@ class MappingReader:
                                 max_grades=self._max_grades(f))
         if self.safety.review is not None and self.safety.adverse_events is None:
             f.error("review", "safety.review needs safety.adverse_events (the events it reviews)")
-        events = self.safety.adverse_events
-        if events is not None and events.awareness is not None:
-            self.parameters.append(("sae_report_hours", f.line("adverse_events"), "the SAE report clock"))
-        if self.safety.review is not None and self.safety.review.first_knowledge is not None:
-            for name in ("susar_fatal_days", "susar_other_days", "suspected_related_codes"):
-                self.parameters.append((name, f.line("review"), "the SUSAR clock"))
         return self.safety
 
     def _adverse_events(self, node: Any, line: int, what: str) -> AdverseEventItems | None:
@@ -213,6 +214,8 @@ class MappingReader:
         if f is None:
             return None
         ctx = _Ctx(self._form(f, "form", what))
+        if f.has("awareness"):
+            self.parameters.append(("sae_report_hours", f.line("awareness"), "the SAE report clock"))
         return AdverseEventItems(
             form=ctx.form or "", grade=self._item(f, "grade", ctx, what, GRADE),
             serious=self._item(f, "serious", ctx, what, YES_NO),
@@ -226,6 +229,9 @@ class MappingReader:
         if f is None:
             return None
         ctx = _Ctx(self._form(f, "form", what))
+        if f.has("first_knowledge"):
+            self.parameters += [(name, f.line("first_knowledge"), "the SUSAR clock")
+                                for name in ("susar_fatal_days", "susar_other_days", "suspected_related_codes")]
         return ReviewItems(form=ctx.form or "", adverse_event=self._item(f, "adverse_event", ctx, what, TEXT) or "",
                            expected=self._item(f, "expected", ctx, what, YES_NO),
                            first_knowledge=self._item(f, "first_knowledge", ctx, what, DATETIME),
@@ -322,7 +328,7 @@ class MappingReader:
             return None
         ctx = _Ctx(self._form(f, "form", what))
         code = self._nested(f, "code", self._coding)
-        procedure = ProcedureDef(key=f.get("key", _key, ""), form=ctx.form or "", code=code,
+        procedure = ProcedureDef(key=self._declared_key(f), form=ctx.form or "", code=code,
                                  text=f.get("text", text), date=self._item(f, "date", ctx, what, DATE),
                                  complication=self._item(f, "complication", ctx, what, YES_NO),
                                  complication_text=f.get("complication_text", text))
@@ -342,7 +348,7 @@ class MappingReader:
             self.groups.append((top.form, group, f.line("group"), f"{what}.group"))
         rows = _Ctx(top.form, group)
         concepts = self._concepts(f, "concepts")
-        drugs = DrugsDef(key=f.get("key", _key, ""), form=top.form or "", group=group or "",
+        drugs = DrugsDef(key=self._declared_key(f), form=top.form or "", group=group or "",
                          drug=self._item(f, "drug", rows, what, CHOICE, codes=tuple(concepts)) or "",
                          codes=f.get("codes", _code_system, ""), date=self._item(f, "date", rows, what, DATE) or "",
                          concepts=concepts, dose=self._nested(f, "dose", lambda n, ln, w: self._quantity(n, ln, w, rows)),
@@ -536,12 +542,11 @@ class MappingReader:
                 error(line, f"{what}: form {form!r} has no repeating group {group!r}")
         for use in self.items:
             self._check_item(study, use)
-        known = {p.key for p in self.fhir.procedures} | {d.key for d in self.fhir.drugs} if self.fhir else set()
         for name, line, what in self.suspects:
             if name == PRODUCT_SUSPECT:
                 if self.fhir is None or self.fhir.product is None:
                     error(line, f"{what}: the suspect {PRODUCT_SUSPECT!r} needs fhir.product")
-            elif name not in known:
+            elif name not in self.keys:
                 error(line, f"{what}: {name!r} is not {PRODUCT_SUSPECT!r} nor the key of one of fhir.procedures or fhir.drugs")
         for name, line, what in self.focus:
             if name == "condition" and (self.fhir is None or self.fhir.condition is None):
@@ -573,6 +578,8 @@ class MappingReader:
             self.reader.error(use.line, f"{use.what}: {where} is an item of the repeating group {item.group!r}; "
                                         "name a top-level item")
             return
+        if use.group is not None and use.group not in form.groups:
+            return  # reported once, as an unknown group
         if use.group is not None and item.group != use.group:
             self.reader.error(use.line, f"{use.what}: {where} is not an item of the repeating group {use.group!r}")
             return

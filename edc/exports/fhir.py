@@ -1,7 +1,9 @@
 """One subject's casebook as FHIR R4 resources (built with the fhir.resources R4B models, validation on).
 
 Pure functions: they read the Subject row (with its site), the subject's entries with their opened values
-and the study's form definitions, and touch no database. The mapping is described in docs/fhir.md.
+and the study's form definitions, and touch no database. The resources are described in docs/fhir.md; which
+form and item feeds which element, with which codes, comes from study.yaml `fhir:` (edc.ecrf.definitions.FhirDef,
+docs/forms.md §2.2): this module names no item of the trial.
 
 Entries are `edc.models.Entry` rows or `edc.exports.source.EntryRecord`s: the mapper reads only the
 attributes both have (`EntryLike`).
