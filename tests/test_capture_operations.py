@@ -80,6 +80,18 @@ def test_forms_check_cli_names_file_and_line(runner, tmp_path):
     assert f"{vitals}:" in result.output or "vitals/2.yaml:" in result.output
 
 
+def test_forms_check_cli_names_the_line_of_a_safety_item_of_the_wrong_type(runner, tmp_path):
+    broken = tmp_path / "forms"
+    shutil.copytree(project_root() / "tests" / "demo_forms", broken)
+    study = broken / "study.yaml"
+    study.write_text(study.read_text().replace("grade: AETOXGR", "grade: AESTDAT"))
+    line = study.read_text().splitlines().index("  adverse_events: {form: ae, grade: AESTDAT, serious: AESER}") + 1
+    result = runner.invoke(args=["edc", "forms", "check", "--dir", str(broken)])
+    assert result.exit_code == 1
+    assert (f"{study}:{line}: safety.adverse_events.grade: ae.AESTDAT is a date item; it must be a choice or integer item"
+            in result.output), result.output
+
+
 def test_service_refuses_to_start_with_invalid_definitions(tmp_path, keys_dir):
     from edc import create_app
     from edc.ecrf import DefinitionError

@@ -192,6 +192,9 @@ class Study:
     subject_fact_dependencies: dict[str, set[str]] = field(default_factory=dict)
     # forms/reference/<name>.yaml -> parsed data (edc.ecrf.reference: LabRanges, Ctcae); not part of any form's hash
     reference: dict[str, Any] = field(default_factory=dict)
+    # What the engine reads of the forms (study.yaml `safety:` and `fhir:`); None: the study has none
+    safety: SafetyDef | None = None
+    fhir: FhirDef | None = None
 
     def sdv_requirement(self, form_id: str) -> str | tuple[str, ...]:
         """What monitors verify on an entry of `form_id`: "all" items, "none", or the critical item ids."""
@@ -228,3 +231,284 @@ class Study:
         """Return (form id, version) -> content hash for every form version."""
         return {(form.id, form.version): form.content_hash
                 for versions in self.all_forms.values() for form in versions.values()}
+
+
+# --- what the engine reads of this study's forms (study.yaml `safety:` and `fhir:`; edc.ecrf.mapping) ----------
+
+MAX_GRADE_KEYS = ("crs", "icans")   # the subject summary's maximum daily grades (max_crs_grade, max_icans_grade)
+
+
+@dataclass(slots=True)
+class AdverseEventItems:
+    """The adverse-event log: the items the safety clocks and the safety summary read."""
+
+    form: str
+    grade: str | None = None
+    serious: str | None = None
+    awareness: str | None = None
+    causality: str | None = None
+    fatal_or_life_threatening: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class ReviewItems:
+    """The sponsor's review of one serious adverse event (SUSAR decision and clock)."""
+
+    form: str
+    adverse_event: str
+    expected: str | None = None
+    first_knowledge: str | None = None
+    submitted: str | None = None
+
+
+@dataclass(slots=True)
+class GradedForm:
+    """A dated grading form: its entry's grade is the first of `grades` that holds one."""
+
+    form: str
+    grades: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class SafetyDef:
+    """study.yaml `safety:`: which forms and items are the adverse events, their review and the daily grades."""
+
+    yes: str = "Y"
+    no: str = "N"
+    adverse_events: AdverseEventItems | None = None
+    review: ReviewItems | None = None
+    max_grades: dict[str, GradedForm] = field(default_factory=dict)
+    line: int = 0
+
+    @property
+    def summary_forms(self) -> tuple[str, ...]:
+        """The forms whose entries move the safety summary."""
+        forms = [self.adverse_events.form] if self.adverse_events else []
+        return tuple(dict.fromkeys(forms + [graded.form for graded in self.max_grades.values()]))
+
+
+@dataclass(slots=True, frozen=True)
+class CodingDef:
+    """A code to send: `system` is a URI, or (local) the name of one of the study's own code systems."""
+
+    system: str
+    code: str
+    display: str | None = None
+    local: bool = False
+
+
+@dataclass(slots=True)
+class QuantityDef:
+    """A number sent as a Quantity: unit is its text, ucum its UCUM code (both default to the item's unit)."""
+
+    item: str
+    unit: str | None = None
+    ucum: str | None = None
+    text: str | None = None          # the words after the number in a dosage text
+    not_recorded: str | None = None  # the dosage text when the item holds a missing-data code
+
+
+@dataclass(slots=True)
+class BelowLimitDef:
+    """A result below the limit of detection: `flag` yes sends "<" limit × factor."""
+
+    flag: str
+    limit: str
+    factor: float = 1
+
+
+@dataclass(slots=True)
+class ValueDef:
+    """Observation.value[x] (or a component's): coded, boolean, a Quantity (unit/ucum) or an integer."""
+
+    item: str
+    codes: str | None = None         # the study's code system of the item's codes: valueCodeableConcept
+    text: bool = False               # the CodeableConcept's text is the code's label
+    boolean: bool = False            # valueBoolean: true when the item holds the yes code
+    unit: str | None = None
+    ucum: str | None = None
+    below_limit: BelowLimitDef | None = None
+    unknown: str | None = None       # the missing-data code sent when the observation is made without a value
+
+    @property
+    def quantity(self) -> bool:
+        return self.unit is not None or self.ucum is not None or self.below_limit is not None
+
+
+@dataclass(slots=True)
+class ComponentDef:
+    code: tuple[CodingDef, ...]
+    value: ValueDef
+    text: str | None = None
+
+
+@dataclass(slots=True)
+class CodedItemDef:
+    item: str
+    codes: str
+
+
+@dataclass(slots=True)
+class ObservationDef:
+    """One Observation per entry of `form` (members: made first from the same entry, and referenced)."""
+
+    key: str
+    form: str
+    category: str
+    code: tuple[CodingDef, ...]
+    value: ValueDef
+    text: str | None = None
+    date: tuple[str, ...] = ()
+    done: str | None = None
+    method: CodedItemDef | None = None
+    components: tuple[ComponentDef, ...] = ()
+    focus: str | None = None
+    members: tuple[ObservationDef, ...] = ()
+
+
+@dataclass(slots=True)
+class ConditionDef:
+    key: str
+    code: tuple[CodingDef, ...]
+    text: str
+    form: str | None = None
+    onset: str | None = None
+    prior_relapses: str | None = None
+    response_form: str | None = None
+    response_item: str | None = None
+    remission: tuple[str, ...] = ()
+    relapse: tuple[str, ...] = ()
+    relapse_forms: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class ProvisionDef:
+    item: str
+    text: str
+
+
+@dataclass(slots=True)
+class ConsentDef:
+    form: str
+    date: str | None = None
+    version: str | None = None
+    provisions: tuple[ProvisionDef, ...] = ()
+
+
+@dataclass(slots=True)
+class ProcedureDef:
+    key: str
+    form: str
+    code: CodingDef
+    text: str | None = None
+    date: str | None = None
+    complication: str | None = None
+    complication_text: str | None = None
+
+
+@dataclass(slots=True)
+class DrugsDef:
+    """Drugs given in the rows of a repeating group: one Medication per drug code, one administration per row."""
+
+    key: str
+    form: str
+    group: str
+    drug: str
+    codes: str
+    date: str
+    concepts: dict[str, CodingDef] = field(default_factory=dict)
+    dose: QuantityDef | None = None
+    dose_per_m2: str | None = None
+    body_surface_area: str | None = None
+    route: CodingDef | None = None
+
+
+@dataclass(slots=True)
+class AdministrationDef:
+    form: str
+    date: str
+    chain_of_identity: str | None = None
+    number: str | None = None
+    label: str | None = None
+    given: str | None = None
+    not_given_text: str | None = None
+    dose: QuantityDef | None = None
+    dose_per_kg: QuantityDef | None = None
+    weight: QuantityDef | None = None
+
+
+@dataclass(slots=True)
+class ProductDef:
+    key: str
+    code: CodingDef
+    text: str
+    form: str | None = None
+    batch: str | None = None
+    chain_of_identity: str | None = None
+    route: CodingDef | None = None
+    administration: AdministrationDef | None = None
+
+
+@dataclass(slots=True)
+class ConceptItemDef:
+    """A coded item sent as a concept (where one is given) and the study's own code."""
+
+    item: str
+    codes: str
+    concepts: dict[str, CodingDef] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class GradeDef:
+    item: str
+    codes: str
+    scale: str | None = None
+    codes_by_category: dict[str, str] = field(default_factory=dict)
+    concepts: dict[str, CodingDef] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class CriterionDef:
+    item: str
+    concept: CodingDef | None = None
+
+
+@dataclass(slots=True)
+class SuspectDef:
+    item: str
+    suspect: str        # "product", a drugs key or a procedures key
+
+
+@dataclass(slots=True)
+class AdverseEventDef:
+    form: str
+    term: str | None = None
+    category: ConceptItemDef | None = None
+    start: str | None = None
+    awareness: str | None = None
+    end: str | None = None
+    ongoing: str | None = None
+    grade: GradeDef | None = None
+    seriousness_codes: str = "ae-seriousness-criterion"
+    criteria: tuple[CriterionDef, ...] = ()
+    causality_codes: str = "ae-relatedness"
+    causality_concepts: dict[str, CodingDef] = field(default_factory=dict)
+    suspects: tuple[SuspectDef, ...] = ()
+    outcome: ConceptItemDef | None = None
+
+
+@dataclass(slots=True)
+class FhirDef:
+    """study.yaml `fhir:`: which form and item feeds which element of each exported resource."""
+
+    yes: str = "Y"
+    no: str = "N"
+    absent_reasons: dict[str, str] = field(default_factory=dict)   # missing-data code -> data-absent-reason
+    condition: ConditionDef | None = None
+    consent: ConsentDef | None = None
+    procedures: tuple[ProcedureDef, ...] = ()
+    drugs: tuple[DrugsDef, ...] = ()
+    product: ProductDef | None = None
+    observations: tuple[ObservationDef, ...] = ()
+    adverse_event: AdverseEventDef | None = None
+    line: int = 0

@@ -9,6 +9,7 @@ from typing import Any
 from .definitions import ANCHORS, DefinitionError, EventDef, Study
 from .expressions import cel_constant
 from .formfile import FormBuild, FormFileBuilder, StudyBasics, parse_code_list
+from .mapping import MappingReader
 from .reading import (
     IDENTIFIER,
     LANGUAGE,
@@ -34,7 +35,7 @@ from .reference import REFERENCE_DIR, item_problems, load_reference, reference_f
 STUDY_FILE, CODELISTS_FILE, RELEASED_FILE = "study.yaml", "codelists.yaml", "released.yaml"
 _STUDY_FILES = (STUDY_FILE, CODELISTS_FILE, RELEASED_FILE)
 STUDY_KEYS = {"id", "title", "languages", "canonical_url", "parameters", "settings", "missing_codes", "events",
-              "subject_logs", "repeating_forms", "form_roles", "anchors", "sdv"}
+              "subject_logs", "repeating_forms", "form_roles", "anchors", "sdv", "safety", "fhir"}
 EVENT_KEYS = {"id", "label", "anchor", "day", "window_before", "window_after", "forms", "repeatable", "optional"}
 REPEATING_FORM_KEYS = {"anchor", "from_day", "to_day", "date_item"}
 SETTINGS: dict[str, tuple[Any, Any]] = {  # name -> (parser, default)
@@ -66,6 +67,7 @@ class _Loader:
         self._study_lines: dict[str, int] = {}
         self._repeating_lines: dict[str, int] = {}
         self._form_dirs: set[str] = set()     # forms with a file, even a broken one (no cascading "unknown form")
+        self._mapping: MappingReader | None = None
 
     def reader(self, relative: str) -> FileReader:
         return FileReader(str(self.root / relative), self.problems, self.languages)
@@ -98,6 +100,8 @@ class _Loader:
         self._link(study, builds)
         self._check_schedule(study)
         self._check_releases(study)
+        if self._mapping is not None:
+            self._mapping.check(study)
         return study, self.problems.messages()
 
     # ------------------------------------------------------------ study.yaml
@@ -126,6 +130,11 @@ class _Loader:
             code_lists=code_lists, canonical_url=fields.get("canonical_url", _url, f"urn:edc:{study_id}"),
             source=reader.file)
         self._study_lines = {key: fields.line(key) for key in ("subject_logs", "repeating_forms", "form_roles", "anchors", "sdv")}
+        self._mapping = MappingReader(reader)   # what the engine reads of the forms: checked once they are loaded
+        if fields.has("safety"):
+            study.safety = self._mapping.read_safety(node["safety"], fields.line("safety"))
+        if fields.has("fhir"):
+            study.fhir = self._mapping.read_fhir(node["fhir"], fields.line("fhir"))
         basics = StudyBasics(study.id, study.canonical_url, self.languages, tuple(missing_labels), missing_labels,
                              code_lists, study.parameters, settings["text_max_length"], settings["max_group_rows"])
         return study, basics

@@ -27,7 +27,7 @@ def capability_statement(base_url: str) -> dict[str, Any]:
     statement = CapabilityStatement(
         id="edc",
         name="EdcFhirExport",
-        title="edc: pseudonymised FHIR R4 export of the ARI-0001 trial",
+        title="edc: pseudonymised FHIR R4 export of the study's casebooks",
         status="active",
         experimental=False,
         date=CAPABILITY_DATE,

@@ -1,7 +1,9 @@
 """One subject's casebook as FHIR R4 resources (built with the fhir.resources R4B models, validation on).
 
 Pure functions: they read the Subject row (with its site), the subject's entries with their opened values
-and the study's form definitions, and touch no database. The mapping is described in docs/fhir.md.
+and the study's form definitions, and touch no database. The resources are described in docs/fhir.md; which
+form and item feeds which element, with which codes, comes from study.yaml `fhir:` (edc.ecrf.definitions.FhirDef,
+docs/forms.md §2.2): this module names no item of the trial.
 
 Entries are `edc.models.Entry` rows or `edc.exports.source.EntryRecord`s: the mapper reads only the
 attributes both have (`EntryLike`).
@@ -23,7 +25,7 @@ changed after the cut-off; `dated_subject_resources` gives each resource that la
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
@@ -44,6 +46,20 @@ from fhir.resources.R4B.researchsubject import ResearchSubject
 from fhir.resources.R4B.resource import Resource
 
 from edc.ecrf import FormDef, Study
+from edc.ecrf.definitions import (
+    AdministrationDef,
+    AdverseEventDef,
+    CodingDef,
+    ComponentDef,
+    DrugsDef,
+    FhirDef,
+    ObservationDef,
+    ProcedureDef,
+    ProductDef,
+    QuantityDef,
+    ValueDef,
+)
+from edc.ecrf.mapping import PRODUCT_SUSPECT
 from edc.models.subjects import Subject
 
 # Every resource type the mapper makes (the Bulk Data `_type` values we can honour), in the order it makes them.
@@ -53,12 +69,7 @@ RESOURCE_TYPES = ("Organization", "ResearchStudy", "Patient", "Consent", "Resear
 # Never change: every exported resource id derives from it.
 ID_NAMESPACE = uuid.UUID("5d0c6a63-2f6e-4c41-9d7c-3b1f0e8a4c27")
 
-SNOMED = "http://snomed.info/sct"
-ICD10 = "http://hl7.org/fhir/sid/icd-10"
-LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
-NCIT = "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl"
-ATC = "http://www.whocc.no/atc"
 DATA_ABSENT = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
 DATA_ABSENT_EXTENSION = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
@@ -66,33 +77,10 @@ AE_SERIOUSNESS = "http://terminology.hl7.org/CodeSystem/adverse-event-seriousnes
 AE_BACKPORT = "http://hl7.org/fhir/uv/ae-research-backport-ig/StructureDefinition"
 AE_PROFILE = f"{AE_BACKPORT}/AdverseEvent-clinical-research"
 
-# Study missing-data code -> data-absent-reason code (the study code travels beside it).
-ABSENT_REASON = {"ND": "not-performed", "UNK": "unknown", "NA": "not-applicable", "NE": "unknown"}
 SUBJECT_STATUS = {"screening": "screening", "enrolled": "on-study", "screen_failed": "ineligible",
                   "withdrawn": "withdrawn", "completed": "off-study", "deceased": "off-study"}
 GENDER = {"F": "female", "M": "male"}
-# NCIt grade concepts of the AE-research IG (fhir.md §4.5).
-NCIT_GRADE = {"1": ("C41338", "Grade 1 Mild Adverse Event"), "2": ("C41339", "Grade 2 Moderate Adverse Event"),
-              "3": ("C41340", "Grade 3 Severe Adverse Event"),
-              "4": ("C41337", "Grade 4 Life Threatening or Disabling Adverse Event"),
-              "5": ("C48275", "Grade 5 Death Related to Adverse Event")}
-# CDISC OUT code list concepts (NCIt); the form's own code is kept as a second coding.
-NCIT_OUTCOME = {"RECOVERED": ("C49498", "Recovered/Resolved"), "RECOVERING": ("C49496", "Recovering/Resolving"),
-                "NOT_RECOVERED": ("C49494", "Not Recovered/Not Resolved"),
-                "SEQUELAE": ("C49495", "Recovered/Resolved with Sequelae"), "FATAL": ("C48275", "Fatal"),
-                "UNKNOWN": ("C17998", "Unknown")}
-NCIT_RELATEDNESS = {"RELATED": ("C53260", "Related"), "POSSIBLE": ("C53258", "Possibly Related"),
-                    "UNLIKELY": ("C53257", "Unlikely Related"), "UNRELATED": ("C53256", "Not Related")}
-# AE form item -> NCIt concept where one was verified (fhir.md §4.6); the others carry only the study code.
-SERIOUSNESS_CRITERIA = {"AESDTH": None, "AESLIFE": ("C84266", "Is Life Threatening"),
-                        "AESHOSP": ("C83052", "Requires Inpatient Hospitalization"), "AESDISAB": None,
-                        "AESCONG": None, "AESMIE": None}
-LD_ATC = {"FLUDARABINE": ("L01BB05", "fludarabine"), "CYCLOPHOSPHAMIDE": ("L01AA01", "cyclophosphamide")}
-CART_PRODUCT = "varnimcabtagene autoleucel (ARI-0001)"
-IV_ROUTE = {"coding": [{"system": SNOMED, "code": "47625008", "display": "Intravenous route"}]}
-B_ALL = {"coding": [{"system": SNOMED, "code": "277571004", "display": "B-cell acute lymphoblastic leukemia"},
-                    {"system": ICD10, "code": "C91.0", "display": "Acute lymphoblastic leukaemia"}],
-         "text": "B-cell acute lymphoblastic leukaemia"}
+DEFAULT_AE_TEXT = "Adverse event"
 
 
 def resource_id(kind: str, *source: object) -> str:
@@ -115,6 +103,11 @@ def _missing(value: Any) -> str | None:
 
 def _present(value: Any) -> bool:
     return value is not None and value != "" and _missing(value) is None
+
+
+def _filled(value: Any) -> bool:
+    """A value or a missing-data code."""
+    return value is not None and value != ""
 
 
 def _utc(moment: datetime) -> datetime:
@@ -190,6 +183,7 @@ class _Builder:
 
     def __init__(self, study: Study, subject: Subject, entries: Iterable[tuple[EntryLike, dict[str, Any]]]) -> None:
         self.study = study
+        self.map = study.fhir or FhirDef()  # which form and item feeds what (study.yaml fhir:); none: the subject only
         self.subject = subject
         self.base = study.canonical_url.rstrip("/") + "/fhir"
         self.resources: list[Resource] = []
@@ -242,27 +236,56 @@ class _Builder:
         return subject_time
 
     def absent(self, missing_code: str) -> dict[str, Any]:
-        return {"coding": [{"system": DATA_ABSENT, "code": ABSENT_REASON.get(missing_code, "unknown")},
+        return {"coding": [{"system": DATA_ABSENT, "code": self.absent_reason(missing_code)},
                            self.code("missing-data", missing_code)],
                 "text": (self.study.missing_code_labels.get(missing_code) or {}).get("en", missing_code)}
 
-    def first(self, form_id: str) -> _Source | None:
-        found = self.by_form.get(form_id)
+    def absent_reason(self, missing_code: str) -> str:
+        """The data-absent-reason code of a study missing-data code (fhir.data_absent_reasons; else unknown)."""
+        return self.map.absent_reasons.get(missing_code, "unknown")
+
+    def coding(self, spec: CodingDef) -> dict[str, Any]:
+        """A code of the study definition: of a terminology, or of one of the study's own code systems."""
+        coding = {"system": self.system("CodeSystem", spec.system) if spec.local else spec.system, "code": spec.code}
+        if spec.display:
+            coding["display"] = spec.display
+        return coding
+
+    def concept(self, codings: Iterable[CodingDef], text: str | None) -> dict[str, Any]:
+        concept: dict[str, Any] = {"coding": [self.coding(c) for c in codings]}
+        if text:
+            concept["text"] = text
+        return concept
+
+    def first(self, form_id: str | None) -> _Source | None:
+        found = self.by_form.get(form_id) if form_id else None
         return found[0] if found else None
+
+    def quantity(self, spec: QuantityDef | ValueDef, values: _Values, value: Any) -> dict[str, Any]:
+        """A UCUM Quantity; the code is the mapping's ucum or the item's unit, the unit text the mapping's or the code."""
+        ucum = spec.ucum or self.unit_of(values, spec.item)
+        return {"value": value, "unit": spec.unit or ucum, "system": UCUM, "code": ucum}
+
+    @staticmethod
+    def unit_of(values: _Values, item_id: str) -> str | None:
+        item = values.form.items.get(item_id)
+        return item.unit if item is not None else None
 
     # ------------------------------------------------------------------ the subject
 
     def build(self) -> list[Resource]:
-        subject, study = self.subject, self.study
+        subject, study, mapping = self.subject, self.study, self.map
         site = subject.site
         self.organization = self.add(Organization(
             id=resource_id("Organization", site.id),
             identifier=[{"system": self.system("sid", "site"), "value": site.code}],
             active=site.status == "active", name=site.name, address=[{"country": site.country}]), None, shared=True)
+        condition = mapping.condition
         self.study_resource = self.add(ResearchStudy(
             id=resource_id("ResearchStudy", study.id),
             identifier=[{"system": self.system("sid", "study"), "value": study.id}],
-            title=study.title.get("en") or study.id, status="active", condition=[B_ALL]), None, shared=True)
+            title=study.title.get("en") or study.id, status="active",
+            **({"condition": [self.concept(condition.code, condition.text)]} if condition else {})), None, shared=True)
         self.patient = self.add(Patient(
             id=patient_id_for(subject.id),
             meta={"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
@@ -281,176 +304,203 @@ class _Builder:
             reads=[SUBJECT_ROW])
         self.research_subject = self.resources[-1]
         self.condition = self._condition()
-        self.apheresis = self._apheresis()
-        self.ld_medications: dict[str, Medication] = {}
-        self.ld_given: list[MedicationAdministration] = []
-        self._lymphodepletion()
-        self.cart = self._cart_product()
-        self.fractions: list[MedicationAdministration] = []
-        self._fractions()
-        for source in self.by_form.get("resp", []):
-            self._response(source)
-        for source in self.by_form.get("bca", []):
-            self._b_cells(source)
-        for source in self.by_form.get("crs_daily", []):
-            self._grade(source, "crs", "CRSDAT", "CRSGRINV", "CRSGRDRV", "Cytokine release syndrome grade (ASTCT)")
-        for source in self.by_form.get("icans_daily", []):
-            self._grade(source, "icans", "NDTC", "ICANSINV", "ICANSDRV",
-                        "Immune effector cell-associated neurotoxicity syndrome grade (ASTCT)")
-        for source in self.by_form.get("ae", []):
-            self._adverse_event(source)
+        self.procedures: dict[str, Procedure] = {}
+        for spec in mapping.procedures:
+            made = self._procedure(spec)
+            if made is not None:
+                self.procedures[spec.key] = made
+        self.drugs: dict[str, dict[str, Medication]] = {}
+        for spec in mapping.drugs:
+            self._drugs(spec)
+        self.product = self._product()
+        self._administrations()
+        for spec in mapping.observations:
+            for source in self.by_form.get(spec.form, []):
+                self._observe(spec, source)
+        if mapping.adverse_event is not None:
+            for source in self.by_form.get(mapping.adverse_event.form, []):
+                self._adverse_event(mapping.adverse_event, source)
         self._provenance()
         return self.resources
 
     def _consent(self) -> Consent:
-        source = self.first("ic")
+        spec = self.map.consent
+        source = self.first(spec.form) if spec else None
         values = source.values if source else None
-        when = values["RFICDAT"] if values and _present(values["RFICDAT"]) else self.subject.consent_date.isoformat()
-        version = values["ICVERS"] if values and _present(values["ICVERS"]) else None
+        date = values[spec.date] if values and spec.date else None
+        when = date if _present(date) else self.subject.consent_date.isoformat()
+        version = values[spec.version] if values and spec.version else None
+        version = version if _present(version) else None
         provisions = []
-        for item, text in (("SAMPCONS", "Storage of samples for future research"),
-                           ("LTFUCONS", "Long-term follow-up")):
-            if values and values[item] in ("Y", "N"):
-                provisions.append({"type": "permit" if values[item] == "Y" else "deny",
-                                   "code": [{"coding": [self.code("consent-provision", item)], "text": text}]})
+        for provision in spec.provisions if values else ():
+            if values[provision.item] in (self.map.yes, self.map.no):
+                provisions.append({"type": "permit" if values[provision.item] == self.map.yes else "deny",
+                                   "code": [{"coding": [self.code("consent-provision", provision.item)],
+                                             "text": provision.text}]})
         policy_uri = f"{self.study.canonical_url.rstrip('/')}/consent" + (f"/{version}" if version else "")
         return self.add(Consent(
             id=resource_id("Consent", self.subject.id),
             status="active",
             scope={"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "research"}]},
-            category=[{"coding": [{"system": LOINC, "code": "59284-0", "display": "Consent Document"}]}],
+            category=[{"coding": [{"system": "http://loinc.org", "code": "59284-0", "display": "Consent Document"}]}],
             patient=ref(self.patient), dateTime=when, organization=[ref(self.organization)],
             policy=[{"uri": policy_uri}],
             provision={"type": "permit", **({"provision": provisions} if provisions else {})}), source,
-            reads=[SUBJECT_ROW, *self.forms("ic")])  # the consent date falls back on the subject's
+            reads=[SUBJECT_ROW, *(self.forms(spec.form) if spec else [])])  # the date falls back on the subject's
 
-    def _condition(self) -> Condition:
-        source = self.first("dh")
+    def _condition(self) -> Condition | None:
+        spec = self.map.condition
+        if spec is None:
+            return None
+        source = self.first(spec.form)
         values = source.values if source else None
-        prior_relapses = values["NRELAPSE"] if values else None
+        prior_relapses = values[spec.prior_relapses] if values and spec.prior_relapses else None
         status = "relapse" if isinstance(prior_relapses, int) and prior_relapses > 0 else "active"
-        responses = [s.values["RSORRES"] for s in self.by_form.get("resp", []) if _present(s.values["RSORRES"])]
-        if responses and responses[-1] in ("CR", "CRi", "MLFS"):
+        responses = [s.values[spec.response_item] for s in self.by_form.get(spec.response_form, [])
+                     if _present(s.values[spec.response_item])] if spec.response_item else []
+        if responses and responses[-1] in spec.remission:
             status = "remission"
-        if self.by_form.get("relapse") or (responses and responses[-1] == "RELAPSE"):
+        if any(self.by_form.get(form_id) for form_id in spec.relapse_forms) or (responses and responses[-1] in spec.relapse):
             status = "relapse"
         extra = {}
-        if values and _present(values["DXDAT"]):
-            extra["onsetDateTime"] = values["DXDAT"]
+        if values and spec.onset and _present(values[spec.onset]):
+            extra["onsetDateTime"] = values[spec.onset]
+        inputs = [form_id for form_id in (spec.form, spec.response_form, *spec.relapse_forms) if form_id]
         return self.add(Condition(
-            id=resource_id("Condition", self.subject.id, "B-ALL"),
+            id=resource_id("Condition", self.subject.id, spec.key),
             clinicalStatus={"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
                                         "code": status}]},
             verificationStatus={"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
                                             "code": "confirmed"}]},
             category=[{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category",
                                    "code": "problem-list-item"}]}],
-            code=B_ALL, subject=ref(self.patient), **extra), source,
-            reads=self.forms("dh", "resp", "relapse"))  # the clinical status follows the responses
+            code=self.concept(spec.code, spec.text), subject=ref(self.patient), **extra), source,
+            reads=self.forms(*dict.fromkeys(inputs)))  # the clinical status follows the responses
 
-    # ------------------------------------------------------------------ apheresis, lymphodepletion, product
+    # ------------------------------------------------------------------ procedures, drugs, the product
 
-    def _apheresis(self) -> Procedure | None:
-        source = self.first("aph")
+    def _procedure(self, spec: ProcedureDef) -> Procedure | None:
+        source = self.first(spec.form)
         if source is None:
             return None
         values = source.values
+        done = _present(values[spec.date]) if spec.date else False
         extra: dict[str, Any] = {}
-        if _present(values["APHDAT"]):
-            extra["performedDateTime"] = values["APHDAT"]
-        if values["APHCOMP"] == "Y":
-            extra["complication"] = [{"text": "Apheresis complication (see the eCRF)"}]
+        if done:
+            extra["performedDateTime"] = values[spec.date]
+        if spec.complication and values[spec.complication] == self.map.yes:
+            extra["complication"] = [{"text": spec.complication_text}]
         return self.add(Procedure(
             id=resource_id("Procedure", source.entry.id),
-            status="completed" if _present(values["APHDAT"]) else "unknown",
-            code={"coding": [self.code("procedure", "APHERESIS", "Leukapheresis for ARI-0001 manufacturing")],
-                  "text": "Leukapheresis"},
-            subject=ref(self.patient), **extra), source, reads=self.forms("aph"))
+            status="completed" if done else "unknown", code=self.concept([spec.code], spec.text),
+            subject=ref(self.patient), **extra), source, reads=self.forms(spec.form))
 
-    def _lymphodepletion(self) -> None:
-        for source in self.by_form.get("ld", []):
+    def _drugs(self, spec: DrugsDef) -> None:
+        medications = self.drugs.setdefault(spec.key, {})
+        for source in self.by_form.get(spec.form, []):
             values = source.values
-            bsa = values["BSA"] if _present(values["BSA"]) else None
-            for index, row in enumerate(values.rows("EC")):
-                drug = row["ECTRT"]
-                if not _present(drug) or not _present(row["ECSTDAT"]):
+            bsa = values[spec.body_surface_area] if spec.body_surface_area else None
+            bsa = bsa if _present(bsa) else None
+            for index, row in enumerate(values.rows(spec.group)):
+                drug = row[spec.drug]
+                if not _present(drug) or not _present(row[spec.date]):
                     continue
-                medication = self.ld_medications.get(drug)
+                medication = medications.get(drug)
                 if medication is None:
-                    atc, name = LD_ATC.get(drug, (None, drug.lower()))
+                    concept = spec.concepts.get(drug)
+                    name = concept.display if concept and concept.display else drug.lower()
                     medication = self.add(Medication(
-                        id=resource_id("Medication", "lymphodepletion", drug),
-                        code={"coding": ([{"system": ATC, "code": atc, "display": name}] if atc else [])
-                              + [self.code("ld-drug", drug, values.label("ECTRT", drug))], "text": name}), source,
-                        reads=self.forms("ld"), shared=True)  # made by the first entry naming the drug
-                    self.ld_medications[drug] = medication
-                dosage: dict[str, Any] = {"route": IV_ROUTE}
-                if _present(row["ECDOSE"]):
-                    dosage["dose"] = {"value": row["ECDOSE"], "unit": "mg", "system": UCUM, "code": "mg"}
-                if _present(row["ECDOSPM"]):
-                    dosage["text"] = f"{row['ECDOSPM']} mg/m2" + (f" (body surface area {bsa} m2)" if bsa else "")
-                given = self.add(MedicationAdministration(
-                    id=resource_id("MedicationAdministration", source.entry.id, "EC", index),
+                        id=resource_id("Medication", spec.key, drug),
+                        code={"coding": ([self.coding(concept)] if concept else [])
+                              + [self.code(spec.codes, drug, values.label(spec.drug, drug))], "text": name}), source,
+                        reads=self.forms(spec.form), shared=True)  # made by the first entry naming the drug
+                    medications[drug] = medication
+                dosage: dict[str, Any] = {"route": self.concept([spec.route], None)} if spec.route else {}
+                if spec.dose and _present(row[spec.dose.item]):
+                    dosage["dose"] = self.quantity(spec.dose, values, row[spec.dose.item])
+                if spec.dose_per_m2 and _present(row[spec.dose_per_m2]):
+                    dosage["text"] = f"{row[spec.dose_per_m2]} {self.unit_of(values, spec.dose_per_m2)}" + (
+                        f" (body surface area {bsa} {self.unit_of(values, spec.body_surface_area)})" if bsa else "")
+                self.add(MedicationAdministration(
+                    id=resource_id("MedicationAdministration", source.entry.id, spec.group, index),
                     status="completed", medicationReference=ref(medication), subject=ref(self.patient),
-                    effectiveDateTime=row["ECSTDAT"],
-                    dosage=dosage), source)
-                self.ld_given.append(given)
+                    effectiveDateTime=row[spec.date], **({"dosage": dosage} if dosage else {})), source)
 
-    def _cart_product(self) -> Medication | None:
-        made = self.first("mfg")
-        infused = self.by_form.get("inf", [])
+    def _product(self) -> Medication | None:
+        spec = self.map.product
+        if spec is None:
+            return None
+        made = self.first(spec.form)
+        given = spec.administration
+        infused = self.by_form.get(given.form, []) if given else []
         if made is None and not infused:
             return None
-        coi = next((s.values["COI"] for s in [*([made] if made else []), *infused] if _present(s.values["COI"])), None)
+        sources = [(made, spec.chain_of_identity)] if made else []
+        sources += [(source, given.chain_of_identity) for source in infused]
+        coi = next((s.values[item] for s, item in sources if item and _present(s.values[item])), None)
         extra: dict[str, Any] = {}
         if coi:
             extra["identifier"] = [{"system": self.system("sid", "chain-of-identity"), "value": coi}]
-        if made and _present(made.values["BATCHNO"]):
-            extra["batch"] = {"lotNumber": made.values["BATCHNO"]}
+        if made and spec.batch and _present(made.values[spec.batch]):
+            extra["batch"] = {"lotNumber": made.values[spec.batch]}
+        inputs = [form_id for form_id in (spec.form, given.form if given else None) if form_id]
         return self.add(Medication(
-            id=resource_id("Medication", "ARI-0001", made.entry.id if made else self.subject.id),
-            code={"coding": [self.code("product", "ARI-0001", CART_PRODUCT)], "text": CART_PRODUCT}, **extra),
-            made, reads=self.forms("mfg", "inf"))
+            id=resource_id("Medication", spec.key, made.entry.id if made else self.subject.id),
+            code=self.concept([spec.code], spec.text), **extra), made, reads=self.forms(*dict.fromkeys(inputs)))
 
-    def _fractions(self) -> None:
-        if self.cart is None:
+    def _administrations(self) -> None:
+        product = self.map.product
+        spec = product.administration if product else None
+        if self.product is None or spec is None:
             return
-        for source in sorted(self.by_form.get("inf", []), key=lambda s: s.values["EXFRACT"] if isinstance(s.values["EXFRACT"], int) else 0):
+
+        def number(source: _Source) -> int:
+            value = source.values[spec.number] if spec.number else None
+            return value if isinstance(value, int) else 0
+
+        for source in sorted(self.by_form.get(spec.form, []), key=number):
             values = source.values
             extra: dict[str, Any] = {}
-            if values["EXOCCUR"] == "N":
+            if spec.given and values[spec.given] == self.map.no:
                 status = "not-done"
-                extra["statusReason"] = [{"text": "Fraction not given"}]
+                extra["statusReason"] = [{"text": spec.not_given_text}]
             else:
                 status = "completed"
-                extra["dosage"] = self._cart_dosage(values)
-            self.fractions.append(self.add(MedicationAdministration(
+                extra["dosage"] = self._dosage(product, spec, values)
+            self.add(MedicationAdministration(
                 id=resource_id("MedicationAdministration", source.entry.id),
-                status=status, medicationReference=ref(self.cart), subject=ref(self.patient),
-                effectiveDateTime=values["EXSTDTC"], **extra), source,
-                reads=self.forms("mfg")))  # the product's id is the manufacturing entry's
+                status=status, medicationReference=ref(self.product), subject=ref(self.patient),
+                effectiveDateTime=values[spec.date], **extra), source,
+                reads=self.forms(product.form) if product.form else [])  # the product's id is that entry's
 
-    def _cart_dosage(self, values: _Values) -> dict[str, Any]:
-        """The dose is the number of viable CAR+ cells given; the dose per kg goes in the text and an extension."""
-        cells, weight, per_kg = values["EXDOSE"], values["EXWT"], values["EXDOSKG"]
-        if not _present(per_kg) and _present(cells) and _present(weight) and weight:
-            per_kg = round(cells / weight, 4)
-        parts = [f"Fraction {values['EXFRACT']}"]
-        dosage: dict[str, Any] = {"route": IV_ROUTE}
-        if _present(cells):
-            dosage["dose"] = {"value": cells, "unit": "10*6 viable CAR+ cells", "system": UCUM, "code": "10*6"}
-            parts.append(f"{cells} x10^6 viable CAR+ cells")
-        elif _missing(cells):
-            dosage["extension"] = [{"url": DATA_ABSENT_EXTENSION, "valueCode": ABSENT_REASON.get(_missing(cells), "unknown")}]
-            parts.append(f"cells given not recorded ({_missing(cells)})")
+    def _dosage(self, product: ProductDef, spec: AdministrationDef, values: _Values) -> dict[str, Any]:
+        """The dose given (with the data-absent extension when not recorded); the dose per kg (given, else the
+        dose over the weight) in an extension; the number, dose, dose per kg and weight in the text."""
+        dose = values[spec.dose.item] if spec.dose else None
+        weight = values[spec.weight.item] if spec.weight else None
+        per_kg = values[spec.dose_per_kg.item] if spec.dose_per_kg else None
+        if spec.dose_per_kg and not _present(per_kg) and _present(dose) and _present(weight) and weight:
+            per_kg = round(dose / weight, 4)
+        parts = []
+        if spec.label:
+            parts.append(f"{spec.label} {values[spec.number]}" if spec.number else spec.label)
+        dosage: dict[str, Any] = {"route": self.concept([product.route], None)} if product.route else {}
+        if _present(dose):
+            dosage["dose"] = self.quantity(spec.dose, values, dose)
+            parts.append(f"{dose} {spec.dose.text or dosage['dose']['unit']}")
+        elif _missing(dose):
+            dosage["extension"] = [{"url": DATA_ABSENT_EXTENSION, "valueCode": self.absent_reason(_missing(dose))}]
+            parts.append(f"{spec.dose.not_recorded or 'dose not recorded'} ({_missing(dose)})")
         if _present(per_kg):
+            quantity = self.quantity(spec.dose_per_kg, values, per_kg)
             dosage.setdefault("extension", []).append({"url": self.system("StructureDefinition", "dose-per-kg"),
-                                    "valueQuantity": {"value": per_kg, "unit": "10*6 viable CAR+ cells/kg",
-                                                      "system": UCUM, "code": "10*6/kg"}})
-            parts.append(f"{per_kg} x10^6 viable CAR+ cells/kg")
+                                                       "valueQuantity": quantity})
+            parts.append(f"{per_kg} {spec.dose_per_kg.text or quantity['unit']}")
         if _present(weight):
-            parts.append(f"dosing weight {weight} kg")
-        dosage["text"] = ", ".join(parts)
+            unit = spec.weight.unit or spec.weight.ucum or self.unit_of(values, spec.weight.item)
+            parts.append(" ".join(str(part) for part in (spec.weight.text, weight, unit) if part))
+        if parts:
+            dosage["text"] = ", ".join(parts)
         return dosage
 
     # ------------------------------------------------------------------ observations
@@ -466,169 +516,139 @@ class _Builder:
             body["effectiveDateTime"] = when
         return self.add(Observation(**body), source)
 
-    def _value(self, raw: Any, present: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """dataAbsentReason for a missing-data code, else the value that `present` builds."""
-        missing = _missing(raw)
-        if missing:
-            return {"dataAbsentReason": self.absent(missing)}
-        return present()
-
-    def _response(self, source: _Source) -> None:
+    def _observe(self, spec: ObservationDef, source: _Source) -> Observation | None:
+        """The Observation `spec` makes of one entry (its members first), or None when the entry has no value for it."""
         values = source.values
-        members = []
-        if values["BMDONE"] == "Y" and (values["BMMRDVAL"] is not None or values["BMMRDUND"] is not None):
-            members.append(self._mrd(source))
-        elif _missing(values["BMDONE"]):
-            members.append(self._observation(source, "MRD", self._mrd_code(), "laboratory", values["RSDAT"],
-                                             self._value(values["BMDONE"], dict)))
-        if _present(values["CNSSTAT"]) or _missing(values["CNSSTAT"]):
-            members.append(self._observation(
-                source, "CNS", {"coding": [self.code("observation", "CNS-STATUS", "CNS status")],
-                                "text": "CNS status (CNS1/CNS2/CNS3)"},
-                "laboratory", values["LPDAT"] if _present(values["LPDAT"]) else values["RSDAT"],
-                self._value(values["CNSSTAT"], lambda: {"valueCodeableConcept": {
-                    "coding": [self.code("cns-status", values["CNSSTAT"], values.label("CNSSTAT"))]}})))
-        response = values["RSORRES"]
-        value = self._value(response, lambda: {"valueCodeableConcept": {
-            "coding": [self.code("response", response, values.label("RSORRES"))],
-            "text": values.label("RSORRES") or str(response)}} if _present(response) else {})
-        if not value:
-            return
-        components = []
-        if _present(values["RSDRV"]):
-            components.append({"code": {"coding": [self.code("observation", "RESPONSE-DERIVED",
-                                                             "Response derived from the protocol criteria")]},
-                               "valueCodeableConcept": {"coding": [self.code("response-derived", values["RSDRV"],
-                                                                             values.label("RSDRV"))]}})
-        self._observation(
-            source, "RESPONSE",
-            {"coding": [{"system": LOINC, "code": "97509-4", "display": "Cancer disease progression"},
-                        self.code("observation", "RESPONSE", "Disease response (investigator)")],
-             "text": "Disease response"},
-            "exam", values["RSDAT"], value, focus=[ref(self.condition)],
-            **({"hasMember": [ref(m) for m in members]} if members else {}),
-            **({"component": components} if components else {}))
-
-    def _mrd_code(self) -> dict[str, Any]:
-        return {"coding": [self.code("observation", "MRD-BM", "Minimal residual disease in bone marrow")],
-                "text": "Minimal residual disease, bone marrow"}
-
-    def _mrd(self, source: _Source) -> Observation:
-        values = source.values
-        if values["BMMRDUND"] == "Y" and _present(values["BMMRDLOD"]):
-            value = {"valueQuantity": {"value": round(values["BMMRDLOD"] * 100, 10), "comparator": "<", "unit": "%",
-                                       "system": UCUM, "code": "%"}}
-        else:
-            raw = values["BMMRDVAL"]
-            value = self._value(raw, lambda: {"valueQuantity": {"value": raw, "unit": "%", "system": UCUM, "code": "%"}}
-                                if _present(raw) else {"dataAbsentReason": self.absent("UNK")})
+        members = [made for made in (self._observe(member, source) for member in spec.members) if made is not None]
+        value = self._observed_value(spec, values)
+        if value is None:
+            return None
         extra: dict[str, Any] = {}
-        if _present(values["BMMRDMETH"]):
-            extra["method"] = {"coding": [self.code("mrd-method", values["BMMRDMETH"], values.label("BMMRDMETH"))]}
-        return self._observation(source, "MRD", self._mrd_code(), "laboratory",
-                                 values["BMDAT"] if _present(values["BMDAT"]) else values["RSDAT"], value, **extra)
+        if spec.method and _present(values[spec.method.item]):
+            method = values[spec.method.item]
+            extra["method"] = {"coding": [self.code(spec.method.codes, method, values.label(spec.method.item))]}
+        components = [made for made in (self._component(c, values) for c in spec.components) if made is not None]
+        if components:
+            extra["component"] = components
+        if members:
+            extra["hasMember"] = [ref(member) for member in members]
+        if spec.focus == "condition" and self.condition is not None:
+            extra["focus"] = [ref(self.condition)]
+        when = next((values[item] for item in spec.date if _present(values[item])), None)
+        return self._observation(source, spec.key, self.concept(spec.code, spec.text), spec.category, when, value,
+                                 **extra)
 
-    def _b_cells(self, source: _Source) -> None:
-        values = source.values
-        aplasia = values["BCA"]
-        if aplasia is None:
-            return
-        components = []
-        for item, code, unit, ucum in (("CD19ABS", "CD19-ABS", "/uL", "/uL"), ("CD19PCT", "CD19-PCT", "%", "%")):
-            raw = values[item]
-            if raw is None:
-                continue
-            component = {"code": {"coding": [self.code("observation", code)], "text": f"CD19+ B cells ({unit})"}}
-            component.update(self._value(raw, lambda: {"valueQuantity": {"value": raw, "unit": unit, "system": UCUM,
-                                                                 "code": ucum}}))
-            components.append(component)
-        self._observation(
-            source, "BCA", {"coding": [self.code("observation", "BCELL-APLASIA", "B-cell aplasia")],
-                            "text": "B-cell aplasia"},
-            "laboratory", values["LBDAT"], self._value(aplasia, lambda: {"valueBoolean": aplasia == "Y"}),
-            **({"component": components} if components else {}))
+    def _observed_value(self, spec: ObservationDef, values: _Values) -> dict[str, Any] | None:
+        """value[x] or dataAbsentReason; None: not observed (done is not yes, or neither value nor flag filled)."""
+        value = spec.value
+        if spec.done:
+            done = values[spec.done]
+            if _missing(done):
+                return {"dataAbsentReason": self.absent(_missing(done))}
+            if done != self.map.yes:
+                return None
+        raw = values[value.item]
+        limit = value.below_limit
+        flag = values[limit.flag] if limit else None
+        if not _filled(raw) and not _filled(flag):
+            return None
+        if limit and flag == self.map.yes and _present(values[limit.limit]):
+            quantity = self.quantity(value, values, round(values[limit.limit] * limit.factor, 10))
+            return {"valueQuantity": {**quantity, "comparator": "<"}}
+        if _missing(raw):
+            return {"dataAbsentReason": self.absent(_missing(raw))}
+        if not _present(raw):
+            return {"dataAbsentReason": self.absent(value.unknown)} if value.unknown else None
+        return self._typed(value, values, raw)
 
-    def _grade(self, source: _Source, syndrome: str, date_item: str, grade_item: str, derived_item: str,
-               text: str) -> None:
-        values = source.values
-        grade = values[grade_item]
-        if grade is None:
-            return
-        value = self._value(grade, lambda: {"valueCodeableConcept": {
-            "coding": [self.code(f"astct-{syndrome}-grade", grade, values.label(grade_item))]}})
-        components = []
-        if isinstance(values[derived_item], int):
-            components.append({"code": {"coding": [self.code("observation", f"{syndrome.upper()}-GRADE-DERIVED",
-                                                             "Grade derived from the recorded signs")]},
-                               "valueInteger": values[derived_item]})
-        self._observation(source, f"{syndrome.upper()}-GRADE",
-                          {"coding": [self.code("observation", f"{syndrome.upper()}-GRADE", text)], "text": text},
-                          "exam", values[date_item], value, **({"component": components} if components else {}))
+    def _typed(self, spec: ValueDef, values: _Values, raw: Any) -> dict[str, Any]:
+        if spec.codes:
+            concept: dict[str, Any] = {"coding": [self.code(spec.codes, raw, values.label(spec.item))]}
+            if spec.text:
+                concept["text"] = values.label(spec.item) or str(raw)
+            return {"valueCodeableConcept": concept}
+        if spec.boolean:
+            return {"valueBoolean": raw == self.map.yes}
+        if spec.quantity:
+            return {"valueQuantity": self.quantity(spec, values, raw)}
+        return {"valueInteger": raw}
+
+    def _component(self, spec: ComponentDef, values: _Values) -> dict[str, Any] | None:
+        raw = values[spec.value.item]
+        if not _filled(raw):
+            return None
+        code = self.concept(spec.code, spec.text)
+        if _missing(raw):
+            return {"code": code, "dataAbsentReason": self.absent(_missing(raw))}
+        return {"code": code, **self._typed(spec.value, values, raw)}
 
     # ------------------------------------------------------------------ adverse events
 
-    def _adverse_event(self, source: _Source) -> None:
-        values = source.values
+    def _suspects(self, name: str) -> list[Resource]:
+        if name == PRODUCT_SUSPECT:
+            return [self.product] if self.product else []
+        if name in self.drugs:
+            return list(self.drugs[name].values())
+        return [self.procedures[name]] if name in self.procedures else []
+
+    def _adverse_event(self, spec: AdverseEventDef, source: _Source) -> None:
+        values, yes = source.values, self.map.yes
         extensions: list[dict[str, Any]] = []
-        grade = values["AETOXGR"]
-        if _present(grade) and grade in NCIT_GRADE:
-            codings = [{"system": NCIT, "code": NCIT_GRADE[grade][0], "display": NCIT_GRADE[grade][1]}]
-            scale = values["AETOXSCL"] or ""
-            if str(scale).startswith("ASTCT") and values["AECAT"] in ("CRS", "ICANS"):
-                codings.append(self.code(f"astct-{values['AECAT'].lower()}-grade", grade))
-            else:
-                codings.append(self.code("ctcae-grade", grade))
+        category = values[spec.category.item] if spec.category else None
+        grading = spec.grade
+        grade = values[grading.item] if grading else None
+        if grading and _present(grade) and str(grade) in grading.concepts:
+            codings = [self.coding(grading.concepts[str(grade)])]
+            scale = (values[grading.scale] if grading.scale else None) or ""
+            by_category = grading.codes_by_category.get(category) if isinstance(category, str) else None
+            codings.append(self.code(by_category or grading.codes, grade))
             extensions.append({"url": f"{AE_BACKPORT}/ae-grade",
                                "valueCodeableConcept": {"coding": codings, "text": f"Grade {grade} ({scale})"
                                                         if scale else f"Grade {grade}"}})
-        present = [item for item in SERIOUSNESS_CRITERIA if values[item] == "Y"]
-        for item in present:  # only when serious: the profile forbids criteria on a non-serious event
-            verified = SERIOUSNESS_CRITERIA[item]
-            codings = ([{"system": NCIT, "code": verified[0], "display": verified[1]}] if verified else []) \
-                + [self.code("ae-seriousness-criterion", item, values.form.items[item].label.get("en"))]
+        present = [criterion for criterion in spec.criteria if values[criterion.item] == yes]
+        for criterion in present:  # only when serious: the profile forbids criteria on a non-serious event
+            codings = ([self.coding(criterion.concept)] if criterion.concept else []) \
+                + [self.code(spec.seriousness_codes, criterion.item, values.form.items[criterion.item].label.get("en"))]
             extensions.append({"url": f"{AE_BACKPORT}/seriousness-criteria", "extension": [
                 {"url": "criterionCode", "valueCodeableConcept": {"coding": codings}},
                 {"url": "criterionPresent", "valueBoolean": True}]})
         reads: list[_Source | str] = []  # a suspect made later (or renamed) changes the event
-        for item, suspects in (("AEREL", [self.cart] if self.cart else []),
-                               ("AERELLD", list(self.ld_medications.values())),
-                               ("AERELPROC", [self.apheresis] if self.apheresis else [])):
-            relatedness = values[item]
-            if not _present(relatedness) or relatedness not in NCIT_RELATEDNESS:
+        for suspected in spec.suspects:
+            relatedness = values[suspected.item]
+            if not _present(relatedness) or relatedness not in spec.causality_concepts:
                 continue
-            code, display = NCIT_RELATEDNESS[relatedness]
-            for suspect in suspects:
+            concept = self.coding(spec.causality_concepts[relatedness])
+            for suspect in self._suspects(suspected.suspect):
                 reads.extend(self.inputs[id(suspect)])
                 extensions.append({"url": f"{AE_BACKPORT}/suspect-entity", "extension": [
                     {"url": "instance", "valueReference": ref(suspect)},
                     {"url": "causality", "extension": [{"url": "entityRelatedness", "valueCodeableConcept": {
-                        "coding": [{"system": NCIT, "code": code, "display": display},
-                                   self.code("ae-relatedness", relatedness)]}}]}]})
+                        "coding": [concept, self.code(spec.causality_codes, relatedness)]}}]}]})
         extensions.append({"url": f"{AE_BACKPORT}/research-subject-ref", "valueReference": ref(self.research_subject)})
-        if _present(values["AEENDAT"]):
-            extensions.append({"url": f"{AE_BACKPORT}/resolve-date", "valueDateTime": values["AEENDAT"]})
-        event: dict[str, Any] = {"text": values["AETERM"] if _present(values["AETERM"]) else "Adverse event"}
-        if values["AECAT"] == "CRS":
-            event["coding"] = [{"system": NCIT, "code": "C143394", "display": "Cytokine release syndrome"}]
-        elif _present(values["AECAT"]):
-            event["coding"] = [self.code("ae-category", values["AECAT"], values.label("AECAT"))]
-        outcome = values["AEOUT"]
+        if spec.end and _present(values[spec.end]):
+            extensions.append({"url": f"{AE_BACKPORT}/resolve-date", "valueDateTime": values[spec.end]})
+        term = values[spec.term] if spec.term else None
+        event: dict[str, Any] = {"text": term if _present(term) else DEFAULT_AE_TEXT}
+        if spec.category and _present(category):
+            concept = spec.category.concepts.get(category)
+            event["coding"] = [self.coding(concept)] if concept else \
+                [self.code(spec.category.codes, category, values.label(spec.category.item))]
         extra: dict[str, Any] = {}
-        if _present(outcome) and outcome in NCIT_OUTCOME:
-            extra["outcome"] = {"coding": [{"system": NCIT, "code": NCIT_OUTCOME[outcome][0],
-                                            "display": NCIT_OUTCOME[outcome][1]},
-                                           self.code("ae-outcome", outcome, values.label("AEOUT"))]}
-        if _present(values["AESTDAT"]):
-            extra["date"] = values["AESTDAT"]
-        if _present(values["AEAWDTC"]):
-            extra["detected"] = values["AEAWDTC"]
+        outcome = values[spec.outcome.item] if spec.outcome else None
+        if _present(outcome) and outcome in spec.outcome.concepts:
+            extra["outcome"] = {"coding": [self.coding(spec.outcome.concepts[outcome]),
+                                           self.code(spec.outcome.codes, outcome, values.label(spec.outcome.item))]}
+        if spec.start and _present(values[spec.start]):
+            extra["date"] = values[spec.start]
+        if spec.awareness and _present(values[spec.awareness]):
+            extra["detected"] = values[spec.awareness]
         serious = bool(present)
+        ongoing = spec.ongoing is not None and values[spec.ongoing] == yes
         self.add(AdverseEvent(
             id=resource_id("AdverseEvent", source.entry.id),
             meta={"profile": [AE_PROFILE]},
             extension=extensions,
-            modifierExtension=[{"url": f"{AE_BACKPORT}/status",
-                                "valueCode": "in-progress" if values["AEONGO"] == "Y" else "completed"}],
+            modifierExtension=[{"url": f"{AE_BACKPORT}/status", "valueCode": "in-progress" if ongoing else "completed"}],
             actuality="actual", event=event, subject=ref(self.patient),
             seriousness={"coding": [{"system": AE_SERIOUSNESS, "code": "serious" if serious else "non-serious",
                                      "display": "Serious" if serious else "Non-serious"}]},

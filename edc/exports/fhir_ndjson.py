@@ -7,18 +7,18 @@ memory holds one batch of casebooks and never grows with the number of subjects.
 resource ids derive from record ids, keys come in the models' order, separators are compact.
 
 Written once per export, whoever references them (deduplicated by id): the study-wide resources, that is
-each site's Organization, the ResearchStudy and the lymphodepletion Medications (one per drug).
+each site's Organization, the ResearchStudy and the Medications of `fhir.drugs` (one per drug).
 
 `_since` (Selection.since): the Bulk Data rule is "resources whose state changed after `_since`". The
 export has no stored history to diff against, so a resource counts as changed when any record it was
 built from changed after `since` (edc.exports.fhir records them with each resource):
 - a resource made from one entry (Observations, MedicationAdministrations, AdverseEvent...) follows that
   entry, plus the entries it points into when they can appear or change later: an AdverseEvent follows
-  the entries that made its suspect product, drugs or procedure; a CAR-T fraction the manufacturing
-  entry (the product's id);
-- Patient and ResearchSubject follow the subject row (status, dates); Consent the `ic` entry and the
+  the entries that made its suspect product, drugs or procedure; a product administration the
+  manufacturing entry (the product's id);
+- Patient and ResearchSubject follow the subject row (status, dates); Consent the consent entry and the
   subject row (its fallback date); Condition the diagnosis, response and relapse entries (its clinical
-  status follows the last response); the CAR-T Medication its manufacturing and infusion entries;
+  status follows the last response); the product's Medication its manufacturing and administration entries;
 - an entry's Provenance follows that entry and whatever its targets follow; the subject's Provenance
   (whose targets move to an entry's Provenance once that entry exists) comes with every changed subject.
 This may send a resource that did not change (a Provenance whose Condition was re-derived identically),

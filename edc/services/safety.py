@@ -1,14 +1,17 @@
 """Safety-reporting clocks (trial reference §4.4, CTR Art. 41/42), kept as rows in the same
 transaction as the entry save that moves them.
 
-- sae_initial: a serious AE with an investigator awareness time (AEAWDTC) must reach the sponsor
+Which form is the adverse-event log, which is the sponsor's review and which of their items say what
+comes from study.yaml `safety:` (edc.ecrf.definitions.SafetyDef); a study without it has no clocks.
+
+- sae_initial: a serious AE with an investigator awareness time (`awareness`) must reach the sponsor
   within params.sae_report_hours; the clock stops the first time the AE entry (with its SAE
   supplement) is saved complete, and is cancelled if the AE is no longer serious.
-- susar_7d / susar_15d: once the safety role's review (sae_review) records expectedness, a
+- susar_7d / susar_15d: once the safety role's review (`review`) records expectedness, a
   serious, suspected related (params.suspected_related_codes), unexpected AE has an expedited
-  report due params.susar_fatal_days (fatal or life-threatening) or params.susar_other_days
-  after the sponsor's first knowledge (SPAWDTC); it stops when the review records the
-  submission (SUBMDTC). This clock follows the data: it is re-derived whenever the AE or one
+  report due params.susar_fatal_days (`fatal_or_life_threatening`) or params.susar_other_days
+  after the sponsor's first knowledge (`first_knowledge`); it stops when the review records the
+  submission (`submitted`). This clock follows the data: it is re-derived whenever the AE or one
   of its reviews is saved, so a 15-day clock becomes a 7-day one when the AE turns fatal.
 
 Concurrent saves of one subject's entries are serialised by the subject's audit chain head,
@@ -27,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, joinedload
 
 from edc import clock, runtime
+from edc.ecrf.definitions import SafetyDef
 from edc.errors import NotFound, field_error
 from edc.models.entries import Entry, Query
 from edc.models.safety import CANCELLED, FAMILY_OF, SafetyClock
@@ -37,9 +41,6 @@ from edc.services import audit, entries, notifications
 from edc.services.pagination import Page, paginate
 from edc.services.subjects import get_subject
 
-AE_FORM = "ae"
-REVIEW_FORM = "sae_review"
-YES, NO = "Y", "N"
 STATES = ("open", "overdue", "all")
 
 
@@ -47,28 +48,44 @@ STATES = ("open", "overdue", "all")
 
 def sync_clocks(session: Session, actor: Actor, subject: Subject, entry: Entry, values: dict[str, Any]) -> None:
     """Start, move, stop or cancel the clocks an entry save affects (only AE and SAE-review entries)."""
-    if entry.form_id == AE_FORM:
-        _sync_sae(session, actor, subject, entry, values)
-        _sync_susar(session, actor, subject, entry, values)
-    elif entry.form_id == REVIEW_FORM:
-        for ae in _aes_touched_by_review(session, subject, values):
-            _sync_susar(session, actor, subject, ae, _values(session, ae))
+    safety = _safety(session)
+    if safety is None:
+        return
+    if entry.form_id == safety.adverse_events.form:
+        _sync_sae(session, actor, subject, entry, values, safety)
+        _sync_susar(session, actor, subject, entry, values, safety)
+    elif safety.review is not None and entry.form_id == safety.review.form:
+        for ae in _aes_touched_by_review(session, subject, values, safety):
+            _sync_susar(session, actor, subject, ae, _values(session, ae), safety)
 
 
 def reference_errors(session: Session, subject: Subject, form_id: str, values: dict[str, Any]) -> list[dict[str, Any]]:
     """A sponsor review must name an adverse-event entry of the same subject (checked before saving)."""
-    if form_id != REVIEW_FORM or values.get("AEREF") is None:
+    safety = _safety(session)
+    review = safety.review if safety else None
+    if review is None or form_id != review.form or values.get(review.adverse_event) is None:
         return []
-    ae = session.get(Entry, _uuid(values["AEREF"])) if _uuid(values["AEREF"]) else None
-    if ae is None or ae.subject_id != subject.id or ae.form_id != AE_FORM:
-        return [field_error("/data/AEREF", "Name the id of an adverse event entry of this subject.")]
+    reference = _uuid(values[review.adverse_event])
+    ae = session.get(Entry, reference) if reference else None
+    if ae is None or ae.subject_id != subject.id or ae.form_id != safety.adverse_events.form:
+        return [field_error(f"/data/{review.adverse_event}", "Name the id of an adverse event entry of this subject.")]
     return []
 
 
-def _sync_sae(session: Session, actor: Actor, subject: Subject, ae: Entry, values: dict[str, Any]) -> None:
+def _safety(session: Session) -> SafetyDef | None:
+    """The study's safety items (study.yaml `safety:`), when it names an adverse-event form."""
+    safety = runtime.of(session).study.safety
+    return safety if safety is not None and safety.adverse_events is not None else None
+
+
+def _sync_sae(session: Session, actor: Actor, subject: Subject, ae: Entry, values: dict[str, Any],
+              safety: SafetyDef) -> None:
+    events, yes, no = safety.adverse_events, safety.yes, safety.no
+    if events.serious is None or events.awareness is None:
+        return
     existing = _clock(session, ae.id, "sae")
-    serious, aware = values.get("AESER"), _moment(values.get("AEAWDTC"))
-    if serious == YES and aware is not None:
+    serious, aware = values.get(events.serious), _moment(values.get(events.awareness))
+    if serious == yes and aware is not None:
         wanted = {"kind": "sae_initial", "started_at": aware,
                   "due_at": aware + timedelta(hours=_parameter(session, "sae_report_hours"))}
         if existing is None or existing.stop_reason in CANCELLED:
@@ -77,27 +94,31 @@ def _sync_sae(session: Session, actor: Actor, subject: Subject, ae: Entry, value
         if ae.status == "complete" and not stopped:  # the first complete save stops it for good
             wanted.update(stopped_at=clock.utcnow(), stop_reason="complete")
         _apply(session, actor, subject, ae, existing, wanted)
-    elif serious == NO and existing is not None and existing.stopped_at is None:
+    elif serious == no and existing is not None and existing.stopped_at is None:
         _apply(session, actor, subject, ae, existing, {"stopped_at": clock.utcnow(), "stop_reason": "not_serious"})
     # Seriousness not yet known (a draft): an existing clock keeps running.
 
 
-def _sync_susar(session: Session, actor: Actor, subject: Subject, ae: Entry, values: dict[str, Any]) -> None:
+def _sync_susar(session: Session, actor: Actor, subject: Subject, ae: Entry, values: dict[str, Any],
+                safety: SafetyDef) -> None:
+    events, review, yes, no = safety.adverse_events, safety.review, safety.yes, safety.no
+    if review is None or None in (events.serious, events.causality, review.expected, review.first_knowledge):
+        return
     existing = _clock(session, ae.id, "susar")
-    reviews = _reviews_of(session, subject, ae.id)
+    reviews = _reviews_of(session, subject, ae.id, safety)
     if not reviews and existing is None:
         return
-    expectedness = {r.get("AEEXPECT") for r in reviews} & {YES, NO}
+    expectedness = {r.get(review.expected) for r in reviews} & {yes, no}
     # Any review calling the event unexpected makes it unexpected: correct that review to undo it.
-    unexpected = NO in expectedness if expectedness else None
-    causality = values.get("AEREL")
+    unexpected = no in expectedness if expectedness else None
+    causality = values.get(events.causality)
     related = causality in _parameter(session, "suspected_related_codes") if isinstance(causality, str) else None
-    serious = {YES: True, NO: False}.get(values.get("AESER"))
-    first_knowledge = _earliest(r.get("SPAWDTC") for r in reviews)
+    serious = {yes: True, no: False}.get(values.get(events.serious))
+    first_knowledge = _earliest(r.get(review.first_knowledge) for r in reviews)
     if serious and related and unexpected and first_knowledge is not None:
-        fatal = values.get("AESDTH") == YES or values.get("AESLIFE") == YES
+        fatal = any(values.get(item) == yes for item in events.fatal_or_life_threatening)
         days = _parameter(session, "susar_fatal_days" if fatal else "susar_other_days")
-        submitted = _earliest(r.get("SUBMDTC") for r in reviews)
+        submitted = _earliest(r.get(review.submitted) for r in reviews) if review.submitted else None
         _apply(session, actor, subject, ae, existing, {
             "kind": "susar_7d" if fatal else "susar_15d", "started_at": first_knowledge,
             "due_at": first_knowledge + timedelta(days=days),
@@ -109,13 +130,13 @@ def _sync_susar(session: Session, actor: Actor, subject: Subject, ae: Entry, val
     # Otherwise the decision is still open (e.g. causality unknown, no first-knowledge time yet).
 
 
-def _aes_touched_by_review(session: Session, subject: Subject, values: dict[str, Any]) -> list[Entry]:
+def _aes_touched_by_review(session: Session, subject: Subject, values: dict[str, Any], safety: SafetyDef) -> list[Entry]:
     """The AE the review names (same subject only), and those whose SUSAR clock it may have fed."""
     found: dict[uuid.UUID, Entry] = {}
-    reference = _uuid(values.get("AEREF"))
+    reference = _uuid(values.get(safety.review.adverse_event))
     if reference is not None:
         ae = session.get(Entry, reference)
-        if ae is not None and ae.subject_id == subject.id and ae.form_id == AE_FORM:
+        if ae is not None and ae.subject_id == subject.id and ae.form_id == safety.adverse_events.form:
             found[ae.id] = ae
     stmt = (sa.select(Entry).join(SafetyClock, SafetyClock.ae_entry_id == Entry.id)
             .where(SafetyClock.subject_id == subject.id, SafetyClock.family == "susar"))
@@ -124,11 +145,12 @@ def _aes_touched_by_review(session: Session, subject: Subject, values: dict[str,
     return list(found.values())
 
 
-def _reviews_of(session: Session, subject: Subject, ae_id: uuid.UUID) -> list[dict[str, Any]]:
-    stmt = (sa.select(Entry).where(Entry.subject_id == subject.id, Entry.form_id == REVIEW_FORM)
+def _reviews_of(session: Session, subject: Subject, ae_id: uuid.UUID, safety: SafetyDef) -> list[dict[str, Any]]:
+    review = safety.review
+    stmt = (sa.select(Entry).where(Entry.subject_id == subject.id, Entry.form_id == review.form)
             .order_by(Entry.created_at, Entry.id))
-    reviews = (_values(session, review) for review in session.scalars(stmt))
-    return [values for values in reviews if _uuid(values.get("AEREF")) == ae_id]
+    reviews = (_values(session, entry) for entry in session.scalars(stmt))
+    return [values for values in reviews if _uuid(values.get(review.adverse_event)) == ae_id]
 
 
 def _values(session: Session, entry: Entry) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 The monitoring reports add these up, one row per subject, instead of reading the entries. Every
 write that can move a count refreshes its subject's row in the same transaction: an entry saved
-(completeness when its cell is scheduled or it moved an anchor date, safety when it is an AE or a
-daily CRS/ICANS assessment), a subject enrolled or changing status. Time moves completeness too:
+(completeness when its cell is scheduled or it moved an anchor date, safety when it is an adverse event
+or a daily grading entry: study.yaml `safety:` names those forms and items), a subject enrolled or
+changing status. Time moves completeness too:
 a row holds until `valid_until`, the day one of the subject's visit windows next opens or closes.
 Rows that have run out or were counted under another schedule are counted afresh, not written, by
 the report that meets them, and rewritten by `flask edc init` and the worker (refresh_outdated).
@@ -24,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from edc import clock, runtime
+from edc.ecrf.definitions import MAX_GRADE_KEYS, SafetyDef, Study
 from edc.models.entries import Entry, FormStatus
 from edc.models.subjects import Subject, SubjectSummary
 from edc.services import audit
@@ -34,11 +36,6 @@ COUNTING_RULES_VERSION = 1  # bump when the counting below changes: every row is
 FOLLOWED_STATUSES = ("screening", "enrolled")
 COMPLETENESS_FIELDS = ("expected", "complete", "draft", "missing", "overdue")
 
-# The items the safety summary reads (forms/ae, forms/crs_daily, forms/icans_daily).
-AE_FORM, AE_GRADE, AE_SERIOUS = "ae", "AETOXGR", "AESER"
-CRS_FORM, CRS_GRADES = "crs_daily", ("CRSGRINV", "CRSGRDRV")        # investigator's grade, else derived
-ICANS_FORM, ICANS_GRADES = "icans_daily", ("ICANSINV", "ICANSDRV")
-SAFETY_FORMS = (AE_FORM, CRS_FORM, ICANS_FORM)
 UNKNOWN_GRADE = "unknown"
 
 
@@ -61,9 +58,26 @@ def schedule(rt: runtime.Runtime) -> tuple[tuple[ScheduledForm, ...], str]:
                                     event.day + event.window_after)
                       for event in rt.study.events if not event.optional and not event.repeatable and event.anchor
                       for form_id in event.forms)
-        text = json.dumps([COUNTING_RULES_VERSION, [list(vars(form).values()) for form in forms]])
+        text = json.dumps([COUNTING_RULES_VERSION, [list(vars(form).values()) for form in forms],
+                           *_counted_items(rt.study)])
         rt.derived[key] = forms, hashlib.sha256(text.encode()).hexdigest()[:16]
     return rt.derived[key]
+
+
+def _counted_items(study: Study) -> list[Any]:
+    """What the safety summary reads (study.yaml `safety:`): rows counted under another mapping are outdated.
+    Nothing for a study without it, which keeps the fingerprint of rows counted before the mapping existed."""
+    safety = study.safety
+    if safety is None:
+        return []
+    events = safety.adverse_events
+    return [[events.form, events.grade, events.serious, safety.yes] if events else None,
+            {name: [graded.form, list(graded.grades)] for name, graded in sorted(safety.max_grades.items())}]
+
+
+def safety_forms(study: Study) -> tuple[str, ...]:
+    """The forms whose entries move the safety summary."""
+    return study.safety.summary_forms if study.safety else ()
 
 
 def anchor_dates(subject: Subject) -> dict[str, date | None]:
@@ -130,36 +144,40 @@ def grade_label(value: Any) -> str:
     return str(found) if found is not None else UNKNOWN_GRADE
 
 
-def count_safety(entries: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-    """AE and SAE counts by grade and the maximum daily CRS and ICANS grades of one subject's entries
-    ((form id, values) of the AE, daily CRS and daily ICANS forms)."""
+def count_safety(entries: Iterable[tuple[str, dict[str, Any]]], safety: SafetyDef | None) -> dict[str, Any]:
+    """AE and SAE counts by grade and the maximum daily grades (CRS, ICANS) of one subject's entries
+    ((form id, values) of the forms `safety` names: the adverse events and the daily grading forms)."""
     ae, sae = Counter(), Counter()
-    max_grades: dict[str, int | None] = {CRS_FORM: None, ICANS_FORM: None}
+    max_grades: dict[str, int | None] = dict.fromkeys(MAX_GRADE_KEYS)
+    events = safety.adverse_events if safety else None
+    graded = safety.max_grades if safety else {}
     for form_id, values in entries:
-        if form_id == AE_FORM:
-            label = grade_label(values.get(AE_GRADE))
+        if events is not None and form_id == events.form:
+            label = grade_label(values.get(events.grade)) if events.grade else UNKNOWN_GRADE
             ae[label] += 1
-            if values.get(AE_SERIOUS) == "Y":
+            if events.serious and values.get(events.serious) == safety.yes:
                 sae[label] += 1
-        elif form_id in max_grades:
-            items = CRS_GRADES if form_id == CRS_FORM else ICANS_GRADES
-            found = next((g for g in map(grade, (values.get(item) for item in items)) if g is not None), None)
-            if found is not None and (max_grades[form_id] is None or found > max_grades[form_id]):
-                max_grades[form_id] = found
+        for name, daily in graded.items():
+            if form_id != daily.form:
+                continue
+            found = next((g for g in map(grade, (values.get(item) for item in daily.grades)) if g is not None), None)
+            if found is not None and (max_grades[name] is None or found > max_grades[name]):
+                max_grades[name] = found
     return {"ae_total": sum(ae.values()), "sae_total": sum(sae.values()), "ae_by_grade": dict(sorted(ae.items())),
-            "sae_by_grade": dict(sorted(sae.items())), "max_crs_grade": max_grades[CRS_FORM],
-            "max_icans_grade": max_grades[ICANS_FORM]}
+            "sae_by_grade": dict(sorted(sae.items())),
+            **{f"max_{name}_grade": max_grades[name] for name in MAX_GRADE_KEYS}}
 
 
 def safety_of(session: Session, subject_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
-    """Count these subjects' safety summary now, from their AE, daily CRS and daily ICANS entries."""
+    """Count these subjects' safety summary now, from their adverse-event and daily grading entries."""
     from edc.services.entries import unseal  # entries imports this module
 
     study = runtime.of(session).study
     found: dict[uuid.UUID, list[tuple[str, dict[str, Any]]]] = {sid: [] for sid in subject_ids}
-    for entry in session.scalars(sa.select(Entry).where(Entry.subject_id.in_(subject_ids), Entry.form_id.in_(SAFETY_FORMS))):
+    forms = safety_forms(study)
+    for entry in session.scalars(sa.select(Entry).where(Entry.subject_id.in_(subject_ids), Entry.form_id.in_(forms))) if forms else ():
         found[entry.subject_id].append((entry.form_id, unseal(session, study.form(entry.form_id, entry.form_version), entry)))
-    return {sid: count_safety(rows) for sid, rows in found.items()}
+    return {sid: count_safety(rows, study.safety) for sid, rows in found.items()}
 
 
 # --- the rows -------------------------------------------------------------------------------
@@ -222,8 +240,10 @@ def refresh_outdated(session: Session, *, limit: int | None = None,
 
 def after_entry_saved(session: Session, subject: Subject, entry: Entry, *, moved_anchor: bool) -> None:
     """Refresh what an entry's save can move: completeness when its cell is scheduled or it moved an
-    anchor date (every window of the subject with it), safety when it is an AE or a daily CRS/ICANS."""
-    forms, _ = schedule(runtime.of(session))
+    anchor date (every window of the subject with it), safety when it is an adverse event or a daily grading."""
+    rt = runtime.of(session)
+    forms, _ = schedule(rt)
     scheduled = moved_anchor or any(f.event_key == entry.event_key and f.form_id == entry.form_id for f in forms)
-    if scheduled or entry.form_id in SAFETY_FORMS:
-        refresh(session, subject, completeness=scheduled, safety=entry.form_id in SAFETY_FORMS)
+    safety = entry.form_id in safety_forms(rt.study)
+    if scheduled or safety:
+        refresh(session, subject, completeness=scheduled, safety=safety)

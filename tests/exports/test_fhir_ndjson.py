@@ -81,7 +81,7 @@ def test_every_line_is_valid_r4_and_each_type_has_its_file(demo, tmp_path, r4):
     counts = Counter({kind: len(lines) for kind, lines in by_type.items()})
     assert counts["Organization"] == len(sites) and counts["ResearchStudy"] == 1
     assert counts["Patient"] == counts["ResearchSubject"] == counts["Consent"] == 3
-    lymphodepletion = [m for m in by_type["Medication"] if m["code"]["text"] != fhir.CART_PRODUCT]
+    lymphodepletion = [m for m in by_type["Medication"] if m["code"]["text"] != study.fhir.product.text]
     assert len(lymphodepletion) == len({m["id"] for m in lymphodepletion}) == 2  # fludarabine, cyclophosphamide
     assert [ref for ref in references(list(written.values())) if ref not in written] == []
 
