@@ -31,22 +31,26 @@ from edc.exports.source import Selection
 from edc.extensions import db
 from edc.models.subjects import Subject, SubjectSummary
 from edc.services.demo import DEMO_PASSWORD
-from exports.conftest import START
-from test_demo_subjects import TRIAL_FORMS, invoke
+from exports.conftest import START, seed_demo_study
+from test_demo_subjects import TRIAL_FORMS
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 SUMMARY_LEFT_OUT = {"subject_id", "site_id", "fingerprint"}
 
 
 @pytest.fixture
-def seeded(app_factory, fake_clock, monkeypatch):
+def seeded(app_factory, fake_clock, monkeypatch, seed_once):
     """The `demo` fixture's three subjects, with record ids drawn from a seeded generator."""
-    ids = random.Random("edc-golden-outputs")
-    monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(int=ids.getrandbits(128), version=4))
     fake_clock.now = START
     app = app_factory(forms_dir=TRIAL_FORMS)
-    assert invoke(app, "seed-demo").exit_code == 0
-    assert invoke(app, "seed-demo", "--subjects", "3", "--seed", "2").exit_code == 0
+
+    def seed():
+        ids = random.Random("edc-golden-outputs")
+        with monkeypatch.context() as patch:
+            patch.setattr(uuid, "uuid4", lambda: uuid.UUID(int=ids.getrandbits(128), version=4))
+            seed_demo_study(app, 3, 2)
+
+    seed_once("demo study, 3 subjects, seed 2, at START, seeded record ids", seed)
     with app.app_context():
         runtime.bind(db.session, runtime.for_app(app))
         yield app
