@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from flask import Flask
+from typing import TYPE_CHECKING, Any
 
 from edc.settings import PROJECT_ROOT, load_settings
+
+if TYPE_CHECKING:  # Flask is imported by create_app only: the models, eCRF engine and services import without it
+    from flask import Flask
 
 API_DOCS_PATH = "/api/docs"
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the application: settings, extensions, errors, blueprints, CLI. No side effects."""
+    from flask import Flask
+
     settings = load_settings(config)
     app = Flask(__name__, static_folder=None, instance_path=str(PROJECT_ROOT / "instance"))
     _configure(app, settings)
