@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from flask import Flask
+from typing import TYPE_CHECKING, Any
 
 from edc.settings import PROJECT_ROOT, load_settings
+
+if TYPE_CHECKING:  # Flask is imported by create_app only: the models, eCRF engine and services import without it
+    from flask import Flask
 
 API_DOCS_PATH = "/api/docs"
 
@@ -17,6 +18,8 @@ def create_app(config: dict[str, Any] | None = None, *, study: Any = None) -> Fl
     `study` is the edc.ecrf.Study of settings["forms_dir"] when the caller has already loaded and
     checked it (the test suite loads each forms folder once); otherwise it is loaded here.
     """
+    from flask import Flask
+
     settings = load_settings(config)
     app = Flask(__name__, static_folder=None, instance_path=str(PROJECT_ROOT / "instance"))
     _configure(app, settings)

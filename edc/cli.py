@@ -11,8 +11,8 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from edc import runtime
-from edc.errors import Problem
 from edc.extensions import db
+from edc.problems import Problem
 from edc.security import keyring
 from edc.security.permissions import Actor
 from edc.services import audit, demo, summaries, users

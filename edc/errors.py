@@ -1,4 +1,4 @@
-"""Problems (RFC 9457) and the one place that turns every error into application/problem+json.
+"""The one place that turns every error into application/problem+json (RFC 9457); edc.problems defines the Problems.
 
 Two surfaces answer in their own format, from here too: everything under /fhir/ answers FHIR
 OperationOutcome resources (application/fhir+json), since FHIR clients read nothing else, and the OAuth
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import sqlalchemy.exc
@@ -17,6 +16,7 @@ from flask import Flask, g, has_request_context, request
 from werkzeug.exceptions import HTTPException
 
 from edc.extensions import db
+from edc.problems import OAuthError, Problem, field_error
 
 log = logging.getLogger("edc.errors")
 PROBLEM_TYPE = "application/problem+json"
@@ -25,108 +25,6 @@ FHIR_JSON = "application/fhir+json"
 ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
                409: "conflict", 412: "conflict", 413: "too-costly", 415: "not-supported", 422: "invalid",
                428: "conflict", 429: "throttled", 503: "transient"}
-
-
-class Problem(Exception):
-    """An expected failure of a use case; the handler renders it. Services raise these."""
-
-    status = 500
-    title = "Internal Server Error"
-
-    def __init__(
-        self,
-        detail: str | None = None,
-        *,
-        errors: Iterable[dict[str, str]] | None = None,
-        headers: dict[str, str] | None = None,
-        after_rollback: Iterable[Callable[[Any], None]] = (),
-        log_detail: str | None = None,
-        **extra: Any,
-    ) -> None:
-        super().__init__(detail or self.title)
-        self.detail = detail or self.title
-        self.errors = list(errors) if errors is not None else None
-        self.headers = dict(headers or {})
-        # Security events (failed login, spent refresh token) that must survive the
-        # rollback of the failing request: run with the session in a fresh transaction.
-        self.after_rollback = list(after_rollback)
-        self.log_detail = log_detail  # for the server log only, never sent to the client
-        self.extra = extra
-
-
-class BadRequest(Problem):
-    status, title = 400, "Bad Request"
-
-
-class Unauthorized(Problem):
-    status, title = 401, "Unauthorized"
-
-    def __init__(self, detail: str | None = None, **kwargs: Any) -> None:
-        kwargs.setdefault("headers", {}).setdefault("WWW-Authenticate", 'Bearer realm="edc"')
-        super().__init__(detail, **kwargs)
-
-
-class Forbidden(Problem):
-    status, title = 403, "Forbidden"
-
-
-class NotFound(Problem):
-    status, title = 404, "Not Found"
-
-
-class Conflict(Problem):
-    status, title = 409, "Conflict"
-
-
-class PreconditionFailed(Problem):
-    status, title = 412, "Precondition Failed"
-
-
-class UnsupportedMediaType(Problem):
-    status, title = 415, "Unsupported Media Type"
-
-
-class UnprocessableContent(Problem):
-    status, title = 422, "Unprocessable Content"
-
-    def __init__(self, detail: str | None = None, *, errors: Iterable[dict[str, str]] | None = None, **kwargs: Any):
-        super().__init__(detail or "The request has invalid fields.", errors=errors or [], **kwargs)
-
-
-class PreconditionRequired(Problem):
-    status, title = 428, "Precondition Required"
-
-
-class TooManyRequests(Problem):
-    status, title = 429, "Too Many Requests"
-
-    def __init__(self, detail: str | None = None, *, retry_after: int, **kwargs: Any) -> None:
-        kwargs.setdefault("headers", {})["Retry-After"] = str(max(1, int(retry_after)))
-        super().__init__(detail, **kwargs)
-
-
-class ServiceUnavailable(Problem):
-    status, title = 503, "Service Unavailable"
-
-
-class OAuthError(Problem):
-    """An error of the OAuth token endpoint, answered as RFC 6749 §5.2 says: {"error", "error_description"}.
-
-    OAuth clients (the registries' SMART Backend Services libraries) parse that shape, not problem+json or
-    an OperationOutcome, so this one endpoint under /fhir/ keeps it.
-    """
-
-    status, title = 400, "Bad Request"
-
-    def __init__(self, error: str, detail: str, *, status: int = 400, **kwargs: Any) -> None:
-        super().__init__(detail, **kwargs)
-        self.error = error
-        self.status = status
-
-
-def field_error(pointer: str, detail: str) -> dict[str, str]:
-    """One entry of a 422's errors list; pointer is a JSON Pointer into the request body."""
-    return {"pointer": pointer, "detail": detail}
 
 
 def is_fhir_request() -> bool:

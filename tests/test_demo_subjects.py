@@ -13,7 +13,7 @@ from conftest import project_root
 from edc import runtime
 from edc.extensions import db
 from edc.models import Entry, SafetyClock, Subject
-from edc.services import demo_subjects, entries
+from edc.services import demo_subjects, sealing
 
 TRIAL_FORMS = str(project_root() / "forms")
 TODAY = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -42,7 +42,7 @@ def casebooks(app) -> dict[str, list[tuple[str, str, dict]]]:
         rows = session.execute(sa.select(Subject.number, Entry).join(Entry, Entry.subject_id == Subject.id)
                                .order_by(Subject.registration_date, Subject.number, Entry.created_at, Entry.id)).all()
         for number, entry in rows:
-            values = entries.unseal(session, study.form(entry.form_id, entry.form_version), entry)
+            values = sealing.unseal(session, study.form(entry.form_id, entry.form_version), entry)
             books.setdefault(number, []).append((entry.event_key, entry.form_id, values))
         session.rollback()
         return books
@@ -143,7 +143,7 @@ def test_runs_over_disjoint_sites_build_what_one_run_builds(trial_app):
         built = {}
         for subject in db.session.scalars(sa.select(Subject)):
             dm = db.session.scalars(sa.select(Entry).where(Entry.subject_id == subject.id, Entry.form_id == "dm")).one()
-            values = entries.unseal(db.session, study.form("dm", dm.form_version), dm)
+            values = sealing.unseal(db.session, study.form("dm", dm.form_version), dm)
             built[subject.number] = (subject.registration_date, values["SEX"])
         db.session.rollback()
     assert built == expected

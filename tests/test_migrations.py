@@ -6,10 +6,18 @@ from alembic.script import ScriptDirectory
 from conftest import BACKEND, make_app, problem
 from edc.database import MIGRATIONS_DIR
 from edc.extensions import db
+from edc.models.base import Base
 
 
 def test_migrations_have_a_single_head():
     assert len(ScriptDirectory(str(MIGRATIONS_DIR)).get_heads()) == 1
+
+
+def test_flask_sqlalchemy_uses_the_models_metadata():
+    import edc.models
+
+    assert db.metadata is Base.metadata  # what migrations compare with is what the models declare
+    assert {model.__table__.name for model in map(edc.models.__dict__.get, edc.models.__all__)} <= set(db.metadata.tables)
 
 
 def test_migrated_database_matches_the_models(app):

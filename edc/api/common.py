@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import current_app, g, request
 
-from edc.errors import PreconditionRequired
+from edc.problems import PreconditionRequired
 from edc.security.permissions import Actor
 from edc.services.concurrency import etag_of
 

@@ -12,7 +12,7 @@ from flask import request
 from flask_smorest import Blueprint
 
 from edc.api.common import current_actor
-from edc.errors import FHIR_JSON, ISSUE_CODES, fhir_response, operation_outcome  # noqa: F401 (used by other FHIR routes)
+from edc.errors import fhir_response
 from edc.exports.capability import capability_statement
 from edc.extensions import db
 from edc.security.permissions import public, requires

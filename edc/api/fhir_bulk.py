@@ -20,12 +20,12 @@ from datetime import datetime
 from flask import Response, request, send_file, url_for
 from flask_smorest import Blueprint
 
-from edc.api import fhir as fhir_api
 from edc.api.common import current_actor
-from edc.errors import BadRequest
+from edc.errors import fhir_response, operation_outcome
 from edc.exports.fhir_ndjson import RESOURCE_TYPES
 from edc.extensions import db
 from edc.models.exports import ExportJob
+from edc.problems import BadRequest
 from edc.security.permissions import requires
 from edc.services import exports, fhir_export
 
@@ -66,7 +66,7 @@ def _kick_off(level: str) -> Response:
     job = exports.request_export(db.session, current_actor(), wanted, bulk=True, request_url=request.url)
     db.session.commit()
     status_url = url_for("fhir_bulk.export_status", job_id=job.id, _external=True)
-    return fhir_api.fhir_response({"resourceType": "OperationOutcome", "issue": [
+    return fhir_response({"resourceType": "OperationOutcome", "issue": [
         {"severity": "information", "code": "informational", "diagnostics": "Export accepted; poll Content-Location."}]},
         202, {"Content-Location": status_url})
 
@@ -117,7 +117,7 @@ def export_status(job_id):
         note = f"{job.state}: {progress['subjects_done']} of {progress['subjects_total'] or '?'} subjects"
         return Response(status=202, headers={"X-Progress": note[:99], "Retry-After": str(RETRY_AFTER_SECONDS)})
     if job.state != "completed":
-        return fhir_api.operation_outcome(500, f"The export {job.state}: {job.error or 'no files were produced'}")
+        return operation_outcome(500, f"The export {job.state}: {job.error or 'no files were produced'}")
     return _manifest(job)
 
 
@@ -128,7 +128,7 @@ def _manifest(job: ExportJob) -> Response:
     body = {"transactionTime": job.manifest["transaction_time"], "request": job.parameters.get("request"),
             "requiresAccessToken": True, "output": output, "error": [],
             "extension": {"export": str(job.id), "filters": job.parameters}}
-    return fhir_api.fhir_response(body, 200, {"Content-Type": "application/json"})
+    return fhir_response(body, 200, {"Content-Type": "application/json"})
 
 
 @blp.route("/bulk-status/<job_id>", methods=["DELETE"])

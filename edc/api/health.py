@@ -7,8 +7,8 @@ from flask_smorest import Blueprint
 
 from edc import runtime
 from edc.database import migration_heads
-from edc.errors import ServiceUnavailable
 from edc.extensions import db
+from edc.problems import ServiceUnavailable
 from edc.security.permissions import public
 from edc.services import readiness
 

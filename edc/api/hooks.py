@@ -10,8 +10,9 @@ import uuid
 from flask import Flask, current_app, g, request
 
 from edc import runtime
-from edc.errors import Forbidden, Unauthorized, UnsupportedMediaType, is_fhir_request
+from edc.errors import is_fhir_request
 from edc.extensions import db
+from edc.problems import Forbidden, Unauthorized, UnsupportedMediaType
 from edc.security.permissions import AUTHENTICATED, PUBLIC, declared_permission
 from edc.services import auth
 

@@ -3,7 +3,7 @@
 The token endpoint takes an OAuth 2.0 client-credentials request (application/x-www-form-urlencoded) whose
 client authenticates with a signed JWT (RFC 7523). It is the one route under /fhir/ whose errors are not
 OperationOutcomes but RFC 6749 §5.2 errors ({"error": "invalid_client", "error_description": ...}), because
-the OAuth libraries registries use read that and nothing else (edc.errors.OAuthError).
+the OAuth libraries registries use read that and nothing else (edc.problems.OAuthError, rendered by edc.errors).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from flask_smorest import Blueprint
 
 from edc.api.common import client_address
 from edc.api.fhir import fhir_base
-from edc.errors import OAuthError
 from edc.extensions import db
+from edc.problems import OAuthError
 from edc.security.permissions import public
 from edc.services import fhir_clients
 

@@ -10,7 +10,7 @@ from edc.api.schemas import (AuditHistoryArgs, AuditRecordOut, CasebookOut, Subj
                              SubjectPage, SubjectStatusIn)
 from edc.extensions import db
 from edc.security.permissions import requires
-from edc.services import audit, casebook, subjects
+from edc.services import audit, casebook, scope, subjects
 
 blp = Blueprint("subjects", __name__, url_prefix="/api/v1/subjects", description="Subjects")
 
@@ -40,7 +40,7 @@ def list_subjects(args):
 @blp.response(200, SubjectOut)
 def get_subject(number):
     """One subject by study number."""
-    subject = subjects.get_subject(db.session, current_actor(), number)
+    subject = scope.get_subject(db.session, current_actor(), number)
     return subject, 200, {"ETag": etag(subject)}
 
 

@@ -25,6 +25,8 @@ from edc import runtime
 from edc.models.entries import Entry
 from edc.models.monitoring import DataCut, DataCutEntry, Signature
 from edc.models.subjects import Subject
+from edc.services import audit
+from edc.services.sealing import StoredDocument, unseal
 
 SUBJECTS_PER_BATCH = 100
 
@@ -107,8 +109,6 @@ def casebooks(session: Session, selection: Selection, *, batch: int = SUBJECTS_P
 
 def _entries(session: Session, selection: Selection, chunk: list[uuid.UUID]) -> Iterator[EntryRecord]:
     study = runtime.of(session).study
-    from edc.services.entries import StoredDocument, unseal  # noqa: PLC0415 (entries imports the monitoring services)
-
     if selection.cut_id is None:
         stmt = (sa.select(Entry.id, Entry.subject_id, Entry.event_key, Entry.form_id, Entry.form_version, Entry.version,
                           Entry.status, Entry.created_at, Entry.updated_at, Entry.data)
@@ -163,8 +163,6 @@ def _version_key(version: str) -> tuple:
 def subject_audit_trail(session: Session, subject_id: uuid.UUID) -> list[dict[str, Any]]:
     """A subject's audit chain (enrolment, entries, queries, signatures), oldest first, encrypted values opened.
     The caller has checked the reader may export this subject."""
-    from edc.services import audit  # noqa: PLC0415
-
     return audit.history(session, chain=audit.subject_chain(subject_id), limit=1_000_000)
 
 

@@ -9,13 +9,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from edc.extensions import JSONDocument, db
-from edc.models.base import IdMixin
+from edc.models.base import Base, IdMixin
+from edc.models.types import JSONDocument
 
 SECURITY_CHAIN = "security"
 
 
-class AuditRecord(IdMixin, db.Model):
+class AuditRecord(IdMixin, Base):
     """An audit event. Never updated or deleted (a database trigger refuses both)."""
 
     __tablename__ = "audit_records"
@@ -40,7 +40,7 @@ class AuditRecord(IdMixin, db.Model):
     hash: Mapped[str] = mapped_column(sa.String(64))
 
 
-class AuditChainHead(db.Model):
+class AuditChainHead(Base):
     """The latest record of each chain; appending locks only this row."""
 
     __tablename__ = "audit_chain_heads"
@@ -50,7 +50,7 @@ class AuditChainHead(db.Model):
     hash: Mapped[str] = mapped_column(sa.String(64))
 
 
-class AuditValue(IdMixin, db.Model):
+class AuditValue(IdMixin, Base):
     """The ciphertext of one encrypted old or new value of an audit record.
 
     Kept apart so key rotation can re-encrypt it while audit_records stays immutable; the

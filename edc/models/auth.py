@@ -8,11 +8,10 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from edc.extensions import db
-from edc.models.base import IdMixin
+from edc.models.base import Base, IdMixin
 
 
-class AuthSession(IdMixin, db.Model):
+class AuthSession(IdMixin, Base):
     """One login: a family of refresh tokens. Revoking it ends its access tokens too (claim sid).
 
     A session opened by a FHIR registry client (SMART Backend Services) names the client and the scope it
@@ -30,7 +29,7 @@ class AuthSession(IdMixin, db.Model):
     scope: Mapped[str | None] = mapped_column(sa.String(1000))
 
 
-class RefreshToken(IdMixin, db.Model):
+class RefreshToken(IdMixin, Base):
     """A refresh token, stored only as its SHA-256. Spent once used; reuse revokes the family."""
 
     __tablename__ = "refresh_tokens"
@@ -42,7 +41,7 @@ class RefreshToken(IdMixin, db.Model):
     used_at: Mapped[datetime | None]
 
 
-class LoginThrottle(db.Model):
+class LoginThrottle(Base):
     """Failure counters per account name and per client address (key 'user:<name>' / 'addr:<ip>')."""
 
     __tablename__ = "login_throttles"

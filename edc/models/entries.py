@@ -9,16 +9,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from edc.extensions import JSONDocument, db
-from edc.models.base import IdMixin, TimestampMixin
+from edc.models.base import Base, IdMixin, TimestampMixin
 from edc.models.subjects import Subject
+from edc.models.types import JSONDocument
 
 ENTRY_STATUSES = ("draft", "complete")
 FORM_STATES = ("draft", "complete")
 QUERY_STATES = ("open", "answered", "closed", "cancelled")
+SUBJECT_LOG_KEY = ""  # the event key of an entry in a subject-level log (adverse events, medications)
 
 
-class FormVersion(db.Model):
+class FormVersion(Base):
     """A released form version and the hash of its content: a released version never changes."""
 
     __tablename__ = "form_versions"
@@ -29,7 +30,7 @@ class FormVersion(db.Model):
     released_at: Mapped[datetime]
 
 
-class Entry(IdMixin, TimestampMixin, db.Model):
+class Entry(IdMixin, TimestampMixin, Base):
     """One filled-in case form. Encrypted items hold AES-GCM envelopes bound to this row."""
 
     __tablename__ = "entries"
@@ -43,7 +44,7 @@ class Entry(IdMixin, TimestampMixin, db.Model):
     )
 
     subject_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("subjects.id"))
-    event_key: Mapped[str] = mapped_column(sa.String(64))  # "<event>/<instance>", or "" for subject logs
+    event_key: Mapped[str] = mapped_column(sa.String(64))  # "<event>/<instance>", or SUBJECT_LOG_KEY
     form_id: Mapped[str] = mapped_column(sa.String(64))
     form_version: Mapped[str] = mapped_column(sa.String(16))
     unique_slot: Mapped[str | None] = mapped_column(sa.String(160))
@@ -63,7 +64,7 @@ class Entry(IdMixin, TimestampMixin, db.Model):
     __mapper_args__ = {"version_id_col": version}
 
 
-class FormStatus(db.Model):
+class FormStatus(Base):
     """Subject × event instance × form: what casebooks and reports read instead of scanning entries."""
 
     __tablename__ = "form_status"
@@ -83,7 +84,7 @@ class FormStatus(db.Model):
     updated_at: Mapped[datetime]
 
 
-class Query(IdMixin, db.Model):
+class Query(IdMixin, Base):
     """A data query on an entry or one of its items. Automatic ones come from warnings."""
 
     __tablename__ = "queries"

@@ -9,8 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from edc.extensions import JSONDocument, db
-from edc.models.base import IdMixin
+from edc.models.base import Base, IdMixin
+from edc.models.types import JSONDocument
 
 EXPORT_FORMATS = ("csv", "odm", "fhir")
 # queued -> running -> completed | failed | cancelled; a running job whose worker stopped heartbeating is
@@ -20,7 +20,7 @@ ACTIVE_STATES = ("queued", "running")
 _ACTIVE = sa.text("state IN ('queued', 'running')")
 
 
-class ExportJob(IdMixin, db.Model):
+class ExportJob(IdMixin, Base):
     """One export: what was asked and by whom, its progress, and once complete, its manifest."""
 
     __tablename__ = "export_jobs"

@@ -9,12 +9,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from edc.extensions import JSONDocument, db
-from edc.models.base import IdMixin
+from edc.models.base import Base, IdMixin
+from edc.models.types import JSONDocument
 from edc.models.users import User
 
 
-class FhirClient(db.Model):
+class FhirClient(Base):
     """A system that pulls FHIR data with signed client assertions, acting as one account with the registry role.
 
     Only the client's public keys are kept (a JWK Set); deactivated, never deleted.
@@ -35,7 +35,7 @@ class FhirClient(db.Model):
     user: Mapped[User] = relationship()
 
 
-class FhirClientAssertion(IdMixin, db.Model):
+class FhirClientAssertion(IdMixin, Base):
     """The jti of an accepted client assertion, kept until the assertion expires: none is accepted twice."""
 
     __tablename__ = "fhir_client_assertions"

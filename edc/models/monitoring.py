@@ -13,8 +13,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from edc.extensions import JSONDocument, db
-from edc.models.base import IdMixin, TimestampMixin
+from edc.models.base import Base, IdMixin, TimestampMixin
+from edc.models.types import JSONDocument
 
 # What happened in a query's thread: the transitions, a plain comment, and the automatic ones.
 QUERY_MESSAGE_ACTIONS = ("open", "answer", "close", "reopen", "cancel", "comment")
@@ -29,7 +29,7 @@ _VALID = sa.text("invalidated_at IS NULL")
 _PENDING = sa.text("status = 'pending'")
 
 
-class QueryMessage(IdMixin, db.Model):
+class QueryMessage(IdMixin, Base):
     """One message of a query's thread, with who wrote it and when; transitions are messages too."""
 
     __tablename__ = "query_messages"
@@ -49,7 +49,7 @@ class QueryMessage(IdMixin, db.Model):
     change_id: Mapped[uuid.UUID | None]
 
 
-class SdvMark(IdMixin, db.Model):
+class SdvMark(IdMixin, Base):
     """A monitor's verification of one item of an entry against source (item NULL: the whole entry).
 
     A later change to the item clears the mark (cleared_at, with the change linked); cleared marks
@@ -74,7 +74,7 @@ class SdvMark(IdMixin, db.Model):
     cleared_by_change: Mapped[uuid.UUID | None]
 
 
-class Signature(IdMixin, db.Model):
+class Signature(IdMixin, Base):
     """An investigator's electronic signature of one entry, or of a subject's casebook (entry NULL).
 
     The digest is a keyed HMAC over the canonical JSON (RFC 8785) of what was signed, so a row
@@ -103,7 +103,7 @@ class Signature(IdMixin, db.Model):
     invalidated_by_change: Mapped[uuid.UUID | None]
 
 
-class DataCut(IdMixin, db.Model):
+class DataCut(IdMixin, Base):
     """A named analysis cut: every entry created up to cutoff_at is frozen and snapshotted."""
 
     __tablename__ = "data_cuts"
@@ -116,7 +116,7 @@ class DataCut(IdMixin, db.Model):
     entry_count: Mapped[int] = mapped_column(default=0)
 
 
-class DataCutEntry(db.Model):
+class DataCutEntry(Base):
     """An entry as it stood when the cut was made (values as stored: still sealed to the entry)."""
 
     __tablename__ = "data_cut_entries"
@@ -133,7 +133,7 @@ class DataCutEntry(db.Model):
     data: Mapped[dict[str, Any]] = mapped_column(JSONDocument())
 
 
-class StudyLock(IdMixin, db.Model):
+class StudyLock(IdMixin, Base):
     """The final study lock (after the last follow-up), and its lifting, each with a reason."""
 
     __tablename__ = "study_locks"
@@ -146,7 +146,7 @@ class StudyLock(IdMixin, db.Model):
     unlock_reason: Mapped[str | None] = mapped_column(sa.Text)
 
 
-class OutboxMessage(IdMixin, TimestampMixin, db.Model):
+class OutboxMessage(IdMixin, TimestampMixin, Base):
     """A notification to deliver: type, site, subject number and due time only, never clinical values.
 
     Written in the transaction of the event it reports; the mailer delivers it and marks it sent.

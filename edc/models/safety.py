@@ -9,8 +9,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from edc.extensions import db
-from edc.models.base import IdMixin, TimestampMixin
+from edc.models.base import Base, IdMixin, TimestampMixin
 from edc.models.entries import Entry
 from edc.models.sites import Site
 from edc.models.subjects import Subject
@@ -25,7 +24,7 @@ CANCELLED = frozenset({"not_serious", "not_susar"})
 _OPEN = sa.text("stopped_at IS NULL")
 
 
-class SafetyClock(IdMixin, TimestampMixin, db.Model):
+class SafetyClock(IdMixin, TimestampMixin, Base):
     """A reporting deadline of one adverse event: when it started, when it is due, when it stopped."""
 
     __tablename__ = "safety_clocks"

@@ -5,13 +5,12 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from edc.extensions import db
-from edc.models.base import IdMixin, TimestampMixin
+from edc.models.base import Base, IdMixin, TimestampMixin
 
 SITE_STATUSES = ("active", "closed")
 
 
-class Site(IdMixin, TimestampMixin, db.Model):
+class Site(IdMixin, TimestampMixin, Base):
     __tablename__ = "sites"
     __table_args__ = (sa.CheckConstraint(f"status IN {SITE_STATUSES!r}", name="status"),)
 

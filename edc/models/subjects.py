@@ -8,14 +8,14 @@ from datetime import date, datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from edc.extensions import JSONDocument, db
-from edc.models.base import IdMixin, TimestampMixin
+from edc.models.base import Base, IdMixin, TimestampMixin
 from edc.models.sites import Site
+from edc.models.types import JSONDocument
 
 SUBJECT_STATUSES = ("screening", "enrolled", "screen_failed", "withdrawn", "completed", "deceased")
 
 
-class SubjectCounter(db.Model):
+class SubjectCounter(Base):
     """The last study number given at a site; locked while the next one is allocated."""
 
     __tablename__ = "subject_counters"
@@ -24,7 +24,7 @@ class SubjectCounter(db.Model):
     last_number: Mapped[int] = mapped_column(default=0)
 
 
-class Subject(IdMixin, TimestampMixin, db.Model):
+class Subject(IdMixin, TimestampMixin, Base):
     """A pseudonymised trial subject. Birth year and month are the most that is ever stored."""
 
     __tablename__ = "subjects"
@@ -60,7 +60,7 @@ class Subject(IdMixin, TimestampMixin, db.Model):
     __mapper_args__ = {"version_id_col": version}
 
 
-class SubjectSummary(db.Model):
+class SubjectSummary(Base):
     """What the monitoring reports count per subject, kept current by the writes that move it
     (edc/services/summaries.py), so a report adds up one row per subject instead of reading entries.
 

@@ -8,8 +8,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from edc.extensions import db
-from edc.models.base import IdMixin, TimestampMixin
+from edc.models.base import Base, IdMixin, TimestampMixin
 from edc.models.sites import Site
 
 USER_STATUSES = ("active", "disabled")
@@ -27,7 +26,7 @@ ROLES = (
 )
 
 
-class User(IdMixin, TimestampMixin, db.Model):
+class User(IdMixin, TimestampMixin, Base):
     __tablename__ = "users"
     __table_args__ = (sa.CheckConstraint(f"status IN {USER_STATUSES!r}", name="status"),)
 
@@ -55,7 +54,7 @@ class User(IdMixin, TimestampMixin, db.Model):
         return [r for r in self.roles if r.revoked_at is None]
 
 
-class RoleAssignment(IdMixin, db.Model):
+class RoleAssignment(IdMixin, Base):
     """A role held by a user, for one site (site roles) or for all sites (site_id NULL)."""
 
     __tablename__ = "role_assignments"

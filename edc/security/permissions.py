@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from edc.errors import Forbidden
 from edc.models.users import ROLES
+from edc.problems import Forbidden
 
 F = TypeVar("F", bound=Callable)
 

@@ -16,11 +16,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from edc import clock, runtime
-from edc.errors import NotFound
 from edc.models.entries import Entry
 from edc.models.audit import SECURITY_CHAIN, AuditChainHead, AuditRecord, AuditValue
+from edc.problems import NotFound
 from edc.security import crypto
 from edc.security.permissions import Actor, require
+from edc.services.scope import get_subject
 
 GENESIS = "0" * 64
 VALUE_REF = "sealed"  # a change side stored encrypted in audit_values: {"sealed": "<audit value id>"}
@@ -263,8 +264,6 @@ def security_history(session: Session, actor: Actor, *, entity_type: str | None 
 
 def subject_history(session: Session, actor: Actor, number: str, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
     """A subject's chain (enrolment, entries, queries), within the caller's sites."""
-    from edc.services.subjects import get_subject  # subjects records audit events: import late
-
     subject = get_subject(session, actor, number, "clinical_audit:read")
     return history(session, chain=subject_chain(subject.id), limit=limit, offset=offset)
 

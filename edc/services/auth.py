@@ -10,10 +10,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, selectinload
 
 from edc import clock, runtime
-from edc.errors import TooManyRequests, Unauthorized, UnprocessableContent, field_error
 from edc.models.auth import AuthSession, RefreshToken
 from edc.models.sites import Site
 from edc.models.users import RoleAssignment, User
+from edc.problems import TooManyRequests, Unauthorized, UnprocessableContent, field_error
 from edc.security import passwords, tokens
 from edc.security.permissions import Actor, Grant
 from edc.services import audit, throttle

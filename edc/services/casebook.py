@@ -14,7 +14,7 @@ from edc.models.entries import FormStatus
 from edc.models.subjects import Subject
 from edc.security.permissions import Actor
 from edc.services import queries
-from edc.services.subjects import get_subject
+from edc.services.scope import get_subject
 
 NOT_STARTED = "not_started"
 

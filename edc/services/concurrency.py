@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edc.errors import PreconditionFailed
+from edc.problems import PreconditionFailed
 
 
 def etag_of(record: Any) -> str:

@@ -6,8 +6,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from edc import runtime
-from edc.errors import Conflict
 from edc.models.sites import Site
+from edc.problems import Conflict
 from edc.security.permissions import Actor
 from edc.services import sites, users
 

@@ -44,12 +44,12 @@ from sqlalchemy.orm import Session
 
 from edc import clock, runtime
 from edc.ecrf import age_in_months, clinical
-from edc.errors import Conflict, UnprocessableContent
 from edc.models.entries import Entry, Query
 from edc.models.subjects import Subject
 from edc.models.users import User
+from edc.problems import Conflict, UnprocessableContent
 from edc.security.permissions import Actor
-from edc.services import entries, subjects
+from edc.services import entries, scope, subjects
 from edc.services.auth import actor_for
 from edc.services.concurrency import etag_of
 from edc.services.demo import DEMO_ACCOUNTS, DEMO_SITES
@@ -620,7 +620,7 @@ class _Casebook:
         self.later(self.at(results, 16, 10), self._mark_enrolled)
 
     def _mark_enrolled(self) -> None:
-        subject = subjects.get_subject(self.session, self.investigator, self.number, "subjects:status")
+        subject = scope.get_subject(self.session, self.investigator, self.number, "subjects:status")
         subjects.change_status(self.session, self.investigator, self.number, status="enrolled", reason=None,
                                expected_etag=etag_of(subject))
 

@@ -3,37 +3,29 @@ queries and the form-status table, all in the caller's transaction."""
 
 from __future__ import annotations
 
-import copy
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, timedelta
-from typing import Any, NamedTuple
+from datetime import date
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from edc import clock, runtime
+from edc import runtime
 from edc.ecrf import FormDef, Study, ValidationContext, evaluate_cross_form_warnings, evaluate_warnings, validate_entry
 from edc.ecrf.expressions import VISIT_FACTS
-from edc.errors import Conflict, Forbidden, NotFound, Problem, UnprocessableContent, field_error
-from edc.models.entries import Entry, Query
+from edc.models.entries import SUBJECT_LOG_KEY, Entry, Query
 from edc.models.subjects import Subject
-from edc.security import crypto
+from edc.problems import Conflict, Forbidden, NotFound, UnprocessableContent, field_error
 from edc.security.permissions import Actor, require
 from edc.services import audit, form_registry, locking, queries, safety, signatures, status_table, summaries
 from edc.services.concurrency import check_etag
-from edc.services.subjects import get_subject
+from edc.services.rule_context import forms_read_by, load_values, validation_context
+from edc.services.scope import get_subject
+from edc.services.sealing import seal, unseal
 
-SUBJECT_LOG_KEY = ""
 SITE_WRITERS = frozenset({"investigator", "coordinator"})  # site staff: enter every non-exclusive form
 ANCHOR_COLUMNS = {"planned_infusion": "planned_infusion_date", "day0": "day0"}
-SEALED = "sealed"  # an encrypted item value: {"sealed": <AES-GCM envelope>}
-
-
-class StoredValueUnreadable(Problem):
-    """A ciphertext does not open where it is stored (moved, altered or its key is gone)."""
-
-    status, title = 500, "Stored Value Unreadable"
 
 
 @dataclass
@@ -48,61 +40,6 @@ class SaveOutcome:
 
 def _study(session: Session) -> Study:
     return runtime.of(session).study
-
-
-# --- encryption of item values ---------------------------------------------------------------
-
-def _paths(form: FormDef, values: dict[str, Any]):
-    """Yield (container, key, field path) for every encrypted value present."""
-    encrypted = form.encrypted_items
-    if not encrypted:  # most forms: nothing to walk (exports open every entry through here)
-        return
-    for key in list(values):
-        item = form.items.get(key)
-        if key in encrypted and (item is None or item.group is None):
-            yield values, key, key
-        elif key in form.groups and isinstance(values[key], list):
-            for index, row in enumerate(values[key]):
-                for item_id in list(row):
-                    if item_id in encrypted:
-                        yield row, item_id, f"{key}/{index}/{item_id}"
-
-
-def seal(session: Session, form: FormDef, entry_id: uuid.UUID, values: dict[str, Any]) -> dict[str, Any]:
-    """Values as stored: encrypted items become envelopes bound to this entry and item."""
-    ring = runtime.of(session).keyring
-    stored = copy.deepcopy(values)
-    for container, key, path in _paths(form, stored):
-        if container[key] is not None:
-            container[key] = {SEALED: crypto.encrypt_value(ring, container[key], table="entries", record_id=str(entry_id), field=path)}
-    return stored
-
-
-class StoredDocument(NamedTuple):
-    """What unseal() reads of an entry kept elsewhere than its row (an export read, a data-cut snapshot):
-    the id its ciphertexts are bound to, and the stored document."""
-
-    id: uuid.UUID
-    data: dict[str, Any]
-
-
-def unseal(session: Session, form: FormDef, entry: Entry | StoredDocument, *, in_place: bool = False) -> dict[str, Any]:
-    """Stored values opened; a ciphertext moved from elsewhere fails cleanly, showing nothing.
-
-    `in_place` opens the caller's own copy of the data (rows read for an export) instead of a deep copy."""
-    ring = runtime.of(session).keyring
-    values = entry.data if in_place else copy.deepcopy(entry.data)
-    for container, key, path in _paths(form, values):
-        sealed = container[key]
-        if isinstance(sealed, dict) and set(sealed) == {SEALED}:
-            try:
-                container[key] = crypto.decrypt_value(ring, sealed[SEALED], table="entries", record_id=str(entry.id), field=path)
-            except crypto.DecryptionError:
-                raise StoredValueUnreadable(
-                    "A stored value of this entry cannot be opened; it has been reported to the data manager.",
-                    log_detail=f"entry {entry.id} item {path}: ciphertext integrity failure",
-                ) from None
-    return values
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -152,74 +89,6 @@ def list_entries(session: Session, actor: Actor, number: str, *, event: str | No
         stmt = stmt.where(Entry.form_id == form)
     rows = [e for e in session.scalars(stmt) if _may_touch_form(actor, study, e.form_id)]
     return [(e, unseal(session, study.form(e.form_id, e.form_version), e)) for e in rows]
-
-
-# --- context for validation --------------------------------------------------------------------
-
-def subject_facts(subject: Subject, event_key: str = SUBJECT_LOG_KEY, study: Study | None = None) -> dict[str, Any]:
-    """The facts rules read as subject.<fact>, with the window of the visit at `event_key` when it is known."""
-    return {
-        **(_visit_window(study, subject, event_key) if study is not None else {}),
-        "site": subject.site.code,
-        "birth_year": subject.birth_year,
-        "birth_month": subject.birth_month,
-        "sex": subject.sex,
-        "registration_date": subject.registration_date,
-        "day0": subject.day0,
-        "planned_infusion": subject.planned_infusion_date,
-    }
-
-
-def _visit_window(study: Study, subject: Subject, event_key: str) -> dict[str, date]:
-    if not event_key:
-        return {}
-    event = study.event(event_key.split("/")[0])
-    anchor = {"registration": subject.registration_date, "planned_infusion": subject.planned_infusion_date,
-              "day0": subject.day0}.get(event.anchor) if event.anchor else None
-    if anchor is None or event.day is None or event.repeatable:
-        return {}
-    due = anchor + timedelta(days=event.day)
-    return {"visit_due": due, "visit_earliest": due - timedelta(days=event.window_before),
-            "visit_latest": due + timedelta(days=event.window_after)}
-
-
-def _forms_read_by(study: Study, form_id: str) -> set[str]:
-    """The other forms whose values the cross-form checks of form_id read."""
-    return {source for source, readers in study.cross_form_dependencies.items() if form_id in readers}
-
-
-def _load_values(session: Session, subject: Subject, forms: set[str]) -> list[tuple[Entry, dict[str, Any]]]:
-    """The subject's entries of these forms with their values opened, oldest change first."""
-    study = _study(session)
-    stmt = (sa.select(Entry).where(Entry.subject_id == subject.id, Entry.form_id.in_(forms))
-            .order_by(Entry.updated_at, Entry.id))
-    return [(entry, unseal(session, study.form(entry.form_id, entry.form_version), entry)) for entry in session.scalars(stmt)]
-
-
-def _other_entries(session: Session, subject: Subject, form_id: str, exclude: uuid.UUID | None,
-                   loaded: list[tuple[Entry, dict[str, Any]]] | None = None,
-                   ) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
-    """The subject's other entries of the forms this form's cross-form checks read (and only those): the latest
-    values per form (for forms.<form>.<item>) and every entry's values per form (for entries.<form>).
-    `loaded` is a preloaded superset (from _load_values), so rechecking many entries reads them once."""
-    wanted = _forms_read_by(_study(session), form_id)
-    if not wanted:
-        return {}, {}
-    latest: dict[str, dict[str, Any]] = {}
-    every: dict[str, list[dict[str, Any]]] = {form: [] for form in wanted}
-    for entry, values in loaded if loaded is not None else _load_values(session, subject, wanted):
-        if entry.form_id in wanted and entry.id != exclude:
-            latest[entry.form_id] = values
-            every[entry.form_id].append(values)
-    return latest, every
-
-
-def _context(session: Session, subject: Subject, form_id: str, exclude: uuid.UUID | None,
-             event_key: str = SUBJECT_LOG_KEY, loaded: list[tuple[Entry, dict[str, Any]]] | None = None) -> ValidationContext:
-    latest, every = _other_entries(session, subject, form_id, exclude, loaded)
-    facts = subject_facts(subject, event_key, _study(session))
-    return ValidationContext(subject=facts, other_forms=latest, other_entries=every,
-                             today=clock.utcnow().date())
 
 
 # --- writing -------------------------------------------------------------------------------
@@ -284,7 +153,7 @@ def create_entry(session: Session, actor: Actor, number: str, *, form: str, data
         existing = session.scalar(sa.select(Entry.id).where(Entry.subject_id == subject.id, Entry.unique_slot == slot))
         if existing is not None:
             raise Conflict(f"{form} already has an entry here; change it instead.", existing=f"/api/v1/entries/{existing}")
-    result = _validated(form_def, data, complete, _context(session, subject, form, None, event_key))
+    result = _validated(form_def, data, complete, validation_context(session, subject, form, exclude=None, event_key=event_key))
     _check_references(session, subject, form, result.values)
     entry = Entry(id=uuid.uuid4(), subject=subject, event_key=event_key, form_id=form, form_version=form_def.version,
                   unique_slot=slot, status="complete" if complete else "draft", ever_completed=complete,
@@ -312,7 +181,8 @@ def update_entry(session: Session, actor: Actor, entry_id: uuid.UUID, *, data: d
     subject = entry.subject
     form_def = study.form(entry.form_id, entry.form_version)
     old_values = unseal(session, form_def, entry)
-    result = _validated(form_def, data, complete, _context(session, subject, entry.form_id, entry.id, entry.event_key))
+    context = validation_context(session, subject, entry.form_id, exclude=entry.id, event_key=entry.event_key)
+    result = _validated(form_def, data, complete, context)
     _check_references(session, subject, entry.form_id, result.values)
     changes = _diff(old_values, result.values)
     new_status = "complete" if complete else "draft"
@@ -358,8 +228,8 @@ def _recheck_dependants(session: Session, actor: Actor, subject: Subject, change
         return  # a form that reads its own other entries (entries.<form>) is its own reader
     # One read of every entry involved: the readers and the forms they read (a daily form that reads its own
     # other entries would otherwise reload them all for each of them).
-    involved = readers.union(*(_forms_read_by(study, form) for form in readers))
-    loaded = _load_values(session, subject, involved)
+    involved = readers.union(*(forms_read_by(study, form) for form in readers))
+    loaded = load_values(session, subject, involved)
     rechecked = sorted(((e, v) for e, v in loaded if e.form_id in readers and e.id != changed.id),
                        key=lambda pair: (pair[0].created_at, pair[0].id))
     # Entries with no cross-form warning now and no cross-form query before have nothing to sync.
@@ -367,7 +237,8 @@ def _recheck_dependants(session: Session, actor: Actor, subject: Subject, change
         Query.subject_id == subject.id, Query.origin == "auto", Query.rule_kind == "cross_form").distinct()))
     for other, values in rechecked:
         form_def = study.form(other.form_id, other.form_version)
-        context = _context(session, subject, other.form_id, other.id, other.event_key, loaded=loaded)
+        context = validation_context(session, subject, other.form_id, exclude=other.id, event_key=other.event_key,
+                                     loaded=loaded)
         warnings = evaluate_cross_form_warnings(form_def, values, context)
         if not warnings and other.id not in with_queries:
             continue
@@ -417,7 +288,8 @@ def recheck_all(session: Session, actor: Actor) -> tuple[int, int]:
     opened = answered = 0
     for entry in session.scalars(sa.select(Entry).order_by(Entry.subject_id, Entry.created_at)):
         form_def = study.form(entry.form_id, entry.form_version)
-        warnings = evaluate_warnings(form_def, unseal(session, form_def, entry), _context(session, entry.subject, entry.form_id, entry.id, entry.event_key))
+        context = validation_context(session, entry.subject, entry.form_id, exclude=entry.id, event_key=entry.event_key)
+        warnings = evaluate_warnings(form_def, unseal(session, form_def, entry), context)
         new, done = queries.sync_automatic(session, actor, entry, warnings, fixing_change=None)
         opened, answered = opened + len(new), answered + len(done)
         status_table.refresh(session, entry.subject, entry.event_key, entry.form_id)

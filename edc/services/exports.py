@@ -30,7 +30,6 @@ from sqlalchemy.orm import Session
 
 from edc import clock, runtime
 from edc.database import READ_ONLY_SNAPSHOT
-from edc.errors import Conflict, Forbidden, NotFound, TooManyRequests, UnprocessableContent, field_error
 from edc.exports import csv_files, fhir_ndjson, odm, source
 from edc.exports.files import Cancelled, ExportFile, describe
 from edc.models.exports import ACTIVE_STATES, EXPORT_FORMATS, ExportJob
@@ -38,6 +37,7 @@ from edc.models.monitoring import DataCut
 from edc.models.sites import Site
 from edc.models.subjects import SUBJECT_STATUSES
 from edc.models.users import User
+from edc.problems import Conflict, Forbidden, NotFound, TooManyRequests, UnprocessableContent, field_error
 from edc.security.permissions import MATRIX, Actor, require
 from edc.services import audit
 

@@ -25,11 +25,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
 from edc import clock, runtime
-from edc.errors import Conflict, NotFound, OAuthError, UnprocessableContent, field_error
 from edc.exports.fhir import RESOURCE_TYPES
 from edc.models.auth import AuthSession
 from edc.models.fhir_clients import FhirClient, FhirClientAssertion
 from edc.models.users import RoleAssignment, User
+from edc.problems import Conflict, NotFound, OAuthError, UnprocessableContent, field_error
 from edc.security import client_assertions, scopes, tokens
 from edc.security.permissions import Actor, Grant, require
 from edc.services import audit, throttle

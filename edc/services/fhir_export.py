@@ -10,14 +10,14 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, joinedload
 
 from edc import runtime
-from edc.errors import Forbidden, NotFound
 from edc.exports import fhir
 from edc.models.entries import Entry
 from edc.models.subjects import Subject
+from edc.problems import Forbidden, NotFound
 from edc.security import scopes
 from edc.security.permissions import Actor, require
 from edc.services import audit
-from edc.services.entries import unseal
+from edc.services.sealing import unseal
 
 PERMISSION = "fhir:read"
 

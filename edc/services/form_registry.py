@@ -8,8 +8,8 @@ from sqlalchemy.orm import Session
 
 from edc import clock, runtime
 from edc.ecrf import FormDef, Study
-from edc.errors import Conflict
 from edc.models.entries import FormVersion
+from edc.problems import Conflict
 
 
 def ensure_released(session: Session, form: FormDef) -> None:

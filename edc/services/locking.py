@@ -18,14 +18,15 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from edc import clock, runtime
-from edc.errors import Conflict, NotFound, UnprocessableContent, field_error
 from edc.models.entries import Entry, FormStatus
 from edc.models.monitoring import DataCut, DataCutEntry, StudyLock
 from edc.models.sites import Site
 from edc.models.subjects import Subject
+from edc.problems import Conflict, NotFound, UnprocessableContent, field_error
 from edc.security.permissions import Actor, require
 from edc.services import audit, status_table
-from edc.services import subjects as subject_service
+from edc.services.scope import get_subject
+from edc.services.sealing import StoredDocument, seal, unseal
 
 STUDY_CHAIN = "study"
 ENTRY_CHANGED = "entry_updated"  # the audited event that changes an entry's data (and raises its version)
@@ -150,7 +151,7 @@ def unlock_entry(session: Session, actor: Actor, entry_id: uuid.UUID, *, reason:
 
 
 def _managed_subject(session: Session, actor: Actor, number: str) -> Subject:
-    subject = subject_service.get_subject(session, actor, number, "locks:manage")
+    subject = get_subject(session, actor, number, "locks:manage")
     # Lock the row (and re-read it) so two data managers cannot interleave a lock and an unlock.
     return session.scalars(sa.select(Subject).where(Subject.id == subject.id).with_for_update(of=Subject)
                            .execution_options(populate_existing=True)).one()
@@ -229,8 +230,6 @@ def study_lock_state(session: Session, actor: Actor) -> StudyLock | None:
 def _as_of_cutoff(session: Session, row, cutoff: datetime) -> tuple[dict[str, Any], str, int]:
     """An entry's stored document, status and version as they stood at the cut-off: undo, newest first,
     every audited change made after it (the audit trail holds the old values, opened)."""
-    from edc.services.entries import StoredDocument, seal, unseal  # noqa: PLC0415 (entries imports this module)
-
     form = runtime.of(session).study.form(row.form_id, row.form_version)
     records = audit.history(session, chain=audit.subject_chain(row.subject_id), entity_type="entry",
                             entity_id=str(row.id), limit=100_000)
@@ -345,8 +344,6 @@ class CutEntry:
 def cut_entries(session: Session, cut_id: uuid.UUID) -> Iterator[CutEntry]:
     """Stream a cut's snapshot in a stable order (subject number, event, form, entry id) with values opened.
     For exports: the caller checks the reader's permission; the snapshot never changes after the cut."""
-    from edc.services.entries import StoredDocument, unseal  # noqa: PLC0415 (entries imports this module)
-
     study = runtime.of(session).study
     stmt = (sa.select(DataCutEntry, Subject.number, Site.code)
             .join(Subject, Subject.id == DataCutEntry.subject_id).join(Site, Site.id == Subject.site_id)

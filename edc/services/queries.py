@@ -18,15 +18,19 @@ from sqlalchemy.orm import Session
 
 from edc import clock, runtime
 from edc.ecrf import FormDef, validate_entry
-from edc.errors import Conflict, NotFound, UnprocessableContent, field_error
 from edc.models.audit import AuditRecord
 from edc.models.entries import Entry, Query
 from edc.models.monitoring import QueryMessage
 from edc.models.sites import Site
 from edc.models.subjects import Subject
+from edc.problems import Conflict, NotFound, UnprocessableContent, field_error
 from edc.security.permissions import MATRIX, Actor, require
 from edc.services import audit, outbox, status_table
+from edc.services.concurrency import check_etag
 from edc.services.pagination import Page, paginate
+from edc.services.rule_context import validation_context
+from edc.services.scope import get_subject
+from edc.services.sealing import unseal
 
 OPEN, ANSWERED, CLOSED, CANCELLED = "open", "answered", "closed", "cancelled"
 READ, MANAGE, ANSWER, MESSAGE = "queries:read", "queries:manage", "queries:answer", "queries:message"
@@ -219,9 +223,7 @@ def _study(session: Session):
 
 def _check_item(session: Session, entry: Entry, form: FormDef, item: str) -> None:
     """The item must exist in the entry's form version (rows as GROUP/index/ITEM) and be shown now."""
-    from edc.services import entries  # entries imports this module
-
-    values = entries.unseal(session, form, entry)
+    values = unseal(session, form, entry)
     parts = item.split("/")
     if len(parts) == 3:
         group_id, index, member = parts
@@ -240,7 +242,7 @@ def _check_item(session: Session, entry: Entry, form: FormDef, item: str) -> Non
         raise UnprocessableContent(errors=[field_error("/item", f"No item {item} in form {form.id} version {form.version}.")])
     if shown_if is None and len(checked) == 1:
         return
-    context = entries._context(session, entry.subject, entry.form_id, entry.id, entry.event_key)
+    context = validation_context(session, entry.subject, entry.form_id, exclude=entry.id, event_key=entry.event_key)
     stored = {key: value for key, value in values.items() if not (key in form.items and form.items[key].computed)}
     hidden = validate_entry(form, stored, complete=False, context=context).hidden
     if any(name in hidden for name in checked):
@@ -306,8 +308,6 @@ def _linked_change(session: Session, query: Query, change_id: uuid.UUID | None) 
 def transition(session: Session, actor: Actor, query_id: uuid.UUID, action: str, *, message: str | None,
                change_id: uuid.UUID | None = None, expected_etag: str | None = None) -> Query:
     """Answer, close, re-open or cancel a query (role and state checked; 409 for an illegal transition)."""
-    from edc.services.concurrency import check_etag
-
     rule = TRANSITIONS[action]
     query = _scoped_query(session, actor, query_id, rule.permission, for_update=True)
     if expected_etag is not None:
@@ -375,8 +375,6 @@ def list_queries(session: Session, actor: Actor, *, site: str | None = None, sub
                  max_age_days: int | None = None, assignee_role: str | None = None, critical: bool | None = None,
                  page: int = 1, page_size: int = 50) -> Page[QueryView]:
     """Queries of the caller's sites, oldest first, read from the indexed query rows."""
-    from edc.services.subjects import get_subject
-
     require(actor, READ)
     now = clock.utcnow()
     stmt = sa.select(Query).order_by(Query.opened_at, Query.id)

@@ -19,11 +19,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from edc import clock, runtime
-from edc.errors import NotFound
 from edc.models.entries import Query
 from edc.models.safety import SafetyClock
 from edc.models.sites import Site
 from edc.models.subjects import Subject, SubjectSummary
+from edc.problems import NotFound
 from edc.security.permissions import Actor, require
 from edc.services import summaries
 

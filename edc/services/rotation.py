@@ -14,7 +14,7 @@ from edc.models.entries import Entry
 from edc.security import crypto
 from edc.security.permissions import Actor
 from edc.services import audit
-from edc.services.entries import SEALED
+from edc.services.sealing import SEALED
 
 BATCH = 200
 

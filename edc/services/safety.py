@@ -31,15 +31,15 @@ from sqlalchemy.orm import Session, joinedload
 
 from edc import clock, runtime
 from edc.ecrf.definitions import SafetyDef
-from edc.errors import NotFound, field_error
+from edc.problems import NotFound, field_error
 from edc.models.entries import Entry, Query
 from edc.models.safety import CANCELLED, FAMILY_OF, SafetyClock
 from edc.models.sites import Site
 from edc.models.subjects import Subject
 from edc.security.permissions import Actor, require
-from edc.services import audit, entries, notifications
+from edc.services import audit, notifications, sealing
 from edc.services.pagination import Page, paginate
-from edc.services.subjects import get_subject
+from edc.services.scope import get_subject
 
 STATES = ("open", "overdue", "all")
 
@@ -155,7 +155,7 @@ def _reviews_of(session: Session, subject: Subject, ae_id: uuid.UUID, safety: Sa
 
 def _values(session: Session, entry: Entry) -> dict[str, Any]:
     study = runtime.of(session).study
-    return entries.unseal(session, study.form(entry.form_id, entry.form_version), entry)
+    return sealing.unseal(session, study.form(entry.form_id, entry.form_version), entry)
 
 
 def _clock(session: Session, ae_id: uuid.UUID, family: str) -> SafetyClock | None:

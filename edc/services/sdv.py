@@ -13,12 +13,13 @@ from sqlalchemy.orm import Session
 from edc import clock, runtime
 from edc.ecrf import FormDef, Study
 from edc.ecrf.definitions import COMPUTED_TYPES
-from edc.errors import Conflict, NotFound, UnprocessableContent, field_error
 from edc.models.entries import Entry, FormStatus
 from edc.models.monitoring import SdvMark
 from edc.models.sites import Site
+from edc.problems import Conflict, NotFound, UnprocessableContent, field_error
 from edc.security.permissions import Actor, require
 from edc.services import audit, status_table
+from edc.services.sealing import unseal
 
 ENTRY_MARK = "@entry"  # how a whole-entry mark appears in audit changes
 
@@ -79,8 +80,6 @@ def _marks(session: Session, entry_id: uuid.UUID, *, active: bool) -> list[SdvMa
 
 
 def _state(session: Session, entry: Entry, *, history: bool = False) -> EntrySdv:
-    from edc.services.entries import unseal  # entries imports this module for its save hook
-
     study = _study(session)
     form = study.form(entry.form_id, entry.form_version)
     requirement = requirement_of(study, entry.form_id)

@@ -15,15 +15,16 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from edc import clock, runtime
-from edc.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
 from edc.models.entries import Entry, Query
 from edc.models.monitoring import Signature
 from edc.models.subjects import Subject
 from edc.models.users import User
+from edc.problems import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
 from edc.security import crypto
 from edc.security.permissions import Actor, require
 from edc.services import audit, auth, sdv, status_table, throttle
-from edc.services.subjects import get_subject
+from edc.services.scope import get_subject
+from edc.services.sealing import unseal
 
 log = logging.getLogger("edc.signatures")
 
@@ -75,8 +76,6 @@ def _time(moment: datetime) -> str:
 
 
 def _values(session: Session, entry: Entry) -> dict[str, Any]:
-    from edc.services.entries import unseal  # entries imports this module for its save hook
-
     return unseal(session, _study(session).form(entry.form_id, entry.form_version), entry)
 
 

@@ -7,8 +7,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from edc.errors import Conflict, NotFound
 from edc.models.sites import Site
+from edc.problems import Conflict, NotFound
 from edc.security.permissions import Actor, require
 from edc.services import audit
 from edc.services.concurrency import check_etag

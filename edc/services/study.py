@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from edc import runtime
 from edc.ecrf import FormDef, to_questionnaire
-from edc.errors import NotFound
+from edc.problems import NotFound
 from edc.security.permissions import Actor, require
 
 

@@ -1,4 +1,5 @@
-"""Enrolment under a study number, reading subjects within the caller's sites, status changes."""
+"""Enrolment under a study number, listing subjects within the caller's sites, status changes (one subject by
+its number: scope.get_subject)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,18 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session
 
 from edc import clock, runtime
-from edc.errors import Conflict, NotFound, UnprocessableContent, field_error
 from edc.models.sites import Site
 from edc.models.subjects import Subject, SubjectCounter
+from edc.problems import Conflict, NotFound, UnprocessableContent, field_error
 from edc.security import crypto
 from edc.security.permissions import Actor, require
 from edc.services import audit, locking, summaries
 from edc.services.concurrency import check_etag
 from edc.services.pagination import Page, paginate
+from edc.services.scope import get_subject
 
 # Allowed status changes; withdrawal needs a reason.
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -101,18 +103,6 @@ def enrol(session: Session, actor: Actor, *, site: str, birth_year: int, birth_m
 
 def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, date) else value
-
-
-def get_subject(session: Session, actor: Actor, number: str, permission: str = "subjects:read") -> Subject:
-    """A subject by study number, only within the caller's sites (404 otherwise)."""
-    require(actor, permission)
-    subject = session.scalars(
-        sa.select(Subject).where(Subject.number == number.upper()).options(joinedload(Subject.site))
-    ).one_or_none()
-    scope = actor.site_scope(permission)
-    if subject is None or (scope is not None and subject.site_id not in scope):
-        raise NotFound(f"No subject {number} among your sites.")
-    return subject
 
 
 def list_subjects(session: Session, actor: Actor, *, site: str | None = None, status: str | None = None,

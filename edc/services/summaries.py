@@ -29,6 +29,7 @@ from edc.ecrf.definitions import MAX_GRADE_KEYS, SafetyDef, Study
 from edc.models.entries import Entry, FormStatus
 from edc.models.subjects import Subject, SubjectSummary
 from edc.services import audit
+from edc.services.sealing import unseal
 
 COUNTING_RULES_VERSION = 1  # bump when the counting below changes: every row is then outdated
 # Subjects still followed: their scheduled forms become expected and can fall overdue. Subjects who
@@ -170,8 +171,6 @@ def count_safety(entries: Iterable[tuple[str, dict[str, Any]]], safety: SafetyDe
 
 def safety_of(session: Session, subject_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
     """Count these subjects' safety summary now, from their adverse-event and daily grading entries."""
-    from edc.services.entries import unseal  # entries imports this module
-
     study = runtime.of(session).study
     found: dict[uuid.UUID, list[tuple[str, dict[str, Any]]]] = {sid: [] for sid in subject_ids}
     forms = safety_forms(study)

@@ -10,9 +10,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, selectinload
 
 from edc import clock, runtime
-from edc.errors import Conflict, Forbidden, NotFound, UnprocessableContent, field_error
 from edc.models.sites import Site
 from edc.models.users import RoleAssignment, User
+from edc.problems import Conflict, Forbidden, NotFound, UnprocessableContent, field_error
 from edc.security import passwords, tokens
 from edc.security.permissions import GLOBAL_ROLES, SITE_ROLES, Actor, require
 from edc.services import audit

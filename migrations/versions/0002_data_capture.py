@@ -11,7 +11,7 @@ them while audit_records stays immutable; its rows are never deleted.
 from alembic import op
 import sqlalchemy as sa
 
-import edc.extensions
+import edc.models.types
 
 
 # revision identifiers, used by Alembic.
@@ -27,14 +27,14 @@ def upgrade():
     sa.Column('form_id', sa.String(length=64), nullable=False),
     sa.Column('version', sa.String(length=16), nullable=False),
     sa.Column('content_hash', sa.String(length=64), nullable=False),
-    sa.Column('released_at', edc.extensions.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('released_at', edc.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('form_id', 'version', name=op.f('pk_form_versions'))
     )
     op.create_table('audit_values',
     sa.Column('record_id', sa.Uuid(), nullable=False),
     sa.Column('field', sa.String(length=200), nullable=False),
     sa.Column('side', sa.String(length=3), nullable=False),
-    sa.Column('envelope', edc.extensions.JSONDocument(), nullable=False),
+    sa.Column('envelope', edc.models.types.JSONDocument(), nullable=False),
     sa.Column('key_id', sa.Integer(), nullable=False),
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.ForeignKeyConstraint(['record_id'], ['audit_records.id'], name=op.f('fk_audit_values_record_id_audit_records')),
@@ -66,8 +66,8 @@ def upgrade():
     sa.Column('created_by', sa.String(length=64), nullable=False),
     sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('id', sa.Uuid(), nullable=False),
-    sa.Column('created_at', edc.extensions.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', edc.extensions.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', edc.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', edc.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.CheckConstraint("status IN ('screening', 'enrolled', 'screen_failed', 'withdrawn', 'completed', 'deceased')", name=op.f('ck_subjects_status')),
     sa.CheckConstraint('birth_month BETWEEN 1 AND 12', name=op.f('ck_subjects_birth_month')),
     sa.ForeignKeyConstraint(['site_id'], ['sites.id'], name=op.f('fk_subjects_site_id_sites')),
@@ -85,15 +85,15 @@ def upgrade():
     sa.Column('form_id', sa.String(length=64), nullable=False),
     sa.Column('form_version', sa.String(length=16), nullable=False),
     sa.Column('unique_slot', sa.String(length=160), nullable=True),
-    sa.Column('data', edc.extensions.JSONDocument(), nullable=False),
+    sa.Column('data', edc.models.types.JSONDocument(), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('ever_completed', sa.Boolean(), nullable=False),
     sa.Column('created_by', sa.String(length=64), nullable=False),
     sa.Column('updated_by', sa.String(length=64), nullable=False),
     sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('id', sa.Uuid(), nullable=False),
-    sa.Column('created_at', edc.extensions.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', edc.extensions.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', edc.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', edc.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.CheckConstraint("status IN ('draft', 'complete')", name=op.f('ck_entries_status')),
     sa.ForeignKeyConstraint(['subject_id'], ['subjects.id'], name=op.f('fk_entries_subject_id_subjects')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_entries')),
@@ -113,7 +113,7 @@ def upgrade():
     sa.Column('verified', sa.Boolean(), nullable=False),
     sa.Column('signed', sa.Boolean(), nullable=False),
     sa.Column('locked', sa.Boolean(), nullable=False),
-    sa.Column('updated_at', edc.extensions.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', edc.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['site_id'], ['sites.id'], name=op.f('fk_form_status_site_id_sites')),
     sa.ForeignKeyConstraint(['subject_id'], ['subjects.id'], name=op.f('fk_form_status_subject_id_subjects')),
     sa.PrimaryKeyConstraint('subject_id', 'event_key', 'form_id', name=op.f('pk_form_status'))
@@ -133,11 +133,11 @@ def upgrade():
     sa.Column('message', sa.Text(), nullable=False),
     sa.Column('critical', sa.Boolean(), nullable=False),
     sa.Column('state', sa.String(length=16), nullable=False),
-    sa.Column('opened_at', edc.extensions.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('opened_at', edc.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('opened_by', sa.String(length=64), nullable=False),
-    sa.Column('answered_at', edc.extensions.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('answered_at', edc.models.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('answered_by_change', sa.Uuid(), nullable=True),
-    sa.Column('closed_at', edc.extensions.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('closed_at', edc.models.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.CheckConstraint("state IN ('open', 'answered', 'closed', 'cancelled')", name=op.f('ck_queries_state')),

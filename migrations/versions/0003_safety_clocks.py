@@ -11,7 +11,7 @@ open clocks by site and due time, which listings, reminders and reports read.
 from alembic import op
 import sqlalchemy as sa
 
-import edc.extensions
+import edc.models.types
 
 
 # revision identifiers, used by Alembic.
@@ -31,13 +31,13 @@ def upgrade():
     sa.Column('ae_entry_id', sa.Uuid(), nullable=False),
     sa.Column('family', sa.String(length=8), nullable=False),
     sa.Column('kind', sa.String(length=16), nullable=False),
-    sa.Column('started_at', edc.extensions.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('due_at', edc.extensions.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('stopped_at', edc.extensions.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('started_at', edc.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('due_at', edc.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('stopped_at', edc.models.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('stop_reason', sa.String(length=16), nullable=True),
     sa.Column('id', sa.Uuid(), nullable=False),
-    sa.Column('created_at', edc.extensions.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', edc.extensions.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', edc.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', edc.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.CheckConstraint("kind IN ('sae_initial', 'susar_7d', 'susar_15d')", name=op.f('ck_safety_clocks_kind')),
     sa.CheckConstraint("(family = 'sae' AND kind = 'sae_initial') OR (family = 'susar' AND kind IN ('susar_7d', 'susar_15d'))",
                        name=op.f('ck_safety_clocks_kind_family')),

@@ -12,7 +12,7 @@ active SDV marks, valid signatures and pending outbox messages, which reports an
 from alembic import op
 import sqlalchemy as sa
 
-import edc.extensions
+import edc.models.types
 
 
 # revision identifiers, used by Alembic.
@@ -28,9 +28,9 @@ NEW_TABLES = ("data_cuts", "study_locks", "outbox", "data_cut_entries", "sdv_mar
 def upgrade():
     op.create_table('data_cuts',
     sa.Column('name', sa.String(length=64), nullable=False),
-    sa.Column('cutoff_at', edc.extensions.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('cutoff_at', edc.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('reason', sa.Text(), nullable=False),
-    sa.Column('created_at', edc.extensions.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', edc.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('created_by', sa.String(length=64), nullable=False),
     sa.Column('entry_count', sa.Integer(), nullable=False),
     sa.Column('id', sa.Uuid(), nullable=False),
@@ -38,10 +38,10 @@ def upgrade():
     sa.UniqueConstraint('name', name=op.f('uq_data_cuts_name'))
     )
     op.create_table('study_locks',
-    sa.Column('locked_at', edc.extensions.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('locked_at', edc.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('locked_by', sa.String(length=64), nullable=False),
     sa.Column('reason', sa.Text(), nullable=False),
-    sa.Column('unlocked_at', edc.extensions.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('unlocked_at', edc.models.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('unlocked_by', sa.String(length=64), nullable=True),
     sa.Column('unlock_reason', sa.Text(), nullable=True),
     sa.Column('id', sa.Uuid(), nullable=False),
@@ -52,15 +52,15 @@ def upgrade():
     sa.Column('dedupe_key', sa.String(length=128), nullable=False),
     sa.Column('site_id', sa.Uuid(), nullable=True),
     sa.Column('subject_number', sa.String(length=16), nullable=True),
-    sa.Column('due_at', edc.extensions.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('due_at', edc.models.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('next_attempt_at', edc.extensions.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('sent_at', edc.extensions.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('next_attempt_at', edc.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('sent_at', edc.models.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.Column('id', sa.Uuid(), nullable=False),
-    sa.Column('created_at', edc.extensions.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', edc.extensions.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', edc.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', edc.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.CheckConstraint("kind IN ('sae_new', 'critical_query', 'safety_clock_due')", name=op.f('ck_outbox_kind')),
     sa.CheckConstraint("status IN ('pending', 'sent', 'failed')", name=op.f('ck_outbox_status')),
     sa.ForeignKeyConstraint(['site_id'], ['sites.id'], name=op.f('fk_outbox_site_id_sites')),
@@ -79,7 +79,7 @@ def upgrade():
     sa.Column('form_version', sa.String(length=16), nullable=False),
     sa.Column('entry_version', sa.Integer(), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
-    sa.Column('data', edc.extensions.JSONDocument(), nullable=False),
+    sa.Column('data', edc.models.types.JSONDocument(), nullable=False),
     sa.ForeignKeyConstraint(['cut_id'], ['data_cuts.id'], name=op.f('fk_data_cut_entries_cut_id_data_cuts')),
     sa.ForeignKeyConstraint(['entry_id'], ['entries.id'], name=op.f('fk_data_cut_entries_entry_id_entries')),
     sa.ForeignKeyConstraint(['subject_id'], ['subjects.id'], name=op.f('fk_data_cut_entries_subject_id_subjects')),
@@ -96,8 +96,8 @@ def upgrade():
     sa.Column('item_id', sa.String(length=64), nullable=True),
     sa.Column('entry_version', sa.Integer(), nullable=False),
     sa.Column('verified_by', sa.String(length=64), nullable=False),
-    sa.Column('verified_at', edc.extensions.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('cleared_at', edc.extensions.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('verified_at', edc.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('cleared_at', edc.models.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('cleared_by_change', sa.Uuid(), nullable=True),
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.ForeignKeyConstraint(['entry_id'], ['entries.id'], name=op.f('fk_sdv_marks_entry_id_entries')),
@@ -118,10 +118,10 @@ def upgrade():
     sa.Column('signer_username', sa.String(length=64), nullable=False),
     sa.Column('printed_name', sa.String(length=200), nullable=False),
     sa.Column('meaning', sa.String(length=32), nullable=False),
-    sa.Column('signed_at', edc.extensions.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('signed_at', edc.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('digest', sa.String(length=64), nullable=False),
     sa.Column('key_id', sa.Integer(), nullable=False),
-    sa.Column('invalidated_at', edc.extensions.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('invalidated_at', edc.models.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('invalidated_by_change', sa.Uuid(), nullable=True),
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.CheckConstraint("meaning IN ('approval', 'review', 'responsibility', 'authorship')", name=op.f('ck_signatures_meaning')),
@@ -142,7 +142,7 @@ def upgrade():
     sa.Column('author_username', sa.String(length=64), nullable=False),
     sa.Column('author_name', sa.String(length=200), nullable=False),
     sa.Column('author_role', sa.String(length=32), nullable=True),
-    sa.Column('created_at', edc.extensions.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', edc.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('change_id', sa.Uuid(), nullable=True),
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.CheckConstraint("action IN ('open', 'answer', 'close', 'reopen', 'cancel', 'comment')", name=op.f('ck_query_messages_action')),
@@ -153,21 +153,21 @@ def upgrade():
         batch_op.create_index('ix_query_messages_query_created', ['query_id', 'created_at'], unique=False)
 
     with op.batch_alter_table('entries', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('locked_at', edc.extensions.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('locked_at', edc.models.types.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('locked_by', sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column('frozen_by_cut', sa.Uuid(), nullable=True))
         batch_op.create_foreign_key(batch_op.f('fk_entries_frozen_by_cut_data_cuts'), 'data_cuts', ['frozen_by_cut'], ['id'])
         batch_op.create_index('ix_entries_form_subject', ['form_id', 'subject_id'], unique=False)
 
     with op.batch_alter_table('queries', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('first_answered_at', edc.extensions.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('first_answered_at', edc.models.types.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('closed_by', sa.String(length=64), nullable=True))
-        batch_op.add_column(sa.Column('cancelled_at', edc.extensions.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('cancelled_at', edc.models.types.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('assignee_role', sa.String(length=16), nullable=False, server_default='site'))
         batch_op.create_index('ix_queries_state_opened', ['state', 'opened_at'], unique=False)
 
     with op.batch_alter_table('subjects', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('locked_at', edc.extensions.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('locked_at', edc.models.types.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('locked_by', sa.String(length=64), nullable=True))
 
     if op.get_bind().dialect.name == "postgresql":

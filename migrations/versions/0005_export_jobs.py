@@ -8,7 +8,7 @@ Create Date: 2026-11-27
 from alembic import op
 import sqlalchemy as sa
 
-import edc.extensions
+import edc.models.types
 
 
 # revision identifiers, used by Alembic.
@@ -24,22 +24,22 @@ def upgrade():
     op.create_table('export_jobs',
     sa.Column('format', sa.String(length=8), nullable=False),
     sa.Column('bulk', sa.Boolean(), nullable=False),
-    sa.Column('parameters', edc.extensions.JSONDocument(), nullable=False),
-    sa.Column('site_ids', edc.extensions.JSONDocument(), nullable=True),
+    sa.Column('parameters', edc.models.types.JSONDocument(), nullable=False),
+    sa.Column('site_ids', edc.models.types.JSONDocument(), nullable=True),
     sa.Column('requested_by_id', sa.Uuid(), nullable=False),
     sa.Column('requested_by', sa.String(length=64), nullable=False),
     sa.Column('requested_role', sa.String(length=32), nullable=False),
-    sa.Column('requested_at', edc.extensions.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('requested_at', edc.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('state', sa.String(length=16), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('started_at', edc.extensions.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('heartbeat_at', edc.extensions.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('finished_at', edc.extensions.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('started_at', edc.models.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('heartbeat_at', edc.models.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('finished_at', edc.models.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('subjects_total', sa.Integer(), nullable=True),
     sa.Column('subjects_done', sa.Integer(), nullable=False),
-    sa.Column('manifest', edc.extensions.JSONDocument(), nullable=True),
+    sa.Column('manifest', edc.models.types.JSONDocument(), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
-    sa.Column('deleted_at', edc.extensions.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('deleted_at', edc.models.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.CheckConstraint("format IN ('csv', 'odm', 'fhir')", name=op.f('ck_export_jobs_format')),
     sa.CheckConstraint("state IN ('queued', 'running', 'completed', 'failed', 'cancelled')", name=op.f('ck_export_jobs_state')),

@@ -8,7 +8,7 @@ Create Date: 2026-11-27
 from alembic import op
 import sqlalchemy as sa
 
-import edc.extensions
+import edc.models.types
 
 
 # revision identifiers, used by Alembic.
@@ -25,12 +25,12 @@ def upgrade():
     op.create_table('fhir_clients',
     sa.Column('client_id', sa.String(length=64), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
-    sa.Column('jwks', edc.extensions.JSONDocument(), nullable=False),
+    sa.Column('jwks', edc.models.types.JSONDocument(), nullable=False),
     sa.Column('user_id', sa.Uuid(), nullable=False),
     sa.Column('active', sa.Boolean(), nullable=False),
-    sa.Column('created_at', edc.extensions.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', edc.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('created_by', sa.String(length=64), nullable=False),
-    sa.Column('deactivated_at', edc.extensions.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('deactivated_at', edc.models.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('deactivated_by', sa.String(length=64), nullable=True),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_fhir_clients_user_id_users')),
     sa.PrimaryKeyConstraint('client_id', name=op.f('pk_fhir_clients'))
@@ -41,7 +41,7 @@ def upgrade():
     op.create_table('fhir_client_assertions',
     sa.Column('client_id', sa.String(length=64), nullable=False),
     sa.Column('jti', sa.String(length=255), nullable=False),
-    sa.Column('expires_at', edc.extensions.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', edc.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.ForeignKeyConstraint(['client_id'], ['fhir_clients.client_id'], name=op.f('fk_fhir_client_assertions_client_id_fhir_clients')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_fhir_client_assertions')),

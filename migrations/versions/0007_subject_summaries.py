@@ -13,7 +13,7 @@ Create Date: 2026-11-27
 from alembic import op
 import sqlalchemy as sa
 
-import edc.extensions
+import edc.models.types
 
 
 # revision identifiers, used by Alembic.
@@ -39,11 +39,11 @@ def upgrade():
     sa.Column('overdue', sa.Integer(), nullable=False),
     sa.Column('ae_total', sa.Integer(), nullable=False),
     sa.Column('sae_total', sa.Integer(), nullable=False),
-    sa.Column('ae_by_grade', edc.extensions.JSONDocument(), nullable=False),
-    sa.Column('sae_by_grade', edc.extensions.JSONDocument(), nullable=False),
+    sa.Column('ae_by_grade', edc.models.types.JSONDocument(), nullable=False),
+    sa.Column('sae_by_grade', edc.models.types.JSONDocument(), nullable=False),
     sa.Column('max_crs_grade', sa.Integer(), nullable=True),
     sa.Column('max_icans_grade', sa.Integer(), nullable=True),
-    sa.Column('updated_at', edc.extensions.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', edc.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['site_id'], ['sites.id'], name=op.f('fk_subject_summaries_site_id_sites')),
     sa.ForeignKeyConstraint(['subject_id'], ['subjects.id'], name=op.f('fk_subject_summaries_subject_id_subjects')),
     sa.PrimaryKeyConstraint('subject_id', name=op.f('pk_subject_summaries'))

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from conftest import bearer, login, make_user
 from edc import runtime
 from edc.services.fhir_export import find_subject
-from edc.errors import NotFound
+from edc.problems import NotFound
 from edc.exports import fhir
 from edc.models.audit import AuditRecord
 from edc.models.entries import Entry

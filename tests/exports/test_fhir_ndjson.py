@@ -22,7 +22,7 @@ from edc.exports.files import Cancelled
 from edc.exports.source import Selection, casebooks
 from edc.models import Entry, Subject
 from edc.security.permissions import Actor
-from edc.services import entries, subjects
+from edc.services import entries, sealing, subjects
 from edc.services.concurrency import etag_of
 from edc.services.fhir_export import casebook
 
@@ -162,7 +162,7 @@ def _change_a_response_and_withdraw_a_subject(session) -> tuple[str, str]:
     entry = session.scalars(sa.select(Entry).join(Subject).where(Subject.number == first, Entry.form_id == "resp")
                             .order_by(Entry.created_at.desc()).limit(1)).one()
     form = runtime.of(session).study.form(entry.form_id, entry.form_version)
-    values = {key: value for key, value in entries.unseal(session, form, entry).items()
+    values = {key: value for key, value in sealing.unseal(session, form, entry).items()
               if not (key in form.items and form.items[key].computed)}  # the server computes those
     entries.update_entry(session, system, entry.id, data=values, complete=False, expected_etag=etag_of(entry),
                          reason="tests: reopened")

@@ -19,7 +19,7 @@ from edc import clock, runtime
 from edc.extensions import db
 from edc.models import Entry, FormStatus, Site, Subject, SubjectSummary
 from edc.services.demo import DEMO_PASSWORD
-from edc.services import entries, summaries
+from edc.services import sealing, summaries
 from edc.services.summaries import FOLLOWED_STATUSES
 from monitoring.conftest import username_of
 from test_demo_subjects import TRIAL_FORMS, invoke
@@ -295,7 +295,7 @@ def reference_safety(app) -> list[dict]:
                       "max_icans_grade": None}
             rows = db.session.scalars(sa.select(Entry).join(Subject).where(Subject.site_id == site.id)).all()
             for entry in rows:
-                values = entries.unseal(db.session, rt.study.form(entry.form_id, entry.form_version), entry)
+                values = sealing.unseal(db.session, rt.study.form(entry.form_id, entry.form_version), entry)
                 if entry.form_id == "ae":
                     label = str(int(values["AETOXGR"])) if str(values.get("AETOXGR")).isdigit() else "unknown"
                     counts["ae_total"] += 1
