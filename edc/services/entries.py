@@ -22,7 +22,7 @@ from edc.security import crypto
 from edc.security.permissions import Actor, require
 from edc.services import audit, form_registry, locking, queries, safety, signatures, status_table, summaries
 from edc.services.concurrency import check_etag
-from edc.services.subjects import get_subject
+from edc.services.subjects import get_subject, get_subject_to_enter
 
 SUBJECT_LOG_KEY = ""
 SITE_WRITERS = frozenset({"investigator", "coordinator"})  # site staff: enter every non-exclusive form
@@ -275,8 +275,9 @@ def create_entry(session: Session, actor: Actor, number: str, *, form: str, data
     """Enter a new case form for a subject of one of the caller's sites."""
     study = _study(session)
     _writer_check(actor, study, form)
-    subject = get_subject(session, actor, number, "entries:write")
-    locking.ensure_writable(session, subject)
+    target = get_subject_to_enter(session, actor, number)
+    subject = target.subject
+    locking.ensure_writable(session, subject, study_locked_at=target.study_locked_at)
     form_def, event_key = _resolve_place(study, form, event, event_instance)
     form_registry.ensure_released(session, form_def)
     slot = None if form_def.repeating else f"{event_key}|{form}"
@@ -297,7 +298,10 @@ def create_entry(session: Session, actor: Actor, number: str, *, form: str, data
                           chain=audit.subject_chain(subject.id), site_code=subject.site.code,
                           changes=[audit.change("@status", None, entry.status), *changes],
                           encrypted_fields=_encrypted_change_fields(form_def, changes))
-    signatures.after_entry_change(session, actor, entry, record.id, changes)
+    # Whether the casebook is signed, as read with the subject, still holds under the chain lock the record took
+    # when no record was appended to the subject's chain in between: signing and invalidating are recorded there.
+    casebook_signed = target.casebook_signed if record.seq - 1 == target.chain_seq else None
+    signatures.after_entry_created(session, actor, entry, record.id, casebook_signed=casebook_signed)
     return _after_save(session, actor, subject, entry, form_def, result, record, new_entry=True)
 
 

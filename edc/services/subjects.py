@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date
-from typing import Any
+from datetime import date, datetime
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session, joinedload
 
 from edc import clock, runtime
 from edc.errors import Conflict, NotFound, UnprocessableContent, field_error
+from edc.models.audit import AuditChainHead
+from edc.models.monitoring import Signature
 from edc.models.sites import Site
 from edc.models.subjects import Subject, SubjectCounter
 from edc.security import crypto
@@ -103,16 +105,70 @@ def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, date) else value
 
 
+_BY_NUMBER = sa.select(Subject).where(Subject.number == sa.bindparam("number")).options(joinedload(Subject.site))
+
+
 def get_subject(session: Session, actor: Actor, number: str, permission: str = "subjects:read") -> Subject:
     """A subject by study number, only within the caller's sites (404 otherwise)."""
     require(actor, permission)
-    subject = session.scalars(
-        sa.select(Subject).where(Subject.number == number.upper()).options(joinedload(Subject.site))
-    ).one_or_none()
+    return _in_scope(actor, session.scalars(_BY_NUMBER, {"number": number.upper()}).one_or_none(), number, permission)
+
+
+def _in_scope(actor: Actor, subject: Subject | None, number: str, permission: str) -> Subject:
     scope = actor.site_scope(permission)
     if subject is None or (scope is not None and subject.site_id not in scope):
         raise NotFound(f"No subject {number} among your sites.")
     return subject
+
+
+class SubjectToEnter(NamedTuple):
+    """A subject read for a new entry, with what the save would otherwise read in statements of their own."""
+
+    subject: Subject
+    study_locked_at: datetime | None  # the study lock in force (locking.STUDY_LOCKED_AT), None when open
+    casebook_signed: bool             # the subject has a valid casebook signature
+    chain_seq: int | None             # the head of the subject's audit chain when this was read
+
+
+def get_subject_to_enter(session: Session, actor: Actor, number: str) -> SubjectToEnter:
+    """get_subject(..., "entries:write"), reading in the same statement the study lock in force, whether the
+    subject's casebook is signed and the head of its audit chain (see entries.create_entry for their use)."""
+    require(actor, "entries:write")
+    dialect = session.get_bind().dialect.name
+    stmt = _TO_ENTER.get(dialect)
+    if stmt is None:
+        stmt = _TO_ENTER[dialect] = _to_enter_statement(dialect)
+    row = session.execute(stmt, {"number": number.upper()}).one_or_none()
+    subject = _in_scope(actor, row[0] if row is not None else None, number, "entries:write")
+    return SubjectToEnter(subject, row.study_locked_at, bool(row.casebook_signed), row.chain_seq)
+
+
+# Per dialect, built at first use: the chain's name is spelt per dialect, and locking (which imports this module
+# back) may not be loaded yet when this module is.
+_TO_ENTER: dict[str, sa.Select] = {}
+
+
+def _to_enter_statement(dialect: str) -> sa.Select:
+    # audit.subject_chain(subjects.id) in SQL. PostgreSQL's text form of a UUID is Python's (lower-case hex digits,
+    # hyphenated); SQLite keeps a UUID as its 32 hex digits, hyphenated here.
+    text = sa.cast(Subject.id, sa.String)
+    if dialect == "sqlite":
+        parts = [sa.func.substr(text, start, length, type_=sa.String)
+                 for start, length in ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))]
+        text = sa.func.lower(parts[0] + "-" + parts[1] + "-" + parts[2] + "-" + parts[3] + "-" + parts[4],
+                             type_=sa.String)
+    chain = sa.literal(audit.subject_chain(""), sa.String) + text
+    return (
+        sa.select(
+            Subject,
+            locking.STUDY_LOCKED_AT.label("study_locked_at"),
+            sa.exists().where(Signature.subject_id == Subject.id, Signature.entry_id.is_(None),
+                              Signature.invalidated_at.is_(None)).label("casebook_signed"),
+            sa.select(AuditChainHead.seq).where(AuditChainHead.chain == chain).scalar_subquery().label("chain_seq"),
+        )
+        .where(Subject.number == sa.bindparam("number"))
+        .options(joinedload(Subject.site))
+    )
 
 
 def list_subjects(session: Session, actor: Actor, *, site: str | None = None, status: str | None = None,
