@@ -20,7 +20,7 @@ the status cell of a subject log counts its entries, so the count matters). Then
    to the wall time of (1) (cProfile slows Python down, not the database, so the shares are indicative), split
    into the time of the statements sent under that step (from 2) and the rest; and the functions with the most
    own time;
-4. the price of one statement alone: the study-lock read every save makes, through the app's session, and a bare
+4. the price of one statement alone: the study-lock read (a save used to send it alone), through the app's session, and a bare
    `SELECT 1` round trip, each repeated 10 x `--saves` times (wall, app CPU and server CPU).
 
 Nothing here is a target or an assertion: it shows where a save spends its time. See bench/README.md.
@@ -342,7 +342,7 @@ def parse_args(argv=None):
 
 def statement_price(proc: InProcess, setup: eb.EntrySetup, count: int) -> dict:
     """What one more statement costs, without the save around it: the save's cheapest kind of statement (an indexed
-    ORM select through the app's session, here the study-lock read every save makes) and a bare psycopg round trip."""
+    ORM select through the app's session, here the study-lock read a save used to send alone) and a bare psycopg round trip."""
     import sqlalchemy as sa
 
     from edc.models.monitoring import StudyLock

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import BACKEND, bearer, count_rows, login, make_user, problem
+from edc.extensions import db
 from edc.models import AuditRecord, Entry, Query
 
 SUBJECT = {"site": "ES01", "birth_year": 2016, "birth_month": 4, "sex": "F", "consent_date": "2026-11-02"}
@@ -397,3 +398,45 @@ def test_property_audit_replay_equals_current_data(client, inv, edits):
                 replayed[change["field"]] = change["new"]
     current = client.get(url, headers=inv).get_json()["data"]
     assert {k: v for k, v in replayed.items() if v is not None} == current
+
+
+def _statement_kind(sql: str) -> tuple[str, str]:
+    """(verb, table) of a statement: the table written, or the first one read outside any subquery."""
+    words = sql.split()
+    if words[0] in ("INSERT", "UPDATE", "DELETE"):
+        return words[0], words[2] if words[0] != "UPDATE" else words[1]
+    depth = 0
+    for index, word in enumerate(words):
+        if depth == 0 and word == "FROM":
+            return words[0], words[index + 1].strip("()")
+        depth += word.count("(") - word.count(")")
+    return words[0], ""
+
+
+def test_a_new_entry_is_saved_in_few_statements(app, client, inv, subject):
+    """The subject's read also carries the study lock and whether the casebook is signed; a new entry reads no SDV
+    marks or signatures of its own; its form-status cell is recounted inside its upsert. Statements counted, not timed."""
+    assert post_entry(client, inv, subject, "vitals", VITALS, event="UNS", event_instance=1).status_code == 201
+    with app.app_context():
+        engine = db.engine
+    sent: list[str] = []
+
+    def remember(conn, cursor, statement, parameters, context, executemany):
+        sent.append(" ".join(statement.split()))
+
+    sa.event.listen(engine, "before_cursor_execute", remember)
+    try:
+        response = post_entry(client, inv, subject, "vitals", VITALS, event="UNS", event_instance=2)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", remember)
+    assert response.status_code == 201, response.get_json()
+    assert [_statement_kind(sql) for sql in sent if not sql.startswith(("BEGIN", "COMMIT"))] == [
+        ("SELECT", "users"),               # the bearer's user, session and roles
+        ("SELECT", "subjects"),            # the subject, its site, the study lock, a casebook signature, its chain head
+        ("SELECT", "entries"),             # the slot of a non-repeating form is free
+        ("INSERT", "entries"),
+        ("SELECT", "audit_chain_heads"),   # the subject's chain, locked
+        ("INSERT", "audit_records"),
+        ("UPDATE", "audit_chain_heads"),
+        ("INSERT", "form_status"),         # recounted and upserted in one statement
+    ]

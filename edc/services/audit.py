@@ -41,10 +41,13 @@ def lock_chain(session: Session, chain: str) -> None:
     _lock_head(session, chain)
 
 
+_LOCKED_HEAD = (sa.select(AuditChainHead).where(AuditChainHead.chain == sa.bindparam("chain")).with_for_update()
+                .execution_options(populate_existing=True))
+
+
 def _lock_head(session: Session, chain: str) -> AuditChainHead:
     """Create the chain head if needed, then lock it (FOR UPDATE; SQLite is already in BEGIN IMMEDIATE)."""
-    locked = sa.select(AuditChainHead).where(AuditChainHead.chain == chain).with_for_update().execution_options(populate_existing=True)
-    head = session.scalars(locked).one_or_none()
+    head = session.scalars(_LOCKED_HEAD, {"chain": chain}).one_or_none()
     if head is not None:  # the usual case: one statement
         return head
     dialect = session.get_bind().dialect.name
@@ -52,7 +55,7 @@ def _lock_head(session: Session, chain: str) -> AuditChainHead:
     session.execute(
         insert(AuditChainHead).values(chain=chain, seq=0, hash=GENESIS).on_conflict_do_nothing(index_elements=["chain"])
     )
-    return session.scalars(locked).one()
+    return session.scalars(_LOCKED_HEAD, {"chain": chain}).one()
 
 
 def _is_ref(value: Any) -> bool:

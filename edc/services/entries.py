@@ -5,23 +5,25 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import date
-from typing import Any
+from datetime import date, datetime
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from edc import runtime
 from edc.ecrf import FormDef, Study, ValidationContext, evaluate_cross_form_warnings, evaluate_warnings, validate_entry
 from edc.ecrf.expressions import VISIT_FACTS
+from edc.models.audit import AuditChainHead
 from edc.models.entries import SUBJECT_LOG_KEY, Entry, Query
+from edc.models.monitoring import Signature
 from edc.models.subjects import Subject
 from edc.problems import Conflict, Forbidden, NotFound, UnprocessableContent, field_error
 from edc.security.permissions import Actor, require
 from edc.services import audit, form_registry, locking, queries, safety, signatures, status_table, summaries
 from edc.services.concurrency import check_etag
 from edc.services.rule_context import forms_read_by, load_values, validation_context
-from edc.services.scope import get_subject
+from edc.services.scope import get_subject, in_scope
 from edc.services.sealing import seal, unseal
 
 SITE_WRITERS = frozenset({"investigator", "coordinator"})  # site staff: enter every non-exclusive form
@@ -139,13 +141,62 @@ def _check_references(session: Session, subject: Subject, form_id: str, values: 
         raise UnprocessableContent("The entry refers to a record that does not exist.", errors=errors)
 
 
+class SubjectToEnter(NamedTuple):
+    """A subject read for a new entry, with what the save would otherwise read in statements of their own."""
+
+    subject: Subject
+    study_locked_at: datetime | None  # the study lock in force (locking.STUDY_LOCKED_AT), None when open
+    casebook_signed: bool             # the subject has a valid casebook signature
+    chain_seq: int | None             # the head of the subject's audit chain when this was read
+
+
+def get_subject_to_enter(session: Session, actor: Actor, number: str) -> SubjectToEnter:
+    """scope.get_subject(..., "entries:write"), reading in the same statement the study lock in force, whether
+    the subject's casebook is signed and the head of its audit chain (see create_entry for their use)."""
+    require(actor, "entries:write")
+    dialect = session.get_bind().dialect.name
+    stmt = _TO_ENTER.get(dialect)
+    if stmt is None:
+        stmt = _TO_ENTER[dialect] = _to_enter_statement(dialect)
+    row = session.execute(stmt, {"number": number.upper()}).one_or_none()
+    subject = in_scope(actor, row[0] if row is not None else None, number, "entries:write")
+    return SubjectToEnter(subject, row.study_locked_at, bool(row.casebook_signed), row.chain_seq)
+
+
+_TO_ENTER: dict[str, sa.Select] = {}  # per dialect, built at first use: the chain's name is spelt per dialect
+
+
+def _to_enter_statement(dialect: str) -> sa.Select:
+    # audit.subject_chain(subjects.id) in SQL. PostgreSQL's text form of a UUID is Python's (lower-case hex digits,
+    # hyphenated); SQLite keeps a UUID as its 32 hex digits, hyphenated here.
+    text = sa.cast(Subject.id, sa.String)
+    if dialect == "sqlite":
+        parts = [sa.func.substr(text, start, length, type_=sa.String)
+                 for start, length in ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))]
+        text = sa.func.lower(parts[0] + "-" + parts[1] + "-" + parts[2] + "-" + parts[3] + "-" + parts[4],
+                             type_=sa.String)
+    chain = sa.literal(audit.subject_chain(""), sa.String) + text
+    return (
+        sa.select(
+            Subject,
+            locking.STUDY_LOCKED_AT.label("study_locked_at"),
+            sa.exists().where(Signature.subject_id == Subject.id, Signature.entry_id.is_(None),
+                              Signature.invalidated_at.is_(None)).label("casebook_signed"),
+            sa.select(AuditChainHead.seq).where(AuditChainHead.chain == chain).scalar_subquery().label("chain_seq"),
+        )
+        .where(Subject.number == sa.bindparam("number"))
+        .options(joinedload(Subject.site))
+    )
+
+
 def create_entry(session: Session, actor: Actor, number: str, *, form: str, data: dict[str, Any], complete: bool,
                  event: str | None = None, event_instance: int = 1) -> SaveOutcome:
     """Enter a new case form for a subject of one of the caller's sites."""
     study = _study(session)
     _writer_check(actor, study, form)
-    subject = get_subject(session, actor, number, "entries:write")
-    locking.ensure_writable(session, subject)
+    target = get_subject_to_enter(session, actor, number)
+    subject = target.subject
+    locking.ensure_writable(session, subject, study_locked_at=target.study_locked_at)
     form_def, event_key = _resolve_place(study, form, event, event_instance)
     form_registry.ensure_released(session, form_def)
     slot = None if form_def.repeating else f"{event_key}|{form}"
@@ -166,7 +217,10 @@ def create_entry(session: Session, actor: Actor, number: str, *, form: str, data
                           chain=audit.subject_chain(subject.id), site_code=subject.site.code,
                           changes=[audit.change("@status", None, entry.status), *changes],
                           encrypted_fields=_encrypted_change_fields(form_def, changes))
-    signatures.after_entry_change(session, actor, entry, record.id, changes)
+    # Whether the casebook is signed, as read with the subject, still holds under the chain lock the record took
+    # when no record was appended to the subject's chain in between: signing and invalidating are recorded there.
+    casebook_signed = target.casebook_signed if record.seq - 1 == target.chain_seq else None
+    signatures.after_entry_created(session, actor, entry, record.id, casebook_signed=casebook_signed)
     return _after_save(session, actor, subject, entry, form_def, result, record, new_entry=True)
 
 

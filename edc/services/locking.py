@@ -54,17 +54,29 @@ def study_lock(session: Session) -> StudyLock | None:
                            .order_by(StudyLock.locked_at.desc()).limit(1)).first()
 
 
-def ensure_study_open(session: Session) -> None:
-    """Refuse (409) any data write or enrolment while the final study lock is in force."""
-    lock = study_lock(session)
-    if lock is not None:
-        raise Conflict(f"The study is locked (since {lock.locked_at.isoformat()}); no data can be entered or changed.")
+# The time of the study lock in force (NULL when the study is open), as a column another statement can read
+# instead of a study_lock() round trip of its own (entries.get_subject_to_enter).
+STUDY_LOCKED_AT = (sa.select(StudyLock.locked_at).where(StudyLock.unlocked_at.is_(None))
+                   .order_by(StudyLock.locked_at.desc()).limit(1).scalar_subquery())
+_UNREAD = object()
 
 
-def ensure_writable(session: Session, subject: Subject, entry: Entry | None = None) -> None:
+def ensure_study_open(session: Session, locked_at: datetime | None | object = _UNREAD) -> None:
+    """Refuse (409) any data write or enrolment while the final study lock is in force. `locked_at`: the
+    STUDY_LOCKED_AT the caller read in this transaction (None: open); by default it is read here."""
+    if locked_at is _UNREAD:
+        lock = study_lock(session)
+        locked_at = lock.locked_at if lock is not None else None
+    if locked_at is not None:
+        raise Conflict(f"The study is locked (since {locked_at.isoformat()}); no data can be entered or changed.")
+
+
+def ensure_writable(session: Session, subject: Subject, entry: Entry | None = None, *,
+                    study_locked_at: datetime | None | object = _UNREAD) -> None:
     """Refuse (409) a write to a locked or frozen entry, to any entry of a locked subject, or while the
-    study is locked. Call after the scope checks (so out-of-scope data stay 404) and before any write."""
-    ensure_study_open(session)
+    study is locked (`study_locked_at`: as for ensure_study_open). Call after the scope checks (so
+    out-of-scope data stay 404) and before any write."""
+    ensure_study_open(session, study_locked_at)
     if entry is not None:
         # Re-read the lock flags under a row lock: a lock committed since the entry was loaded wins.
         flags = session.execute(sa.select(Entry.locked_at, Entry.frozen_by_cut).where(Entry.id == entry.id)

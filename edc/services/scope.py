@@ -15,12 +15,17 @@ from edc.problems import NotFound
 from edc.security.permissions import Actor, require
 
 
+_BY_NUMBER = sa.select(Subject).where(Subject.number == sa.bindparam("number")).options(joinedload(Subject.site))
+
+
 def get_subject(session: Session, actor: Actor, number: str, permission: str = "subjects:read") -> Subject:
     """A subject by study number, only within the caller's sites (404 otherwise)."""
     require(actor, permission)
-    subject = session.scalars(
-        sa.select(Subject).where(Subject.number == number.upper()).options(joinedload(Subject.site))
-    ).one_or_none()
+    return in_scope(actor, session.scalars(_BY_NUMBER, {"number": number.upper()}).one_or_none(), number, permission)
+
+
+def in_scope(actor: Actor, subject: Subject | None, number: str, permission: str) -> Subject:
+    """The subject read for `number` when the actor may reach it with `permission`; a 404 otherwise."""
     scope = actor.site_scope(permission)
     if subject is None or (scope is not None and subject.site_id not in scope):
         raise NotFound(f"No subject {number} among your sites.")

@@ -244,3 +244,12 @@ def after_entry_change(session: Session, actor: Actor, entry: Entry, change_id: 
     signatures over the data. The entry's own form-status cell is refreshed by the save."""
     sdv.clear_changed(session, actor, entry, change_id, changes)
     invalidate_for_change(session, actor, entry, change_id)
+
+
+def after_entry_created(session: Session, actor: Actor, entry: Entry, change_id: uuid.UUID, *,
+                        casebook_signed: bool | None) -> None:
+    """after_entry_change for a new entry: it has no SDV marks and no signature of its own yet, so only a valid
+    casebook signature of its subject can be invalidated. `casebook_signed` False: the caller knows, as things
+    stand under the subject's chain lock, that there is none (no read); None: not known (read as for a change)."""
+    if casebook_signed is not False:
+        invalidate_for_change(session, actor, entry, change_id)

@@ -3,54 +3,68 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from edc import clock
-from edc.models.entries import Entry, FormStatus, Query
-from edc.models.monitoring import SdvMark, Signature
+from edc.models.entries import FormStatus
 from edc.models.subjects import Subject
+
+_COLUMNS = FormStatus.__table__.c
+
+# One statement, the same on PostgreSQL and SQLite (both have INSERT ... SELECT ... ON CONFLICT DO UPDATE and
+# aggregate FILTER), written once as SQL: SQLAlchemy compiles its dialect upserts afresh on every execution (their
+# statements have no cache key), while this text and its compiled form are cached. `WHERE true` keeps SQLite from
+# reading ON CONFLICT as a join constraint of the FROM clause.
+_UPSERT = sa.text("""
+INSERT INTO form_status (subject_id, event_key, form_id, site_id, state, entries, open_queries, verified,
+                         entries_verified, items_verified, signed, locked, updated_at)
+SELECT :subject_id, :event_key, :form_id, :site_id,
+       CASE WHEN n.entries > 0 AND n.complete = n.entries THEN 'complete' ELSE 'draft' END,
+       n.entries, n.open_queries, n.entries > 0 AND n.verified = n.entries, n.verified, n.items_verified,
+       n.entries > 0 AND n.signed = n.entries, :subject_locked OR (n.entries > 0 AND n.locked = n.entries),
+       :updated_at
+FROM (
+    SELECT count(e.id) AS entries,
+           count(e.id) FILTER (WHERE e.status = 'complete') AS complete,
+           (SELECT count(q.id) FROM queries AS q JOIN entries AS qe ON q.entry_id = qe.id
+            WHERE qe.subject_id = :subject_id AND qe.event_key = :event_key AND qe.form_id = :form_id
+              AND q.state = 'open') AS open_queries,
+           count(e.id) FILTER (WHERE EXISTS (
+               SELECT 1 FROM sdv_marks AS m WHERE m.entry_id = e.id AND m.item_id IS NULL AND m.cleared_at IS NULL
+           )) AS verified,
+           count(e.id) FILTER (WHERE EXISTS (
+               SELECT 1 FROM signatures AS s WHERE s.entry_id = e.id AND s.invalidated_at IS NULL
+           ) OR EXISTS (
+               SELECT 1 FROM signatures AS c
+               WHERE c.subject_id = :subject_id AND c.entry_id IS NULL AND c.invalidated_at IS NULL
+           )) AS signed,
+           count(e.id) FILTER (WHERE e.locked_at IS NOT NULL OR e.frozen_by_cut IS NOT NULL) AS locked,
+           (SELECT count(im.id) FROM sdv_marks AS im JOIN entries AS ie ON im.entry_id = ie.id
+            WHERE ie.subject_id = :subject_id AND ie.event_key = :event_key AND ie.form_id = :form_id
+              AND im.item_id IS NOT NULL AND im.cleared_at IS NULL) AS items_verified
+    FROM entries AS e
+    WHERE e.subject_id = :subject_id AND e.event_key = :event_key AND e.form_id = :form_id
+) AS n
+WHERE true
+ON CONFLICT (subject_id, event_key, form_id) DO UPDATE SET
+    state = excluded.state, entries = excluded.entries, open_queries = excluded.open_queries,
+    updated_at = excluded.updated_at, verified = excluded.verified, entries_verified = excluded.entries_verified,
+    items_verified = excluded.items_verified, signed = excluded.signed, locked = excluded.locked
+""").bindparams(
+    sa.bindparam("subject_id", type_=_COLUMNS.subject_id.type),
+    sa.bindparam("event_key", type_=_COLUMNS.event_key.type),
+    sa.bindparam("form_id", type_=_COLUMNS.form_id.type),
+    sa.bindparam("site_id", type_=_COLUMNS.site_id.type),
+    sa.bindparam("subject_locked", type_=_COLUMNS.locked.type),
+    sa.bindparam("updated_at", type_=_COLUMNS.updated_at.type),
+)
 
 
 def refresh(session: Session, subject: Subject, event_key: str, form_id: str) -> None:
-    """Recount one cell from its entries, open queries, SDV marks, signatures and locks, and upsert it:
-    two statements, by index. A cell is verified, signed or locked when every entry in it is; it also
-    counts its entries verified whole and its item marks, which SDV progress adds up."""
-    in_cell = sa.and_(Entry.subject_id == subject.id, Entry.event_key == event_key, Entry.form_id == form_id)
-    entry_verified = sa.exists().where(SdvMark.entry_id == Entry.id, SdvMark.item_id.is_(None), SdvMark.cleared_at.is_(None))
-    entry_signed = sa.exists().where(Signature.entry_id == Entry.id, Signature.invalidated_at.is_(None))
-    casebook_signed = sa.exists().where(Signature.subject_id == subject.id, Signature.entry_id.is_(None),
-                                        Signature.invalidated_at.is_(None))
-    entry_locked = sa.or_(Entry.locked_at.is_not(None), Entry.frozen_by_cut.is_not(None))
-    counts = session.execute(
-        sa.select(
-            sa.func.count(Entry.id),
-            sa.func.count(Entry.id).filter(Entry.status == "complete"),
-            sa.select(sa.func.count(Query.id)).join(Entry, Query.entry_id == Entry.id)
-            .where(in_cell, Query.state == "open").scalar_subquery(),
-            sa.func.count(Entry.id).filter(entry_verified),
-            sa.func.count(Entry.id).filter(sa.or_(entry_signed, casebook_signed)),
-            sa.func.count(Entry.id).filter(entry_locked),
-            sa.select(sa.func.count(SdvMark.id)).join(Entry, SdvMark.entry_id == Entry.id)
-            .where(in_cell, SdvMark.item_id.is_not(None), SdvMark.cleared_at.is_(None)).scalar_subquery(),
-        ).where(in_cell)
-    ).one()
-    entries, complete, open_queries, verified, signed, locked, items_verified = (
-        counts[0], counts[1], counts[2] or 0, counts[3], counts[4], counts[5], counts[6] or 0)
-    every = (lambda n: bool(entries) and n == entries)
-    values = {
-        "subject_id": subject.id, "event_key": event_key, "form_id": form_id, "site_id": subject.site_id,
-        "state": "complete" if every(complete) else "draft",
-        "entries": entries, "open_queries": open_queries, "updated_at": clock.utcnow(),
-        "verified": every(verified), "entries_verified": verified, "items_verified": items_verified,
-        "signed": every(signed), "locked": subject.locked_at is not None or every(locked),
-    }
-    insert = (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(FormStatus)
-    changing = ("state", "entries", "open_queries", "updated_at", "verified", "entries_verified", "items_verified",
-                "signed", "locked")
-    session.execute(
-        insert.values(**values).on_conflict_do_update(
-            index_elements=["subject_id", "event_key", "form_id"],
-            set_={name: insert.excluded[name] for name in changing},
-        )
-    )
+    """Recount one cell from its entries, open queries, SDV marks, signatures and locks, and upsert it: one
+    statement, by index. A cell is verified, signed or locked when every entry in it is (locked also when the
+    subject is); it also counts its entries verified whole and its item marks, which SDV progress adds up."""
+    session.flush()  # what an ORM statement's autoflush did: the recount must see this transaction's changes
+    session.execute(_UPSERT, {"subject_id": subject.id, "event_key": event_key, "form_id": form_id,
+                              "site_id": subject.site_id, "subject_locked": subject.locked_at is not None,
+                              "updated_at": clock.utcnow()})

@@ -323,8 +323,10 @@ def test_the_study_lock_blocks_writes_and_enrolment(monitoring, session):
     assert state["locked"] is True and state["reason"] == "last follow-up visit done" and state["locked_by"] == "data-manager"
 
     before = _snapshot(session)
-    assert "locked" in problem(monitoring.update(entry, {**VS, "HR": 120}), 409)["detail"]
-    problem(monitoring.save(number, "dm", DM, event="SCR"), 409)
+    refused = problem(monitoring.update(entry, {**VS, "HR": 120}), 409)["detail"]
+    assert refused.startswith("The study is locked (since ")
+    # A new entry reads the study lock with its subject; it is refused with the same words.
+    assert problem(monitoring.save(number, "dm", DM, event="SCR"), 409)["detail"] == refused
     body = {"site": "ES01", "birth_year": 2016, "birth_month": 4, "sex": "F", "consent_date": "2026-11-02"}
     problem(monitoring.client.post("/api/v1/subjects", json=body, headers=monitoring.headers["investigator_ES01"]), 409)
     problem(_post(monitoring, "/study/unlock", {}), 422)

@@ -20,6 +20,7 @@ from edc.exports import source
 from edc.exports.csv_files import write_csv
 from edc.exports.odm import write_odm
 from edc.models.monitoring import Signature
+from edc.services import form_registry
 from monitoring.conftest import username_of
 from trial.conftest import TODAY, TRIAL_FORMS
 from trial.test_baseline_forms import VS
@@ -219,6 +220,29 @@ def test_pi_signs_a_casebook_and_a_later_entry_invalidates_it(monitoring, sessio
     [after] = monitoring.client.get(f"/api/v1/subjects/{number}/signatures", headers=monitoring.headers[PI]).get_json()
     assert after["status"] == "invalidated" and after["digest_valid"] is False
     assert not cell(session, vital["id"]).signed
+
+
+@pytest.mark.postgresql_only  # SQLite holds the write lock from BEGIN: nothing commits during another save
+def test_a_casebook_signed_while_a_new_entry_is_saved_is_still_invalidated(monitoring, session, monkeypatch):
+    """A save reads whether the casebook is signed with the subject, before it holds the subject's chain lock: a
+    signature committed in between must still be found (the chain moved on, so the save reads the signatures)."""
+    number = monitoring.enrol()
+    vital = vs_entry(monitoring, number)
+    release, signed = form_registry.ensure_released, []
+
+    def sign_meanwhile(db_session, form):  # after the save read its subject, before it locked the subject's chain
+        if not signed:
+            signed.append(sign_casebook(monitoring, number, credentials()))
+        return release(db_session, form)
+
+    monkeypatch.setattr(form_registry, "ensure_released", sign_meanwhile)
+    medication = monitoring.saved(number, "cm", CM)
+    assert signed[0].status_code == 201, signed[0].get_json()
+    [after] = monitoring.client.get(f"/api/v1/subjects/{number}/signatures", headers=monitoring.headers[PI]).get_json()
+    assert after["id"] == signed[0].get_json()["id"] and after["status"] == "invalidated"
+    trail = monitoring.client.get(f"/api/v1/subjects/{number}/audit", headers=monitoring.headers["auditor"]).get_json()
+    assert [r["action"] for r in trail][-3:] == ["casebook_signed", "entry_created", "signature_invalidated"]
+    assert not cell(session, vital["id"]).signed and not cell(session, medication["id"]).signed
 
 
 def test_casebook_with_a_draft_or_open_query_or_nothing_is_refused(monitoring, session):
