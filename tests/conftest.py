@@ -210,7 +210,7 @@ def _shared_app(key: tuple, database_url: str, keys_dir: str, overrides: dict[st
 
 
 @pytest.fixture
-def app_factory(request, database_url, keys_dir, test_database_url):
+def app_factory(request, database_url, keys_dir):
     """Build apps on the test's database (e.g. with other settings or the trial forms); all are cleaned up.
 
     The first app a test asks for on the demo or the trial forms is the session's shared one for those forms,
