@@ -109,7 +109,7 @@ def test_failed_login_is_audited_and_counted_after_the_rollback(client, session,
     assert record["entity_id"] == user_id(session, "monitor")
     counters = dict(session.execute(sa.text("SELECT key, failures FROM login_throttles")).all())
     session.rollback()
-    assert counters == {"user:monitor": 1, "addr:127.0.0.1": 1}
+    assert counters == {"user:monitor@127.0.0.1": 1, "user:monitor": 1, "addr:127.0.0.1": 1}
     assert not any(r["action"] == "login" and r["actor"] == "monitor" for r in security_records(session))
 
 
@@ -121,7 +121,7 @@ def test_failed_login_of_an_unknown_user_is_audited_without_echoing_the_name(cli
     assert record["actor"] == "(unknown)" and record["entity_id"] is None
     counters = dict(session.execute(sa.text("SELECT key, failures FROM login_throttles")).all())
     session.rollback()
-    assert counters == {"user:nobody-here": 1, "addr:127.0.0.1": 1}
+    assert counters == {"user:nobody-here@127.0.0.1": 1, "user:nobody-here": 1, "addr:127.0.0.1": 1}
 
 
 def test_logout_is_audited(client, session, staff):

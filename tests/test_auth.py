@@ -108,7 +108,7 @@ def test_password_change_with_wrong_current_password_is_refused_and_counted(clie
     response = client.post("/api/v1/auth/password", json={"current_password": "wrong-wrong-wrong", "new_password": NEW_PASSWORD},
                            headers=bearer(body))
     assert problem(response, 422)["errors"][0]["pointer"] == "/current_password"
-    assert session.get(LoginThrottle, f"user:{staff['auditor']}").failures == 1
+    assert session.get(LoginThrottle, f"user:{staff['auditor']}@127.0.0.1").failures == 1
     login(client, staff["auditor"])
 
 
@@ -191,7 +191,7 @@ def test_lock_delays_grow_and_are_capped(client, staff, session, fake_clock, app
         response = client.post("/api/v1/auth/login", json={"username": staff["admin"], "password": "wrong-password-x"})
         if response.status_code == 429:
             continue
-        row = session.get(LoginThrottle, f"user:{staff['admin']}", populate_existing=True)
+        row = session.get(LoginThrottle, f"user:{staff['admin']}@127.0.0.1", populate_existing=True)
         if row.locked_until:
             waits.append(round((row.locked_until - fake_clock.now).total_seconds()))
             fake_clock.advance(seconds=waits[-1])
@@ -207,11 +207,14 @@ def test_failure_counters_and_audit_survive_the_failed_request(client, staff, se
     assert count_rows(session, "audit_records") == before + 1
 
 
-def test_successful_login_clears_the_account_counter(client, staff, session):
+def test_successful_login_clears_the_account_counter_of_its_address(client, staff, session):
     client.post("/api/v1/auth/login", json={"username": staff["admin"], "password": "nope-nope-nope"})
     login(client, staff["admin"])
     session.expire_all()
-    assert session.get(LoginThrottle, f"user:{staff['admin']}") is None
+    assert session.get(LoginThrottle, f"user:{staff['admin']}@127.0.0.1") is None
+    # Guessing from elsewhere and by this address stays counted.
+    assert session.get(LoginThrottle, f"user:{staff['admin']}").failures == 1
+    assert session.get(LoginThrottle, "addr:127.0.0.1").failures == 1
 
 
 def test_address_throttle_uses_only_trusted_proxy_hops(app_factory, staff, session):

@@ -290,13 +290,27 @@ def _now(fake_clock) -> int:
 
 def test_expired_token_beyond_the_leeway_is_401(client, session, forger, fake_clock):
     now = _now(fake_clock)
-    token = forger.sign(claims={"iat": now - 900, "nbf": now - 900, "exp": now - forger.leeway - 1})
+    token = forger.sign(claims={"iat": now - 500, "nbf": now - 500, "exp": now - forger.leeway - 1})
     assert_refused_and_nothing_changed(client, session, token)
 
 
 def test_token_expired_within_the_leeway_is_still_accepted(client, forger, fake_clock):
     now = _now(fake_clock)
-    token = forger.sign(claims={"iat": now - 900, "nbf": now - 900, "exp": now - forger.leeway + 2})
+    token = forger.sign(claims={"iat": now - 500, "nbf": now - 500, "exp": now - forger.leeway + 2})
+    assert client.get(ME, headers=bearer(token)).status_code == 200
+
+
+@pytest.mark.parametrize("issued_ago, lasts", [(0, 1), (0, 3600), (300, 1), (86400, 86400 * 365)])
+def test_token_living_longer_than_we_issue_is_401_though_signed_with_our_key(client, session, forger, fake_clock, app,
+                                                                             issued_ago, lasts):
+    now, longest = _now(fake_clock), app.config["EDC"]["access_token_seconds"] + forger.leeway
+    token = forger.sign(claims={"iat": now - issued_ago, "nbf": now - issued_ago, "exp": now - issued_ago + longest + lasts})
+    assert_refused_and_nothing_changed(client, session, token)
+
+
+def test_token_living_as_long_as_we_issue_is_accepted(client, forger, fake_clock, app):
+    now, longest = _now(fake_clock), app.config["EDC"]["access_token_seconds"] + forger.leeway
+    token = forger.sign(claims={"iat": now - 10, "nbf": now - 10, "exp": now - 10 + longest})
     assert client.get(ME, headers=bearer(token)).status_code == 200
 
 

@@ -3,8 +3,12 @@
 import pytest
 import sqlalchemy as sa
 
-from conftest import bearer, count_rows, login, make_user, problem
+from conftest import SYSTEM, bearer, count_rows, login, make_user, problem
 from edc.models import RoleAssignment, User
+from edc.problems import UnprocessableContent
+from edc.security import usernames
+from edc.services import users
+from edc.services.demo import DEMO_ACCOUNTS
 
 
 @pytest.fixture
@@ -127,3 +131,25 @@ def test_only_admins_manage_accounts(client, staff):
 def test_auditors_read_accounts(client, staff):
     body = client.get("/api/v1/users", headers=bearer(login(client, staff["auditor"]))).get_json()
     assert body["total"] == len(staff)
+
+
+@pytest.mark.parametrize("username", ["has space", "bad/name", "mfg\u200b", "<b>x</b>", "x", "\uff41", "dr. who",
+                                      "caf\u00e9", "a" * 65, "-lead", "line\nbreak"])
+def test_every_way_of_creating_an_account_keeps_to_the_username_rules(runner, session, username):
+    with pytest.raises(UnprocessableContent) as refused:
+        users.create_user(session, SYSTEM, username=username, display_name="X", temporary_password="temporary-pass-1234")
+    assert [e["pointer"] for e in refused.value.errors] == ["/username"]
+    session.rollback()
+    result = runner.invoke(args=["edc", "users", "create", "--name", "X", "--", username])
+    assert result.exit_code == 1 and "/username" in result.output
+    assert count_rows(session, "users") == 0
+
+
+def test_accounts_are_created_under_the_one_normal_form_of_their_name(session):
+    user, _ = users.create_user(session, SYSTEM, username=" \uff2e\uff35\uff32\uff33\uff25.ES01\u3000", display_name="Nurse",
+                                temporary_password="temporary-pass-1234")
+    assert user.username == "nurse.es01"
+
+
+def test_demo_and_system_usernames_keep_to_the_rules():
+    assert all(usernames.is_acceptable(name) for name, _, _ in DEMO_ACCOUNTS)

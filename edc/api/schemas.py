@@ -8,8 +8,9 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from edc.models.sites import SITE_STATUSES
 from edc.models.users import ROLES, USER_STATUSES
+from edc.security import usernames
 
-USERNAME = validate.Regexp(r"^[a-z0-9][a-z0-9._-]{1,63}$", error="Use 2-64 lower-case letters, digits, '.', '_' or '-'.")
+USERNAME = validate.Regexp(usernames.PATTERN, error=usernames.RULE)
 SITE_CODE = validate.Regexp(r"^[A-Z]{2}[0-9]{2}$", error="A site code is two capital letters and two digits, e.g. ES01.")
 COUNTRY = validate.Regexp(r"^[A-Z]{2}$", error="Use the ISO 3166-1 alpha-2 code, e.g. ES.")
 REASON = fields.String(required=True, validate=validate.Length(min=1, max=2000))

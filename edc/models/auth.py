@@ -42,11 +42,12 @@ class RefreshToken(IdMixin, Base):
 
 
 class LoginThrottle(Base):
-    """Failure counters per account name and per client address (key 'user:<name>' / 'addr:<ip>')."""
+    """Failure counters (edc/services/throttle.py): per account and address ('user:<name>@<ip>'), per
+    address ('addr:<ip>') and per account from anywhere ('user:<name>'); registry clients as 'fhir-client:<id>'."""
 
     __tablename__ = "login_throttles"
 
     key: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
     failures: Mapped[int] = mapped_column(default=0)
-    last_failure_at: Mapped[datetime | None]
+    last_failure_at: Mapped[datetime | None] = mapped_column(index=True)  # forgotten rows are pruned by it
     locked_until: Mapped[datetime | None]

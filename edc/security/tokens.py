@@ -56,9 +56,13 @@ def issue_access_token(
 
 
 def verify_access_token(
-    token: str, keys: dict[str, SigningKey], *, issuer: str, audience: str, leeway: int, now: datetime
+    token: str, keys: dict[str, SigningKey], *, issuer: str, audience: str, leeway: int, now: datetime,
+    max_lifetime: int,
 ) -> dict[str, Any]:
-    """Return the claims of a valid token, else raise TokenRejected."""
+    """Return the claims of a valid token, else raise TokenRejected.
+
+    A token that was given longer than `max_lifetime` seconds (exp - iat, plus the leeway) is refused even
+    though our key signed it: we never issue one, so it is a leaked key, a bug or an old setting."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
@@ -95,6 +99,8 @@ def verify_access_token(
     stamp = now.timestamp()
     if claims["exp"] + leeway <= stamp or claims["nbf"] - leeway > stamp or claims["iat"] - leeway > stamp:
         raise TokenRejected("outside its validity period")
+    if claims["exp"] - claims["iat"] > max_lifetime + leeway:
+        raise TokenRejected("lifetime longer than we issue")
     if not isinstance(claims.get("sid"), str):
         raise TokenRejected("no session")
     return claims

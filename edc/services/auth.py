@@ -14,11 +14,12 @@ from edc.models.auth import AuthSession, RefreshToken
 from edc.models.sites import Site
 from edc.models.users import RoleAssignment, User
 from edc.problems import TooManyRequests, Unauthorized, UnprocessableContent, field_error
-from edc.security import passwords, tokens
+from edc.security import passwords, tokens, usernames
 from edc.security.permissions import Actor, Grant
 from edc.services import audit, throttle
 
 INVALID_LOGIN = "Invalid username or password."
+THROTTLED = "Too many failed logins; try again later."
 INVALID_TOKEN = "The access token is missing, invalid or expired."
 # RFC 6750 §3.1: clients learn from error="invalid_token" that they must sign in again.
 INVALID_TOKEN_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="edc", error="invalid_token"'}
@@ -60,7 +61,7 @@ def actor_for(user: User, *, request_id: str | None = None, client_address: str 
 
 def _user_by_name(session: Session, username: str) -> User | None:
     return session.scalars(
-        sa.select(User).where(User.username == username.strip().lower()).options(selectinload(User.roles).selectinload(RoleAssignment.site))
+        sa.select(User).where(User.username == usernames.normalize(username)).options(selectinload(User.roles).selectinload(RoleAssignment.site))
     ).one_or_none()
 
 
@@ -68,8 +69,8 @@ def failed_login_writes(username: str, client_address: str | None, user_id: uuid
     """The writes a failed login leaves behind, run after the request's rollback."""
 
     def write(session: Session) -> None:
-        throttle.record_failure(session, username, client_address)
-        who = Actor(username=username.strip().lower()[:64] if user_id else "(unknown)", display_name="", user_id=user_id,
+        throttle.record_failure(session, throttle.account(username), client_address)
+        who = Actor(username=usernames.normalize(username)[:64] if user_id else "(unknown)", display_name="", user_id=user_id,
                     request_id=request_id, client_address=client_address)
         audit.record(session, who, "login_failed", entity_type="user", entity_id=user_id)
 
@@ -112,22 +113,27 @@ def _pair(session: Session, user: User, auth_session: AuthSession, refresh: str,
 
 def login(session: Session, *, username: str, password: str, client_address: str | None, request_id: str | None) -> TokenPair:
     """Check a username and password; answer unknown users exactly like wrong passwords."""
-    wait = throttle.seconds_locked(session, username, client_address)
-    if wait:
-        raise TooManyRequests("Too many failed logins; try again later.", retry_after=wait)
+    check_throttle(session, username, client_address)
     user = _user_by_name(session, username)
     hasher = runtime.of(session).password_hasher
     valid = hasher.verify(user.password_hash if user else None, password)
     if not (valid and user is not None and user.status == "active"):
         raise Unauthorized(INVALID_LOGIN, after_rollback=[failed_login_writes(username, client_address, user.id if user else None, request_id)])
     now = clock.utcnow()
-    throttle.clear_account(session, username)
+    throttle.clear(session, throttle.account(username), client_address)
     if hasher.needs_rehash(user.password_hash):
         user.password_hash = hasher.hash(password)
     auth_session, refresh, refresh_row = _start_session(session, user, now)
     actor = actor_for(user, request_id=request_id, client_address=client_address, session_id=auth_session.id)
     audit.record(session, actor, "login", entity_type="user", entity_id=user.id)
     return _pair(session, user, auth_session, refresh, refresh_row, now)
+
+
+def check_throttle(session: Session, username: str, client_address: str | None) -> None:
+    """Refuse (429) a password check for this account from this address while the throttle holds it."""
+    wait = throttle.seconds_locked(session, throttle.account(username), client_address)
+    if wait:
+        raise TooManyRequests(THROTTLED, retry_after=wait)
 
 
 def _revoke_family(session_id: uuid.UUID, reason: str, request_id: str | None, client_address: str | None):
@@ -183,6 +189,7 @@ def authenticate(session: Session, bearer: str, *, request_id: str | None, clien
         claims = tokens.verify_access_token(
             bearer, rt.signing_keys_by_kid, issuer=rt.settings["jwt_issuer"], audience=rt.settings["jwt_audience"],
             leeway=rt.settings["jwt_leeway_seconds"], now=now,
+            max_lifetime=max(rt.settings["access_token_seconds"], rt.settings["fhir_client_token_seconds"]),
         )
         user_id, session_id = uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"])
     except (tokens.TokenRejected, ValueError) as exc:
@@ -256,7 +263,14 @@ def _check_policy(new_password: str, username: str, pointer: str = "/new_passwor
 
 
 def change_password(session: Session, actor: Actor, *, current_password: str, new_password: str) -> None:
-    """Change one's own password; every other session of the user is revoked."""
+    """Change one's own password; every other session of the user is revoked.
+
+    The current password is a password guess like a login: throttled first, counted when wrong, and every
+    check that does not need it runs before it, so no answer tells a right current password from a wrong one."""
+    check_throttle(session, actor.username, actor.client_address)
+    _check_policy(new_password, actor.username)
+    if new_password == current_password:
+        raise UnprocessableContent(errors=[field_error("/new_password", "Must differ from the current password.")])
     user = session.get(User, actor.user_id, with_for_update=True)
     hasher = runtime.of(session).password_hasher
     if not hasher.verify(user.password_hash, current_password):
@@ -265,9 +279,6 @@ def change_password(session: Session, actor: Actor, *, current_password: str, ne
             errors=[field_error("/current_password", "Does not match the current password.")],
             after_rollback=[failed_login_writes(user.username, actor.client_address, user.id, actor.request_id)],
         )
-    _check_policy(new_password, user.username)
-    if hasher.verify(user.password_hash, new_password):
-        raise UnprocessableContent(errors=[field_error("/new_password", "Must differ from the current password.")])
     user.password_hash = hasher.hash(new_password)
     user.password_changed_at = clock.utcnow()
     user.must_change_password = False

@@ -30,7 +30,7 @@ from edc.models.auth import AuthSession
 from edc.models.fhir_clients import FhirClient, FhirClientAssertion
 from edc.models.users import RoleAssignment, User
 from edc.problems import Conflict, NotFound, OAuthError, UnprocessableContent, field_error
-from edc.security import client_assertions, scopes, tokens
+from edc.security import client_assertions, scopes, tokens, usernames
 from edc.security.permissions import Actor, Grant, require
 from edc.services import audit, throttle
 
@@ -57,7 +57,7 @@ class ClientToken:
 
 
 def _registry_user(session: Session, username: str) -> User:
-    user = session.scalars(sa.select(User).where(User.username == username.strip().lower())
+    user = session.scalars(sa.select(User).where(User.username == usernames.normalize(username))
                            .options(selectinload(User.roles))).one_or_none()
     if user is None:
         raise NotFound(f"No user {username}.")
@@ -147,13 +147,13 @@ def smart_configuration(token_url: str) -> dict[str, Any]:
     }
 
 
-def _invalid_client(detail: str, *, client_key: str, client: FhirClient | None, client_address: str | None,
+def _invalid_client(detail: str, *, client_key: str | None, client: FhirClient | None, client_address: str | None,
                     request_id: str | None, log_detail: str | None = None) -> OAuthError:
     """A failed client authentication: 401, counted and audited after the rollback."""
 
     def write(session: Session) -> None:
         throttle.record_failure(session, client_key, client_address)
-        who = Actor(username=client_key[:64], display_name="", user_id=client.user_id if client else None,
+        who = Actor(username=client_key or "(unknown client)", display_name="", user_id=client.user_id if client else None,
                     request_id=request_id, client_address=client_address)
         audit.record(session, who, "fhir_token_refused", entity_type="fhir_client",
                      entity_id=client.client_id if client else None)
@@ -161,8 +161,13 @@ def _invalid_client(detail: str, *, client_key: str, client: FhirClient | None, 
     return OAuthError("invalid_client", detail, status=401, after_rollback=[write], log_detail=log_detail or detail)
 
 
-def _throttle_key(client_id: str) -> str:
-    return f"fhir-client:{client_id[:64]}"
+def _throttle_key(client_id: str) -> str | None:
+    """The throttle's name for a client id; None for one no client can have (counted under the address only)."""
+    try:
+        canonical = str(uuid.UUID(client_id)) == client_id
+    except ValueError:
+        canonical = False
+    return f"fhir-client:{client_id}" if canonical else None
 
 
 def issue_token(session: Session, *, params: Mapping[str, str], token_url: str, client_address: str | None,
@@ -173,7 +178,7 @@ def issue_token(session: Session, *, params: Mapping[str, str], token_url: str, 
     try:
         client_id = client_assertions.assertion_issuer(assertion)
     except client_assertions.AssertionRejected as exc:
-        raise _invalid_client(str(exc), client_key=_throttle_key("(unreadable)"), client=None,
+        raise _invalid_client(str(exc), client_key=None, client=None,
                               client_address=client_address, request_id=request_id) from None
     key = _throttle_key(client_id)
     failed = dict(client_key=key, client_address=client_address, request_id=request_id)
@@ -204,7 +209,7 @@ def issue_token(session: Session, *, params: Mapping[str, str], token_url: str, 
         granted = scopes.grant(params.get("scope", ""), RESOURCE_TYPES)
     except scopes.ScopeError as exc:
         raise OAuthError("invalid_scope", str(exc)) from None
-    throttle.clear_account(session, key)
+    throttle.clear(session, key, client_address)
     return _issue(session, client, user, granted, now, request_id=request_id, client_address=client_address)
 
 

@@ -19,8 +19,8 @@ from edc.models.entries import Entry, Query
 from edc.models.monitoring import Signature
 from edc.models.subjects import Subject
 from edc.models.users import User
-from edc.problems import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
-from edc.security import crypto
+from edc.problems import Conflict, Forbidden, NotFound, Unauthorized
+from edc.security import crypto, usernames
 from edc.security.permissions import Actor, require
 from edc.services import audit, auth, sdv, status_table, throttle
 from edc.services.scope import get_subject
@@ -58,15 +58,13 @@ def _reauthenticate(session: Session, actor: Actor, username: str | None, passwo
     """The signer's own username and password again; a wrong one counts toward the login throttle."""
     if not username or not password:
         raise Unauthorized(REAUTHENTICATE)
-    wait = throttle.seconds_locked(session, actor.username, actor.client_address)
-    if wait:
-        raise TooManyRequests("Too many failed logins; try again later.", retry_after=wait)
+    auth.check_throttle(session, actor.username, actor.client_address)
     user = session.get(User, actor.user_id)
     valid = runtime.of(session).password_hasher.verify(user.password_hash if user else None, password)
-    if not (valid and user is not None and user.status == "active" and username.strip().lower() == actor.username):
+    if not (valid and user is not None and user.status == "active" and usernames.normalize(username) == actor.username):
         raise Unauthorized(REAUTHENTICATE, after_rollback=[
             auth.failed_login_writes(actor.username, actor.client_address, actor.user_id, actor.request_id)])
-    throttle.clear_account(session, actor.username)
+    throttle.clear(session, throttle.account(actor.username), actor.client_address)
 
 
 # --- what is signed ----------------------------------------------------------------------------

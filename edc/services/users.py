@@ -13,7 +13,7 @@ from edc import clock, runtime
 from edc.models.sites import Site
 from edc.models.users import RoleAssignment, User
 from edc.problems import Conflict, Forbidden, NotFound, UnprocessableContent, field_error
-from edc.security import passwords, tokens
+from edc.security import passwords, tokens, usernames
 from edc.security.permissions import GLOBAL_ROLES, SITE_ROLES, Actor, require
 from edc.services import audit
 from edc.services.auth import revoke_user_sessions
@@ -27,7 +27,7 @@ class SetupToken:
 
 
 def _load(session: Session, username: str, *, lock: bool = False) -> User | None:
-    stmt = sa.select(User).where(User.username == username.strip().lower()).options(
+    stmt = sa.select(User).where(User.username == usernames.normalize(username)).options(
         selectinload(User.roles).selectinload(RoleAssignment.site)
     )
     if lock:
@@ -82,7 +82,9 @@ def create_user(
     """Create an account. It gets a one-time setup token unless the CLI gives a temporary password
     (which must be changed at first login) or the demo seed gives the shared demo password."""
     require(actor, "users:manage")
-    username = username.strip().lower()
+    username = usernames.normalize(username)
+    if not usernames.is_acceptable(username):
+        raise UnprocessableContent(errors=[field_error("/username", usernames.RULE)])
     if session.scalar(sa.select(User.id).where(User.username == username)) is not None:
         raise Conflict(f"The username {username} is taken (usernames are never reused).")
     user = User(username=username, display_name=display_name, email=email, status="active",

@@ -281,6 +281,25 @@ def test_failed_assertions_count_toward_the_login_throttle(registry, session):
     assert issued_sessions(session) == 1
 
 
+def test_failed_assertions_from_another_address_do_not_lock_the_registry_out(registry, session):
+    attacker = {"REMOTE_ADDR": "203.0.113.66"}
+    form = {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE, "scope": "system/*.read"}
+    for _ in range(8):
+        registry.http.post("/fhir/auth/token", environ_base=attacker,
+                           data={**form, "client_assertion": registry.assertion(key=registry.keys.stranger)})
+    locked = registry.http.post("/fhir/auth/token", environ_base=attacker, data={**form, "client_assertion": registry.assertion()})
+    oauth_error(locked, 429, "temporarily_unavailable")
+    assert registry.token_request().status_code == 200  # the registry, from its own address
+    assert issued_sessions(session) == 1
+
+
+def test_unreadable_assertions_count_under_the_address_only(registry, session):
+    for assertion in ("not-a-jwt", registry.assertion(iss="x" * 200, sub="x" * 200)):
+        oauth_error(registry.token_request(assertion), 401, "invalid_client")
+    keys = set(session.scalars(sa.text("SELECT key FROM login_throttles")))
+    assert keys == {"addr:127.0.0.1"}
+
+
 # ================================================================ registration
 
 

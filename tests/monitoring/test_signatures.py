@@ -97,6 +97,15 @@ def test_wrong_password_is_401_and_counts_toward_the_login_throttle(monitoring, 
     assert count_rows(session, "signatures") == 0
 
 
+def test_a_lock_set_off_from_another_address_does_not_stop_the_pi_signing(monitoring, session):
+    entry = vs_entry(monitoring)
+    for _ in range(monitoring.client.application.config["EDC"]["throttle_account_free_attempts"] + 3):
+        monitoring.client.post("/api/v1/auth/login", json={"username": username_of(PI), "password": "not-my-password-1"},
+                               environ_base={"REMOTE_ADDR": "203.0.113.66"})
+    assert sign(monitoring, entry["id"], credentials()).status_code == 201
+    assert count_rows(session, "signatures") == 1
+
+
 @pytest.mark.parametrize("body", [
     {"meaning": "approval"},
     {"username": "investigator-es01", "meaning": "approval"},
