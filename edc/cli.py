@@ -143,21 +143,43 @@ def keys_rotate_command(resume):
     click.echo(f"data key {report.key_id}: re-encrypted {report.entry_values} entry values and {report.audit_values} audit values")
 
 
+OPERATOR_COPY = ("setup token, shown here for the operator at the server only (hand it to the user in person; "
+                 "never paste it into a ticket or a mail)")
+
+
+def _echo_setup(setup) -> None:
+    if setup.mailed_to:
+        click.echo(f"setup link mailed to {setup.mailed_to} (sent by the mailer; valid until {setup.expires_at.isoformat()})")
+    click.echo(f"{OPERATOR_COPY}: {setup.token}")
+
+
 @users_cli.command("create")
 @click.argument("username")
 @click.option("--name", "display_name", required=True, help="Printed name (used in signatures).")
-@click.option("--email", default=None)
+@click.option("--email", required=True, help="The user's own address: the setup link is mailed there.")
 @click.option("--temporary-password", is_flag=True, help="Prompt for a temporary password instead of issuing a setup token.")
 def users_create_command(username, display_name, email, temporary_password):
-    """Create an account and print its one-time setup token."""
+    """Create an account: its one-time setup link is mailed to the user, and the setup token is also printed
+    here, for the operator at the server (e.g. a first deployment without mail)."""
     password = click.prompt("Temporary password", hide_input=True, confirmation_prompt=True) if temporary_password else None
     user, setup = _run(lambda s: users.create_user(s, Actor.system(), username=username, display_name=display_name,
                                                    email=email, temporary_password=password))
     click.echo(f"created {user.username}")
     if setup:
-        click.echo(f"setup token (give it to the user; valid until {setup.expires_at.isoformat()}): {setup.token}")
+        _echo_setup(setup)
     else:
         click.echo("the temporary password must be changed at first login")
+
+
+@users_cli.command("reset")
+@click.argument("username")
+@click.option("--reason", required=True)
+def users_reset_command(username, reason):
+    """Clear a password and end the user's sessions: a new setup link is mailed to the user (if the account has an
+    address), and the setup token is also printed here, for the operator at the server."""
+    setup = _run(lambda s: users.reset_user(s, Actor.system(), username, reason=reason))
+    click.echo(f"reset {username}")
+    _echo_setup(setup)
 
 
 @users_cli.command("disable")
@@ -206,12 +228,13 @@ def _read_jwks(path: str):
 
 
 @fhir_clients_cli.command("register")
-@click.option("--username", required=True, help="The account the client acts as: it holds the registry role only.")
+@click.option("--username", required=True, help="A new account for the client to act as: created here with the registry "
+              "role only, and never a password.")
 @click.option("--name", required=True, help="Who the client is (e.g. the registry's name).")
 @click.option("--jwks", "jwks_file", required=True, type=click.Path(exists=True, dir_okay=False),
               help="The client's public JWK Set (JSON): RS384 or ES384 signing keys, each with a kid.")
 def fhir_clients_register_command(username, name, jwks_file):
-    """Register a registry client and print its client_id (give it to the registry)."""
+    """Register a registry client, create its account, and print its client_id (give it to the registry)."""
     from edc.services import fhir_clients
 
     jwks = _read_jwks(jwks_file)

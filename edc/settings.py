@@ -119,7 +119,7 @@ def validate(settings: Mapping[str, Any]) -> None:
 
 
 def _validate_mail(settings: Mapping[str, Any]) -> None:
-    from edc.models.monitoring import OUTBOX_KINDS  # local imports: settings must stay importable alone
+    from edc.models.monitoring import NOTIFICATION_KINDS  # local imports: settings must stay importable alone
     from edc.models.users import ROLES
 
     if not 0 < settings["smtp_port"] < 65536:
@@ -136,8 +136,8 @@ def _validate_mail(settings: Mapping[str, Any]) -> None:
     if not isinstance(routes, Mapping):
         raise SettingsError("mail_routes must be a table of notification kind -> list of roles")
     for kind, roles in routes.items():
-        if kind not in OUTBOX_KINDS:
-            raise SettingsError(f"mail_routes: unknown notification kind {kind!r} (known: {', '.join(OUTBOX_KINDS)})")
+        if kind not in NOTIFICATION_KINDS:
+            raise SettingsError(f"mail_routes: unknown notification kind {kind!r} (known: {', '.join(NOTIFICATION_KINDS)})")
         if not isinstance(roles, list) or any(role not in ROLES for role in roles):
             raise SettingsError(f"mail_routes.{kind} must be a list of roles among {', '.join(ROLES)}")
     addresses = settings["mail_site_addresses"]

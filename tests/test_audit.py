@@ -15,6 +15,7 @@ import jwt
 import pytest
 import sqlalchemy as sa
 
+from account_mail import mailed_setup_token
 from conftest import PASSWORD, bearer, login, problem
 from edc import runtime
 from edc.models import AuditChainHead, AuditRecord, AuditValue
@@ -135,7 +136,8 @@ def test_logout_is_audited(client, session, staff):
 
 def test_user_created_is_audited_with_the_new_values(client, session, staff):
     admin = login(client, staff["admin"])
-    response = client.post("/api/v1/users", json={"username": "newcomer", "display_name": "New Comer"}, headers=bearer(admin))
+    response = client.post("/api/v1/users", json={"username": "newcomer", "display_name": "New Comer",
+                                                  "email": "newcomer@example.org"}, headers=bearer(admin))
     assert response.status_code == 201
     record = record_of(session, response)
     assert record["action"] == "user_created" and record["actor"] == "admin" and record["role"] == "admin"
@@ -143,10 +145,11 @@ def test_user_created_is_audited_with_the_new_values(client, session, staff):
     assert record["changes"] == [
         {"field": "username", "old": None, "new": "newcomer"},
         {"field": "display_name", "old": None, "new": "New Comer"},
+        {"field": "email", "old": None, "new": "newcomer@example.org"},
         {"field": "demo", "old": None, "new": False},
     ]
     # The one-time setup token is never written to the audit trail.
-    assert response.get_json()["setup_token"] not in _raw_audit_rows(session)
+    assert mailed_setup_token(session, "newcomer") not in _raw_audit_rows(session)
 
 
 def test_user_disabled_is_audited_with_old_and_new_status_and_reason(client, session, staff):

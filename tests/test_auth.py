@@ -3,6 +3,7 @@
 import pytest
 import sqlalchemy as sa
 
+from account_mail import mailed_setup_token
 from conftest import PASSWORD, bearer, count_rows, login, make_site, make_user, problem
 from edc.models import AuthSession, LoginThrottle, RefreshToken, User
 from edc.security import tokens
@@ -148,19 +149,22 @@ def test_demo_accounts_are_exempt_from_the_first_login_change(client, staff):
     assert body["password_change_required"] is False
 
 
-def test_setup_token_sets_the_first_password_once(client, staff, fake_clock):
+def test_setup_token_sets_the_first_password_once(client, staff, fake_clock, session):
     admin = bearer(login(client, staff["admin"]))
-    created = client.post("/api/v1/users", json={"username": "nurse.es01", "display_name": "Nurse"}, headers=admin).get_json()
-    token = created["setup_token"]
+    client.post("/api/v1/users", json={"username": "nurse.es01", "display_name": "Nurse", "email": "nurse@es01.example"},
+                headers=admin)
+    token = mailed_setup_token(session, "nurse.es01")
     problem(client.post("/api/v1/auth/login", json={"username": "nurse.es01", "password": NEW_PASSWORD}), 401)
     assert client.post("/api/v1/auth/setup", json={"token": token, "new_password": NEW_PASSWORD}).status_code == 204
     problem(client.post("/api/v1/auth/setup", json={"token": token, "new_password": "another-long-passphrase"}), 401)
     assert login(client, "nurse.es01", NEW_PASSWORD)["password_change_required"] is False
 
 
-def test_setup_token_expires(client, staff, fake_clock, app):
+def test_setup_token_expires(client, staff, fake_clock, app, session):
     admin = bearer(login(client, staff["admin"]))
-    token = client.post("/api/v1/users", json={"username": "late.user", "display_name": "Late"}, headers=admin).get_json()["setup_token"]
+    client.post("/api/v1/users", json={"username": "late.user", "display_name": "Late", "email": "late@example.org"},
+                headers=admin)
+    token = mailed_setup_token(session, "late.user")
     fake_clock.advance(seconds=app.config["EDC"]["setup_token_seconds"] + 1)
     problem(client.post("/api/v1/auth/setup", json={"token": token, "new_password": NEW_PASSWORD}), 401)
 

@@ -79,3 +79,32 @@ def test_readyz_is_503_when_the_audit_protection_is_gone(app, client):
         with app.app_context():
             db.session.execute(sa.text("ALTER TABLE audit_records ENABLE TRIGGER audit_records_no_update"))
             db.session.commit()
+
+
+def test_0009_takes_passwords_setup_tokens_and_password_sessions_from_registry_accounts(app, session):
+    """Registry accounts made before registration created them (users create + roles grant) lose their password."""
+    from datetime import timedelta
+
+    from flask_migrate import downgrade, upgrade
+
+    from conftest import make_user
+    from edc import clock
+    from edc.models import AuthSession, RoleAssignment, User
+
+    now = clock.utcnow()
+    registry, person = make_user(session, "old-registry"), make_user(session, "person")
+    session.add(RoleAssignment(user_id=registry.id, role="registry", granted_at=now, granted_by="x"))
+    registry.setup_token_hash, registry.setup_token_expires_at = "f" * 64, now + timedelta(days=1)
+    for user in (registry, person):
+        session.add(AuthSession(user_id=user.id, created_at=now, expires_at=now + timedelta(hours=8)))
+    session.commit()
+    session.close()
+    with app.app_context():
+        downgrade(revision="0008")
+        upgrade()
+        db.session.remove()
+    stored = {u.username: u for u in session.scalars(sa.select(User))}
+    assert stored["old-registry"].password_hash is None and stored["old-registry"].setup_token_hash is None
+    assert stored["person"].password_hash is not None
+    open_sessions = session.scalars(sa.select(AuthSession.user_id).where(AuthSession.revoked_at.is_(None))).all()
+    assert open_sessions == [stored["person"].id]

@@ -96,3 +96,18 @@ def test_permission_matrix_by_role(role, allowed):
 
     actor = Actor(username="x", display_name="x", grants=(Grant(role=role),))
     assert {p for p in MATRIX if actor.can(p)} == allowed
+
+
+def test_admin_holds_only_administration_and_every_other_persons_role_is_clinical():
+    """Separation of duties: the roles an administrator may not combine with are those reaching clinical data,
+    derived from the matrix; admin itself reaches none of it."""
+    from edc.models.users import ROLES
+    from edc.security.permissions import ADMINISTRATION_PERMISSIONS, CLINICAL_ROLES, role_conflict
+
+    assert {p for p, roles in MATRIX.items() if "admin" in roles} <= ADMINISTRATION_PERMISSIONS
+    assert CLINICAL_ROLES == set(ROLES) - {"admin", "registry"}
+    assert {"investigator", "coordinator", "monitor", "data_manager", "safety", "manufacturing"} <= CLINICAL_ROLES
+    for role in CLINICAL_ROLES:
+        assert role_conflict({"admin"}, role) and role_conflict({role}, "admin")
+        assert role_conflict({"registry"}, role)
+    assert role_conflict({"monitor"}, "investigator") is None

@@ -3,6 +3,7 @@
 import pytest
 import sqlalchemy as sa
 
+from account_mail import give_email, mailed_setup_token
 from conftest import SYSTEM, bearer, count_rows, login, make_user, problem
 from edc.models import RoleAssignment, User
 from edc.problems import UnprocessableContent
@@ -20,19 +21,37 @@ def grant(client, admin, username, **role):
     return client.post(f"/api/v1/users/{username}/roles", json=role, headers=admin)
 
 
-def test_admin_creates_a_user_with_a_one_time_setup_token(client, admin, session):
-    response = client.post("/api/v1/users", json={"username": "crc.it01", "display_name": "Coordinator IT01"}, headers=admin)
+def test_admin_creates_a_user_whose_setup_link_is_mailed_to_the_user_only(client, admin, session):
+    response = client.post("/api/v1/users", json={"username": "crc.it01", "display_name": "Coordinator IT01",
+                                                  "email": "crc.it01@hospital.example"}, headers=admin)
     assert response.status_code == 201 and response.headers["Location"].endswith("/api/v1/users/crc.it01")
     body = response.get_json()
-    assert body["setup_token"] and body["user"]["password_set"] is False and body["user"]["roles"] == []
+    assert set(body) == {"user", "setup_link_sent_to", "setup_link_expires_at"}
+    assert body["setup_link_sent_to"] == "crc.it01@hospital.example"
+    assert body["user"]["password_set"] is False and body["user"]["roles"] == []
+    token = mailed_setup_token(session, "crc.it01")
+    assert token not in response.get_data(as_text=True)
     stored = session.scalars(sa.select(User).where(User.username == "crc.it01")).one()
-    assert stored.setup_token_hash != body["setup_token"] and stored.password_hash is None
+    assert stored.setup_token_hash != token and stored.password_hash is None
+
+
+@pytest.mark.parametrize("email, status", [(None, 422), ("not-an-address", 422), ("two@at@example.org", 422),
+                                           ("x" * 250 + "@example.org", 422), ("bell\u0007@example.org", 422)])
+def test_a_new_account_needs_a_valid_email_address(client, admin, session, email, status):
+    payload = {"username": "no.mail", "display_name": "No Mail"}
+    if email is not None:
+        payload["email"] = email
+    body = problem(client.post("/api/v1/users", json=payload, headers=admin), status)
+    assert "/email" in {e["pointer"] for e in body["errors"]}
+    assert count_rows(session, "users") == 6 and count_rows(session, "outbox") == 0
 
 
 def test_username_is_never_reused_even_after_disable(client, admin):
-    client.post("/api/v1/users", json={"username": "temp.user", "display_name": "Temp"}, headers=admin)
+    client.post("/api/v1/users", json={"username": "temp.user", "display_name": "Temp", "email": "t@example.org"},
+                headers=admin)
     client.post("/api/v1/users/temp.user/disable", json={"reason": "left"}, headers=admin)
-    problem(client.post("/api/v1/users", json={"username": "temp.user", "display_name": "Again"}, headers=admin), 409)
+    problem(client.post("/api/v1/users", json={"username": "temp.user", "display_name": "Again", "email": "t@example.org"},
+                        headers=admin), 409)
     assert client.get("/api/v1/users/temp.user", headers=admin).get_json()["status"] == "disabled"
 
 
@@ -43,7 +62,8 @@ def test_users_have_no_delete(client, admin):
 
 @pytest.mark.parametrize("username", ["A", "has space", "UPPER", "x" * 65, "-lead"])
 def test_bad_usernames_are_422(client, admin, username):
-    body = problem(client.post("/api/v1/users", json={"username": username, "display_name": "X"}, headers=admin), 422)
+    body = problem(client.post("/api/v1/users", json={"username": username, "display_name": "X", "email": "x@example.org"},
+                               headers=admin), 422)
     assert body["errors"][0]["pointer"] == "/username"
 
 
@@ -106,14 +126,26 @@ def test_disabled_user_is_refused_at_once_even_with_a_valid_token(client, admin,
     problem(client.get("/api/v1/me", headers=monitor), 401)
 
 
-def test_reset_issues_a_new_setup_token_and_ends_sessions(client, admin, staff):
+def test_reset_mails_a_new_setup_token_and_ends_sessions(client, admin, staff, session):
+    email = give_email(session, staff["monitor"])
     monitor = login(client, staff["monitor"])
-    reset = client.post(f"/api/v1/users/{staff['monitor']}/reset", json={"reason": "forgot password"}, headers=admin).get_json()
-    assert set(reset) == {"setup_token", "setup_token_expires_at"}
+    response = client.post(f"/api/v1/users/{staff['monitor']}/reset", json={"reason": "forgot password"}, headers=admin)
+    reset = response.get_json()
+    assert response.status_code == 200 and set(reset) == {"setup_link_sent_to", "setup_link_expires_at"}
+    assert reset["setup_link_sent_to"] == email
+    token = mailed_setup_token(session, staff["monitor"])
+    assert token not in response.get_data(as_text=True)
     problem(client.get("/api/v1/me", headers=bearer(monitor)), 401)
     problem(client.post("/api/v1/auth/login", json={"username": staff["monitor"], "password": "correct-staple-ferry-9"}), 401)
-    client.post("/api/v1/auth/setup", json={"token": reset["setup_token"], "new_password": "fresh-start-passphrase"})
+    assert client.post("/api/v1/auth/setup", json={"token": token, "new_password": "fresh-start-passphrase"}).status_code == 204
     login(client, staff["monitor"], "fresh-start-passphrase")
+
+
+def test_an_account_without_email_is_reset_only_at_the_command_line(client, admin, staff, session):
+    body = problem(client.post(f"/api/v1/users/{staff['monitor']}/reset", json={"reason": "forgot"}, headers=admin), 409)
+    assert "command line" in body["detail"]
+    assert session.scalar(sa.select(User.password_hash).where(User.username == staff["monitor"])) is not None
+    assert count_rows(session, "outbox") == 0
 
 
 def test_admin_responses_never_contain_password_material(client, admin):
@@ -140,7 +172,7 @@ def test_every_way_of_creating_an_account_keeps_to_the_username_rules(runner, se
         users.create_user(session, SYSTEM, username=username, display_name="X", temporary_password="temporary-pass-1234")
     assert [e["pointer"] for e in refused.value.errors] == ["/username"]
     session.rollback()
-    result = runner.invoke(args=["edc", "users", "create", "--name", "X", "--", username])
+    result = runner.invoke(args=["edc", "users", "create", "--name", "X", "--email", "x@example.org", "--", username])
     assert result.exit_code == 1 and "/username" in result.output
     assert count_rows(session, "users") == 0
 
@@ -153,3 +185,38 @@ def test_accounts_are_created_under_the_one_normal_form_of_their_name(session):
 
 def test_demo_and_system_usernames_keep_to_the_rules():
     assert all(usernames.is_acceptable(name) for name, _, _ in DEMO_ACCOUNTS)
+
+
+# --- separation of duties: no administrator holds a clinical role; the registry role is never granted ----------
+
+@pytest.mark.parametrize("holder, role, site, held", [
+    ("monitor", "admin", None, "monitor"),                 # a clinical account made administrator
+    ("auditor", "admin", None, "auditor"),
+    ("statistician", "admin", None, "statistician"),
+    ("admin2", "investigator", "ES01", "admin"),           # an administrator given a clinical role
+    ("admin2", "data_manager", None, "admin"),
+    ("admin2", "safety", None, "admin"),
+    ("admin2", "manufacturing", None, "admin"),
+])
+def test_admin_and_a_clinical_role_never_meet_on_one_account(client, admin, staff, session, holder, role, site, held):
+    make_user(session, "admin2", [("admin", None)])
+    username = staff.get(holder, holder)
+    before = count_rows(session, "role_assignments")
+    body = problem(grant(client, admin, username, role=role, **({"site": site} if site else {})), 409)
+    assert "separation of duties" in body["detail"] and held in body["detail"] and role in body["detail"]
+    assert count_rows(session, "role_assignments") == before
+
+
+def test_the_registry_role_is_never_granted_to_a_person(client, admin, staff, session):
+    before = count_rows(session, "role_assignments")
+    body = problem(grant(client, admin, staff["statistician"], role="registry"), 422)
+    assert body["errors"][0]["pointer"] == "/role" and "FHIR client" in body["errors"][0]["detail"]
+    make_user(session, "fresh")
+    problem(grant(client, admin, "fresh", role="registry"), 422)
+    assert count_rows(session, "role_assignments") == before
+
+
+def test_a_role_may_be_granted_again_once_the_conflicting_one_is_revoked(client, admin, staff, session):
+    assignment = session.scalars(sa.select(RoleAssignment.id).join(User).where(User.username == staff["auditor"])).one()
+    assert client.delete(f"/api/v1/users/{staff['auditor']}/roles/{assignment}", headers=admin).status_code == 204
+    assert grant(client, admin, staff["auditor"], role="admin").status_code == 201

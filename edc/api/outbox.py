@@ -1,5 +1,7 @@
 """The notification outbox: what was (or will be) mailed, for data managers and the safety role.
 
+An account mail shows its recipient, never its content: the setup link inside is sealed for the mailer.
+
 The schemas of this listing live here: they describe only this resource and change with it.
 """
 
@@ -25,7 +27,8 @@ class OutboxListArgs(PageArgs):
 
 class OutboxOut(Schema):
     id = fields.UUID()
-    kind = fields.String(metadata={"description": "sae_new | critical_query | safety_clock_due"})
+    kind = fields.String(metadata={"description": " | ".join(OUTBOX_KINDS)})
+    recipient = fields.String(allow_none=True, metadata={"description": "an account mail's one addressee"})
     site = fields.String(allow_none=True)
     subject = fields.String(allow_none=True)
     due_at = fields.DateTime(allow_none=True)
@@ -49,7 +52,7 @@ def list_outbox(args):
     """Notification records, newest first; filter by status and kind."""
     result = outbox.list_records(db.session, current_actor(), status=args.get("status"), kind=args.get("kind"),
                                  **page_args(args))
-    items = [{"id": row.id, "kind": row.kind, "site": code, "subject": row.subject_number, "due_at": row.due_at,
+    items = [{"id": row.id, "kind": row.kind, "recipient": row.recipient, "site": code, "subject": row.subject_number, "due_at": row.due_at,
               "status": row.status, "attempts": row.attempts, "next_attempt_at": row.next_attempt_at,
               "sent_at": row.sent_at, "last_error": row.last_error, "created_at": row.created_at}
              for row, code in result.items]

@@ -104,7 +104,8 @@ class RoleOut(Schema):
 class UserIn(Schema):
     username = fields.String(required=True, validate=USERNAME)
     display_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    email = fields.Email(load_default=None, allow_none=True, validate=validate.Length(max=254))
+    email = fields.Email(required=True, validate=validate.Length(max=254),
+                         metadata={"description": "where the one-time setup link is mailed; the user alone receives it"})
 
 
 class UserListArgs(PageArgs):
@@ -128,15 +129,15 @@ class UserPage(PageOut):
     items = fields.List(fields.Nested(UserOut))
 
 
-class SetupTokenOut(Schema):
-    setup_token = fields.String(attribute="token", metadata={"description": "shown once; give it to the user by a separate channel"})
-    setup_token_expires_at = fields.DateTime(attribute="expires_at")
+class SetupMailedOut(Schema):
+    """Where the setup link went; the link itself reaches only the user (by mail), never the administrator."""
+
+    setup_link_sent_to = fields.String(metadata={"description": "the account's email address"})
+    setup_link_expires_at = fields.DateTime()
 
 
-class UserCreatedOut(Schema):
+class UserCreatedOut(SetupMailedOut):
     user = fields.Nested(UserOut)
-    setup_token = fields.String()
-    setup_token_expires_at = fields.DateTime()
 
 
 # --- authentication --------------------------------------------------------

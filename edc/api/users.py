@@ -8,7 +8,7 @@ from flask import url_for
 from flask_smorest import Blueprint
 
 from edc.api.common import current_actor, page_args
-from edc.api.schemas import ReasonIn, RoleIn, RoleOut, SetupTokenOut, UserCreatedOut, UserIn, UserListArgs, UserOut, UserPage
+from edc.api.schemas import ReasonIn, RoleIn, RoleOut, SetupMailedOut, UserCreatedOut, UserIn, UserListArgs, UserOut, UserPage
 from edc.extensions import db
 from edc.security.permissions import requires
 from edc.services import users
@@ -30,10 +30,10 @@ def list_users(args):
 @blp.arguments(UserIn)
 @blp.response(201, UserCreatedOut)
 def create_user(data):
-    """Create an account; the response carries its one-time setup token (shown only here)."""
+    """Create an account; its one-time setup link is mailed to the user alone, never shown here."""
     user, setup = users.create_user(db.session, current_actor(), **data)
     db.session.commit()
-    body = {"user": user, "setup_token": setup.token, "setup_token_expires_at": setup.expires_at}
+    body = {"user": user, "setup_link_sent_to": setup.mailed_to, "setup_link_expires_at": setup.expires_at}
     return body, 201, {"Location": url_for(".get_user", username=user.username)}
 
 
@@ -59,12 +59,12 @@ def disable_user(data, username):
 @blp.post("/<username>/reset")
 @requires("users:manage")
 @blp.arguments(ReasonIn)
-@blp.response(200, SetupTokenOut)
+@blp.response(200, SetupMailedOut)
 def reset_user(data, username):
-    """Clear an account's password and issue a new one-time setup token."""
+    """Clear an account's password and mail the user a new one-time setup link (never shown here)."""
     setup = users.reset_user(db.session, current_actor(), username, reason=data["reason"])
     db.session.commit()
-    return setup
+    return {"setup_link_sent_to": setup.mailed_to, "setup_link_expires_at": setup.expires_at}
 
 
 @blp.post("/<username>/roles")

@@ -21,7 +21,10 @@ QUERY_MESSAGE_ACTIONS = ("open", "answer", "close", "reopen", "cancel", "comment
 # Who is expected to act next on an open or re-opened query.
 QUERY_ASSIGNEE_ROLES = ("site", "monitor", "data_manager")
 SIGNATURE_MEANINGS = ("approval", "review", "responsibility", "authorship")
-OUTBOX_KINDS = ("sae_new", "critical_query", "safety_clock_due")
+NOTIFICATION_KINDS = ("sae_new", "critical_query", "safety_clock_due")
+# Mail to one person about their own account: the setup link of a new account or of a password reset.
+ACCOUNT_MAIL_KINDS = ("account_setup", "password_reset")
+OUTBOX_KINDS = NOTIFICATION_KINDS + ACCOUNT_MAIL_KINDS
 OUTBOX_STATES = ("pending", "sent", "failed")
 
 _ACTIVE = sa.text("cleared_at IS NULL")
@@ -151,6 +154,10 @@ class OutboxMessage(IdMixin, TimestampMixin, Base):
 
     Written in the transaction of the event it reports; the mailer delivers it and marks it sent.
     dedupe_key keeps one notification per event (e.g. one per clock and kind).
+
+    An account mail goes to one recipient and carries a secret (the setup link), kept only as an
+    AES-GCM envelope bound to this row (sealed_secret): the listing never shows it, only the mailer
+    opens it to send, and it is erased once the record is sent or has failed for good.
     """
 
     __tablename__ = "outbox"
@@ -170,3 +177,5 @@ class OutboxMessage(IdMixin, TimestampMixin, Base):
     next_attempt_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(sa.Text)
+    recipient: Mapped[str | None] = mapped_column(sa.String(254))
+    sealed_secret: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument())

@@ -65,6 +65,29 @@ MATRIX: dict[str, frozenset[str]] = {
 }
 
 
+# Permissions that reach no clinical data, signature or export: the catalogue of sites and forms, and the
+# administration of sites and accounts.
+ADMINISTRATION_PERMISSIONS = frozenset({"sites:read", "forms:read", "sites:manage", "users:read", "users:manage"})
+REGISTRY_ROLE = "registry"  # a FHIR registry client's account: created with the client, never granted to a person
+# Separation of duties (21 CFR 11.200(a)(3)): an administrator creates and resets accounts and grants roles, so no
+# administrator also reads, enters, verifies, signs or exports clinical data. Clinical is every person's role that
+# holds a permission beyond administration (as the matrix stands: every role but admin).
+CLINICAL_ROLES = frozenset(
+    role for permission, roles in MATRIX.items() if permission not in ADMINISTRATION_PERMISSIONS for role in roles
+) - {REGISTRY_ROLE}
+
+
+def role_conflict(held: set[str], role: str) -> str | None:
+    """Why an account holding `held` may not also hold `role` (separation of duties), or None."""
+    if REGISTRY_ROLE in held:
+        return "it is a registry client's account, which holds the registry role and nothing else"
+    if role == "admin" and held & CLINICAL_ROLES:
+        return f"it holds the clinical role(s) {', '.join(sorted(held & CLINICAL_ROLES))}; an administrator holds none"
+    if role in CLINICAL_ROLES and "admin" in held:
+        return f"it holds admin, and an administrator holds no clinical role such as {role}"
+    return None
+
+
 @dataclass(frozen=True)
 class Grant:
     role: str

@@ -15,7 +15,7 @@ from edc.models.sites import Site
 from edc.models.users import RoleAssignment, User
 from edc.problems import TooManyRequests, Unauthorized, UnprocessableContent, field_error
 from edc.security import passwords, tokens, usernames
-from edc.security.permissions import Actor, Grant
+from edc.security.permissions import REGISTRY_ROLE, Actor, Grant
 from edc.services import audit, throttle
 
 INVALID_LOGIN = "Invalid username or password."
@@ -63,6 +63,10 @@ def _user_by_name(session: Session, username: str) -> User | None:
     return session.scalars(
         sa.select(User).where(User.username == usernames.normalize(username)).options(selectinload(User.roles).selectinload(RoleAssignment.site))
     ).one_or_none()
+
+
+def _is_registry_account(user: User) -> bool:
+    return any(r.role == REGISTRY_ROLE for r in user.active_roles)
 
 
 def failed_login_writes(username: str, client_address: str | None, user_id: uuid.UUID | None, request_id: str | None):
@@ -117,7 +121,8 @@ def login(session: Session, *, username: str, password: str, client_address: str
     user = _user_by_name(session, username)
     hasher = runtime.of(session).password_hasher
     valid = hasher.verify(user.password_hash if user else None, password)
-    if not (valid and user is not None and user.status == "active"):
+    # A registry client's account signs in with its keys only (fhir_clients), never here: refused like any failure.
+    if not (valid and user is not None and user.status == "active" and not _is_registry_account(user)):
         raise Unauthorized(INVALID_LOGIN, after_rollback=[failed_login_writes(username, client_address, user.id if user else None, request_id)])
     now = clock.utcnow()
     throttle.clear(session, throttle.account(username), client_address)

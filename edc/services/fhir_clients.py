@@ -1,7 +1,8 @@
 """Registry clients of the FHIR API and their access tokens (SMART Backend Services).
 
-An operator registers a client: its public JWK Set and the account it acts as (one holding the registry
-role and no other, so its token reads FHIR and nothing else). At run time the client posts a client
+An operator registers a client: its public JWK Set, and a new account it acts as, created here with the
+registry role and no other (so its token reads FHIR and nothing else) and never a password, a setup token
+or a refresh token; the registry role is granted to no other account. At run time the client posts a client
 assertion, a JWT signed with its private key, to POST /fhir/auth/token (OAuth 2.0 client credentials,
 RFC 7523 private_key_jwt) and gets a bearer token of at most five minutes from our usual token machinery:
 a session of its own (naming the client and the granted scope) with no refresh token. Deactivating the
@@ -30,13 +31,13 @@ from edc.models.auth import AuthSession
 from edc.models.fhir_clients import FhirClient, FhirClientAssertion
 from edc.models.users import RoleAssignment, User
 from edc.problems import Conflict, NotFound, OAuthError, UnprocessableContent, field_error
-from edc.security import client_assertions, scopes, tokens, usernames
+from edc.security import client_assertions, permissions, scopes, tokens
 from edc.security.permissions import Actor, Grant, require
-from edc.services import audit, throttle
+from edc.services import audit, throttle, users
 
 GRANT_TYPE = "client_credentials"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-REGISTRY_ROLE = "registry"
+REGISTRY_ROLE = permissions.REGISTRY_ROLE
 TOKEN_PARAMETERS = ("grant_type", "client_assertion_type", "client_assertion", "scope", "client_id")
 
 
@@ -56,19 +57,8 @@ class ClientToken:
 # ================================================================ registration (operators)
 
 
-def _registry_user(session: Session, username: str) -> User:
-    user = session.scalars(sa.select(User).where(User.username == usernames.normalize(username))
-                           .options(selectinload(User.roles))).one_or_none()
-    if user is None:
-        raise NotFound(f"No user {username}.")
-    roles = {r.role for r in user.active_roles}
-    if user.status != "active" or roles != {REGISTRY_ROLE}:
-        raise Conflict(f"{user.username} must be an active account holding the registry role and no other.")
-    return user
-
-
 def register_client(session: Session, actor: Actor, *, username: str, name: str, jwks: Any) -> FhirClient:
-    """Register a registry client with its public JWK Set; it acts as `username` (a registry account)."""
+    """Register a registry client with its public JWK Set and create the account `username` it acts as."""
     require(actor, "users:manage")
     if not name.strip():
         raise UnprocessableContent(errors=[field_error("/name", "Give the client a name.")])
@@ -76,7 +66,7 @@ def register_client(session: Session, actor: Actor, *, username: str, name: str,
         kids = client_assertions.check_jwks(jwks)
     except ValueError as exc:
         raise UnprocessableContent("The JWK Set is not acceptable.", errors=[field_error("/jwks", str(exc))]) from None
-    user = _registry_user(session, username)
+    user = users.create_registry_account(session, actor, username=username, display_name=name.strip())
     client = FhirClient(client_id=str(uuid.uuid4()), name=name.strip(), jwks=jwks, user_id=user.id, active=True,
                         created_at=clock.utcnow(), created_by=actor.username)
     session.add(client)
@@ -117,15 +107,18 @@ def replace_keys(session: Session, actor: Actor, client_id: str, *, jwks: Any) -
 
 
 def deactivate_client(session: Session, actor: Actor, client_id: str, *, reason: str) -> FhirClient:
-    """Deactivate a client: no new token, and the tokens it holds stop working now."""
+    """Deactivate a client: no new token, and every session of its account (whatever opened it) ends now."""
     require(actor, "users:manage")
     client = _client(session, client_id)
     if not client.active:
         raise Conflict(f"FHIR client {client_id} is already inactive.")
     now = clock.utcnow()
     client.active, client.deactivated_at, client.deactivated_by = False, now, actor.username
-    ended = session.execute(sa.update(AuthSession).where(AuthSession.client_id == client.client_id,
-                                                         AuthSession.revoked_at.is_(None))
+    # Its own sessions, and any other of its account without a client (a password login from before registry
+    # accounts lost their passwords); another client sharing an old account keeps its own.
+    of_client = sa.or_(AuthSession.client_id == client.client_id,
+                       sa.and_(AuthSession.user_id == client.user_id, AuthSession.client_id.is_(None)))
+    ended = session.execute(sa.update(AuthSession).where(of_client, AuthSession.revoked_at.is_(None))
                             .values(revoked_at=now, revoked_reason="fhir_client_deactivated")).rowcount
     audit.record(session, actor, "fhir_client_deactivated", entity_type="fhir_client", entity_id=client.client_id,
                  reason=reason, changes=[audit.change("active", True, False), audit.change("sessions_revoked", None, ended)])

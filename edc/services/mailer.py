@@ -1,7 +1,9 @@
 """The mailer: delivers pending outbox records by SMTP to the addresses routed per site and role.
 
 A mail says what happened and where to look (kind, site, subject number, due time, link path);
-never a clinical value or a person's identity. A failed delivery is retried with exponential
+never a clinical value or a person's identity. An account mail goes to its one recipient and carries
+the setup token, which the mailer alone opens from its sealed record, just before sending; the secret is
+erased once the record is sent or has failed for good. A failed delivery is retried with exponential
 backoff and marked "failed" after mailer_max_attempts; a delivered one is marked "sent".
 
 Unlike the request services, a delivery pass commits after each record: the mail has left the
@@ -25,11 +27,12 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from edc import clock
-from edc.models.monitoring import OutboxMessage
+from edc.models.monitoring import ACCOUNT_MAIL_KINDS, OutboxMessage
 from edc.models.sites import Site
 from edc.models.users import RoleAssignment, User
+from edc.security import crypto
 from edc.security.permissions import GLOBAL_ROLES
-from edc.services import notifications
+from edc.services import notifications, outbox
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +40,10 @@ SUBJECTS = {
     "sae_new": "New serious adverse event",
     "critical_query": "Critical data query",
     "safety_clock_due": "Safety-reporting deadline approaching",
+    "account_setup": "Set the password of your new account",
+    "password_reset": "Your password was reset: set a new one",
 }
+SETUP_PATH = "/api/v1/auth/setup"
 LINKS = {
     "sae_new": "/api/v1/safety/clocks?subject={subject}",
     "critical_query": "/api/v1/queries?subject={subject}",
@@ -86,18 +92,19 @@ def deliver_pending(session: Session, settings: dict[str, Any]) -> PassResult:
         record.attempts += 1
         record.updated_at = now
         try:
-            send(settings, record, recipients(session, settings, record), _site_code(session, record))
+            send(settings, record, recipients(session, settings, record), _site_code(session, record),
+                 _secret(session, record))
         except (DeliveryError, smtplib.SMTPException, OSError) as exc:
             record.last_error = f"{type(exc).__name__}: {exc}"[:ERROR_LENGTH]
             if record.attempts >= settings["mailer_max_attempts"]:
-                record.status = "failed"
+                record.status, record.sealed_secret = "failed", None
                 result.failed += 1
                 log.warning("mailer: %s record %s failed for good after %d attempts", record.kind, record.id, record.attempts)
             else:
                 record.next_attempt_at = now + backoff(settings, record.attempts)
                 result.retried += 1
         else:
-            record.status, record.sent_at, record.last_error = "sent", now, None
+            record.status, record.sent_at, record.last_error, record.sealed_secret = "sent", now, None, None
             result.sent += 1
         session.commit()
     return result
@@ -128,8 +135,21 @@ def _site_code(session: Session, record: OutboxMessage) -> str | None:
     return session.scalar(sa.select(Site.code).where(Site.id == record.site_id)) if record.site_id else None
 
 
+def _secret(session: Session, record: OutboxMessage) -> dict[str, Any] | None:
+    """An account mail's sealed secret, opened for this one send; None for a notification."""
+    if record.kind not in ACCOUNT_MAIL_KINDS:
+        return None
+    try:
+        return outbox.open_secret(session, record)
+    except crypto.DecryptionError as exc:
+        raise DeliveryError(str(exc)) from None
+
+
 def recipients(session: Session, settings: dict[str, Any], record: OutboxMessage) -> list[str]:
-    """Addresses for a record: active users holding a routed role at its site (or globally), plus the site's extras."""
+    """Addresses for a record: an account mail's own recipient; for a notification, active users holding
+    a routed role at its site (or globally), plus the site's extras."""
+    if record.kind in ACCOUNT_MAIL_KINDS:
+        return [record.recipient] if record.recipient else []
     roles = settings["mail_routes"].get(record.kind, [])
     addresses: set[str] = set()
     if roles:
@@ -145,8 +165,12 @@ def recipients(session: Session, settings: dict[str, Any], record: OutboxMessage
     return sorted(addresses)
 
 
-def compose(settings: dict[str, Any], record: OutboxMessage, site_code: str | None) -> EmailMessage:
-    """The plain-text mail for a record: kind, site, subject number, due time and a link path, nothing else."""
+def compose(settings: dict[str, Any], record: OutboxMessage, site_code: str | None,
+            secret: dict[str, Any] | None = None) -> EmailMessage:
+    """The plain-text mail for a record: kind, site, subject number, due time and a link path, nothing else
+    (an account mail: the account's name and its setup token)."""
+    if record.kind in ACCOUNT_MAIL_KINDS:
+        return _compose_account_mail(settings, record, secret)
     subject_number = record.subject_number or "-"
     link = settings["mail_link_base"].rstrip("/") + LINKS[record.kind].format(subject=subject_number)
     lines = [
@@ -166,11 +190,39 @@ def compose(settings: dict[str, Any], record: OutboxMessage, site_code: str | No
     return message
 
 
-def send(settings: dict[str, Any], record: OutboxMessage, to: list[str], site_code: str | None) -> None:
+def _compose_account_mail(settings: dict[str, Any], record: OutboxMessage, secret: dict[str, Any] | None) -> EmailMessage:
+    if secret is None:
+        raise DeliveryError(f"outbox record {record.id} has no secret to send")
+    setup_url = settings["mail_link_base"].rstrip("/") + SETUP_PATH
+    lines = [
+        f"Account: {secret['username']}",
+        "",
+        "An administrator created this account for you." if record.kind == "account_setup" else
+        "An administrator reset the password of this account; your sessions have ended.",
+        f"Set your password with this one-time setup token (valid until {secret['expires_at']}):",
+        "",
+        f"    {secret['token']}",
+        "",
+        f"Send it with the password you choose to {setup_url}",
+        '    (POST, JSON: {"token": "<the token above>", "new_password": "<your password>"})',
+        "",
+        "Nobody else has this token, and nobody will ever ask you for it or for your password.",
+        "If you did not expect this mail, tell your study's data management.",
+    ]
+    message = EmailMessage()
+    message["Subject"] = f"[edc] {SUBJECTS[record.kind]}"
+    message["From"] = settings["smtp_from"]
+    message["Message-ID"] = f"<{record.id}@edc>"
+    message.set_content("\n".join(lines) + "\n")
+    return message
+
+
+def send(settings: dict[str, Any], record: OutboxMessage, to: list[str], site_code: str | None,
+         secret: dict[str, Any] | None = None) -> None:
     """Send one record's mail to its recipients; raise on any failure."""
     if not to:
         raise DeliveryError(f"no recipients for {record.kind} at site {site_code or '-'}")
-    message = compose(settings, record, site_code)
+    message = compose(settings, record, site_code, secret)
     message["To"] = ", ".join(to)
     with smtplib.SMTP(settings["smtp_host"], settings["smtp_port"], timeout=settings["smtp_timeout_seconds"]) as smtp:
         if settings["smtp_starttls"]:

@@ -3,29 +3,37 @@
 Records carry the kind, site, subject number and due time only, never clinical values or
 identities. The mailer delivers them; dedupe_key makes enqueueing idempotent (one notification
 per event, e.g. per clock and kind), so a retried transaction or a rescan never notifies twice.
+
+An account mail (a setup link) goes to one recipient; its secret is stored only sealed (AES-GCM,
+bound to the record's row and field), so neither the listing nor a database reader sees it: the
+mailer opens it when it sends.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from edc import clock
-from edc.models.monitoring import OUTBOX_KINDS, OutboxMessage
+from edc import clock, runtime
+from edc.models.monitoring import ACCOUNT_MAIL_KINDS, NOTIFICATION_KINDS, OutboxMessage
 from edc.models.sites import Site
+from edc.security import crypto
 from edc.security.permissions import Actor, require
 from edc.services.pagination import Page
+
+SECRET_FIELD = "sealed_secret"  # the associated data of an account mail's envelope: ("outbox", id, this)
 
 
 def enqueue(session: Session, kind: str, *, dedupe_key: str, site_id: uuid.UUID | None, subject_number: str | None,
             due_at: datetime | None = None) -> bool:
     """Add a pending notification unless one with this dedupe key exists; True if added."""
-    if kind not in OUTBOX_KINDS:
-        raise ValueError(f"unknown outbox kind {kind}")
+    if kind not in NOTIFICATION_KINDS:
+        raise ValueError(f"unknown notification kind {kind}")
     now = clock.utcnow()
     insert = (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(OutboxMessage)
     result = session.execute(
@@ -35,6 +43,28 @@ def enqueue(session: Session, kind: str, *, dedupe_key: str, site_id: uuid.UUID 
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
     )
     return bool(result.rowcount)
+
+
+def enqueue_account_mail(session: Session, kind: str, *, user_id: uuid.UUID, recipient: str,
+                         secret: dict[str, Any]) -> uuid.UUID:
+    """Add a mail to one person about their account; `secret` (the setup token) is sealed to this record."""
+    if kind not in ACCOUNT_MAIL_KINDS:
+        raise ValueError(f"unknown account mail kind {kind}")
+    now, record_id = clock.utcnow(), uuid.uuid4()
+    sealed = crypto.encrypt_value(runtime.of(session).keyring, secret, table=OutboxMessage.__tablename__,
+                                  record_id=str(record_id), field=SECRET_FIELD)
+    session.add(OutboxMessage(id=record_id, kind=kind, dedupe_key=f"{kind}:{user_id}:{record_id}", recipient=recipient,
+                              sealed_secret=sealed, status="pending", attempts=0, next_attempt_at=now, created_at=now,
+                              updated_at=now))
+    return record_id
+
+
+def open_secret(session: Session, record: OutboxMessage) -> dict[str, Any]:
+    """The secret of an account mail, for the mailer only (crypto.DecryptionError if it does not open here)."""
+    if record.sealed_secret is None:
+        raise crypto.DecryptionError(f"outbox record {record.id} holds no secret (any more)")
+    return crypto.decrypt_value(runtime.of(session).keyring, record.sealed_secret, table=OutboxMessage.__tablename__,
+                                record_id=str(record.id), field=SECRET_FIELD)
 
 
 def pending_count(session: Session) -> int:

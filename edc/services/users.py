@@ -1,7 +1,13 @@
-"""Accounts and role assignments (admin work, on the security chain)."""
+"""Accounts and role assignments (admin work, on the security chain).
+
+A setup token (new account, password reset) reaches only its user: it is mailed through the outbox,
+sealed so that only the mailer reads it, and never returned to the administrator. The service hands it
+back to its caller for the server's command line alone, which may show it to the operator.
+"""
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,16 +20,22 @@ from edc.models.sites import Site
 from edc.models.users import RoleAssignment, User
 from edc.problems import Conflict, Forbidden, NotFound, UnprocessableContent, field_error
 from edc.security import passwords, tokens, usernames
-from edc.security.permissions import GLOBAL_ROLES, SITE_ROLES, Actor, require
-from edc.services import audit
+from edc.security.permissions import GLOBAL_ROLES, REGISTRY_ROLE, SITE_ROLES, Actor, require, role_conflict
+from edc.services import audit, outbox
 from edc.services.auth import revoke_user_sessions
 from edc.services.pagination import Page, paginate
+
+
+# One address, no display name or comments: something@domain.tld, no spaces or control characters.
+EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f.]+")
+EMAIL_MAX_LENGTH = 254
 
 
 @dataclass(frozen=True)
 class SetupToken:
     token: str
     expires_at: datetime
+    mailed_to: str | None
 
 
 def _load(session: Session, username: str, *, lock: bool = False) -> User | None:
@@ -68,43 +80,80 @@ def list_users(session: Session, actor: Actor, *, status: str | None = None, pag
     return paginate(session, stmt, page=page, page_size=page_size)
 
 
-def _issue_setup_token(session: Session, user: User) -> SetupToken:
+def _checked_email(email: str | None) -> str | None:
+    if email is None:
+        return None
+    email = email.strip()
+    if len(email) > EMAIL_MAX_LENGTH or not EMAIL.fullmatch(email):
+        raise UnprocessableContent(errors=[field_error("/email", "Not a valid email address.")])
+    return email
+
+
+def _issue_setup_token(session: Session, user: User, mail_kind: str) -> SetupToken:
+    """A new one-time setup token for the user, mailed to their address (the outbox seals it)."""
     token, token_hash = tokens.new_opaque_token()
     expires = clock.utcnow() + timedelta(seconds=runtime.of(session).settings["setup_token_seconds"])
     user.setup_token_hash, user.setup_token_expires_at = token_hash, expires
-    return SetupToken(token, expires)
+    if user.email:
+        session.flush()  # the user's id, which the mail record names
+        outbox.enqueue_account_mail(session, mail_kind, user_id=user.id, recipient=user.email, secret={
+            "username": user.username, "token": token, "expires_at": expires.strftime("%Y-%m-%d %H:%M UTC")})
+    return SetupToken(token, expires, user.email)
 
 
 def create_user(
     session: Session, actor: Actor, *, username: str, display_name: str, email: str | None = None,
     temporary_password: str | None = None, demo_password: str | None = None,
 ) -> tuple[User, SetupToken | None]:
-    """Create an account. It gets a one-time setup token unless the CLI gives a temporary password
-    (which must be changed at first login) or the demo seed gives the shared demo password."""
+    """Create a person's account. It gets a one-time setup token, mailed to `email` (required then), unless
+    the CLI gives a temporary password (which must be changed at first login) or the demo seed gives the
+    shared demo password."""
     require(actor, "users:manage")
+    given = demo_password or temporary_password
+    email = _checked_email(email)
+    if email is None and given is None:
+        raise UnprocessableContent(errors=[field_error("/email", "Required: the setup link is mailed to this address.")])
+    user = _new_account(session, username=username, display_name=display_name, email=email,
+                        is_demo=demo_password is not None)
+    setup = None
+    if given is not None:
+        problems = passwords.policy_problems(given, username=user.username)
+        if problems:
+            raise UnprocessableContent(errors=[field_error("/password", f"Password {p}.") for p in problems])
+        user.password_hash = runtime.of(session).password_hasher.hash(given)
+        user.password_changed_at = clock.utcnow()
+    else:
+        setup = _issue_setup_token(session, user, "account_setup")
+    session.flush()
+    audit.record(session, actor, "user_created", entity_type="user", entity_id=user.id,
+                 changes=[audit.change("username", None, user.username), audit.change("display_name", None, display_name),
+                          audit.change("email", None, email), audit.change("demo", None, user.is_demo)])
+    return user, setup
+
+
+def _new_account(session: Session, *, username: str, display_name: str, email: str | None, is_demo: bool = False) -> User:
     username = usernames.normalize(username)
     if not usernames.is_acceptable(username):
         raise UnprocessableContent(errors=[field_error("/username", usernames.RULE)])
     if session.scalar(sa.select(User.id).where(User.username == username)) is not None:
         raise Conflict(f"The username {username} is taken (usernames are never reused).")
     user = User(username=username, display_name=display_name, email=email, status="active",
-                must_change_password=True, is_demo=demo_password is not None)
-    setup = None
-    given = demo_password or temporary_password
-    if given is not None:
-        problems = passwords.policy_problems(given, username=username)
-        if problems:
-            raise UnprocessableContent(errors=[field_error("/password", f"Password {p}.") for p in problems])
-        user.password_hash = runtime.of(session).password_hasher.hash(given)
-        user.password_changed_at = clock.utcnow()
-    else:
-        setup = _issue_setup_token(session, user)
+                must_change_password=True, is_demo=is_demo)
     session.add(user)
+    return user
+
+
+def create_registry_account(session: Session, actor: Actor, *, username: str, display_name: str) -> User:
+    """The account a FHIR registry client acts as: the registry role alone, and never a password, a setup
+    token or a refresh token (it signs in with its client's keys only)."""
+    require(actor, "users:manage")
+    user = _new_account(session, username=username, display_name=display_name, email=None)
     session.flush()
     audit.record(session, actor, "user_created", entity_type="user", entity_id=user.id,
-                 changes=[audit.change("username", None, username), audit.change("display_name", None, display_name),
-                          audit.change("demo", None, user.is_demo)])
-    return user, setup
+                 changes=[audit.change("username", None, user.username), audit.change("display_name", None, display_name),
+                          audit.change("demo", None, False)])
+    _add_role(session, actor, user, REGISTRY_ROLE, None, principal_investigator=False)
+    return user
 
 
 def disable_user(session: Session, actor: Actor, username: str, *, reason: str) -> User:
@@ -127,7 +176,10 @@ def disable_user(session: Session, actor: Actor, username: str, *, reason: str) 
 
 
 def reset_user(session: Session, actor: Actor, username: str, *, reason: str) -> SetupToken:
-    """Clear a password and issue a new setup token; the admin never learns or sets the password."""
+    """Clear a password and mail the user a new setup token; the admin never learns or sets the password.
+
+    An account without an email address is reset only at the server's command line (the operator hands
+    the token over); a registry client's account has no password to reset."""
     require(actor, "users:manage")
     user = _load(session, username, lock=True)
     if user is None:
@@ -136,9 +188,14 @@ def reset_user(session: Session, actor: Actor, username: str, *, reason: str) ->
         raise Forbidden("Change your own password instead of resetting it.")
     if user.status != "active":
         raise Conflict(f"{user.username} is disabled.")
+    if REGISTRY_ROLE in {r.role for r in user.active_roles}:
+        raise Conflict(f"{user.username} is a registry client's account: it has no password and signs in with its keys.")
+    if not user.email and not actor.is_system:
+        raise Conflict(f"{user.username} has no email address for the setup link; reset it at the server's "
+                       "command line (flask edc users reset), which shows the token to the operator.")
     user.password_hash = None
     user.must_change_password = True
-    setup = _issue_setup_token(session, user)
+    setup = _issue_setup_token(session, user, "password_reset")
     revoke_user_sessions(session, user.id, "password_reset")
     session.flush()
     audit.record(session, actor, "password_reset", entity_type="user", entity_id=user.id, reason=reason)
@@ -164,6 +221,12 @@ def grant_role(session: Session, actor: Actor, username: str, *, role: str, site
         raise Forbidden("Nobody grants roles to their own account.")
     if user.status != "active":
         raise Conflict(f"{user.username} is disabled.")
+    if role == REGISTRY_ROLE:
+        raise UnprocessableContent(errors=[field_error("/role", "The registry role is never granted: it belongs to the "
+                                                                "account that registering a FHIR client creates.")])
+    conflict = role_conflict({r.role for r in user.active_roles}, role)
+    if conflict:
+        raise Conflict(f"{user.username} cannot hold {role}: {conflict} (separation of duties).")
     errors = []
     if role in SITE_ROLES and site is None:
         errors.append(field_error("/site", f"The {role} role is held for one site; name it."))
@@ -184,6 +247,11 @@ def grant_role(session: Session, actor: Actor, username: str, *, role: str, site
             RoleAssignment.site_id == site_row.id, RoleAssignment.principal_investigator, RoleAssignment.revoked_at.is_(None)))
         if other_pi is not None:
             raise Conflict(f"Site {site_row.code} already has a principal investigator.")
+    return _add_role(session, actor, user, role, site_row, principal_investigator=principal_investigator)
+
+
+def _add_role(session: Session, actor: Actor, user: User, role: str, site_row: Site | None, *,
+              principal_investigator: bool) -> RoleAssignment:
     assignment = RoleAssignment(user=user, role=role, site=site_row, principal_investigator=principal_investigator,
                                 granted_at=clock.utcnow(), granted_by=actor.username)
     session.add(assignment)

@@ -15,11 +15,19 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-import jsonschema
-import pytest
+import uuid
 
-from edc import runtime
+import jsonschema
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
+
+from conftest import bearer
+from edc import clock, runtime
 from edc.extensions import db
+from edc.security.permissions import Actor
+from edc.services import fhir_clients
 from test_demo_subjects import TRIAL_FORMS, invoke
 
 START = datetime(2026, 9, 1, 9, 0, tzinfo=UTC)  # the demo study's "today"
@@ -35,6 +43,25 @@ def seed_demo_study(app, subjects: int, seed: int) -> None:
 def seed_demo_subjects(app, subjects: int, seed: int) -> None:
     result = invoke(app, "seed-demo", "--subjects", str(subjects), "--seed", str(seed))
     assert result.exit_code == 0, result.output
+
+
+def registry_headers(client, session, username: str = "registry") -> dict[str, str]:
+    """A registry client's bearer header: a client registered with its account `username`, and a token bought at
+    POST /fhir/auth/token with a signed client assertion (a registry account has no password to log in with)."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    jwks = {"keys": [{**ECAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "k1", "alg": "ES384"}]}
+    client_id = fhir_clients.register_client(session, Actor.system("tests"), username=username, name=f"{username} client",
+                                             jwks=jwks).client_id
+    session.commit()
+    token_url = client.get("/fhir/.well-known/smart-configuration").get_json()["token_endpoint"]
+    now = int(clock.utcnow().timestamp())
+    assertion = jwt.encode({"iss": client_id, "sub": client_id, "aud": token_url, "exp": now + 240, "iat": now,
+                            "jti": uuid.uuid4().hex}, key, algorithm="ES384", headers={"kid": "k1", "typ": "JWT"})
+    response = client.post("/fhir/auth/token", data={
+        "grant_type": "client_credentials", "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": assertion, "scope": "system/*.read"})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return bearer(response.get_json()["access_token"])
 
 
 @pytest.fixture

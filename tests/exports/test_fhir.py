@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from conftest import bearer, login, make_user
+from conftest import bearer, login
 from edc import runtime
 from edc.services.fhir_export import find_subject
 from edc.problems import NotFound
@@ -24,7 +24,7 @@ from edc.models.sites import Site
 from edc.models.subjects import Subject
 from edc.security.permissions import Actor, Grant
 from edc.services.demo import DEMO_PASSWORD
-from exports.conftest import SCHEMA_URL, load_schema, seed_demo_study
+from exports.conftest import SCHEMA_URL, load_schema, registry_headers, seed_demo_study
 from trial.conftest import TODAY, TRIAL_FORMS, trial  # noqa: F401  (the fixture)
 from trial.test_safety_forms import ae
 
@@ -94,8 +94,7 @@ def outcome(response, status: int) -> dict:
 
 @pytest.fixture
 def fhir_trial(trial, session):  # noqa: F811
-    make_user(session, "registry", [("registry", None)])
-    trial.headers["registry"] = bearer(login(trial.client, "registry"))
+    trial.headers["registry"] = registry_headers(trial.client, session)
     return trial
 
 
@@ -294,10 +293,9 @@ def demo(app_factory, fake_clock, session, seed_once):
     fake_clock.now = TODAY
     app = app_factory(forms_dir=TRIAL_FORMS)
     seed_once("demo study, 2 subjects, default seed, at TODAY", lambda: seed_demo_study(app, 2, 0))
-    make_user(session, "registry", [("registry", None)])
     client = app.test_client()
     return client, {"statistician": bearer(login(client, "stat", DEMO_PASSWORD)),
-                    "registry": bearer(login(client, "registry"))}
+                    "registry": registry_headers(client, session)}
 
 
 def test_demo_casebooks_export_completely_as_valid_r4(demo, session, r4):

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from conftest import BACKEND, bearer, login, make_user
+from conftest import BACKEND, bearer, login
 from edc.extensions import db
 from edc.models import AuditRecord, ExportJob, Subject
 from edc.services import exports
 from edc.services.demo import DEMO_PASSWORD
-from exports.conftest import seed_demo_study, seed_demo_subjects
+from exports.conftest import registry_headers, seed_demo_study, seed_demo_subjects
 from test_demo_subjects import TRIAL_FORMS, invoke
 
 START = datetime(2026, 9, 1, 9, 0, tzinfo=UTC)
@@ -184,10 +184,11 @@ def test_bad_requests_get_a_clear_answer_and_queue_nothing(demo, username, body,
 
 
 def test_the_registry_client_exports_fhir_only(demo):
-    make_user(demo.session, "registry-es", [("registry", None)])
-    headers = bearer(login(demo.client, "registry-es"))
+    headers = registry_headers(demo.client, demo.session, "registry-es")
     assert demo.client.post("/api/v1/exports", json={"format": "csv"}, headers=headers).status_code == 403
-    assert demo.client.post("/api/v1/exports", json={"format": "fhir"}, headers=headers).status_code == 202
+    # Its token (it has no password session) is for the FHIR surface only: Bulk Data $export there.
+    assert demo.client.post("/api/v1/exports", json={"format": "fhir"}, headers=headers).status_code == 403
+    assert demo.client.get("/fhir/$export", headers={**headers, "Prefer": "respond-async"}).status_code == 202
 
 
 def test_unknown_deleted_and_other_users_jobs_are_404(demo):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import jwt
@@ -18,9 +19,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from werkzeug.datastructures import MultiDict
 
-from conftest import bearer, make_user
-from edc.models import ExportJob
+from conftest import bearer, login, make_user, problem
+from edc import clock, runtime
+from edc.models import AuthSession, ExportJob, RefreshToken, User
 from edc.models.audit import AuditRecord
+from edc.security import tokens
 from trial.conftest import trial  # noqa: F401  (the fixture)
 
 TOKEN_URL = "http://localhost/fhir/auth/token"
@@ -90,7 +93,6 @@ def cli(app, *args):
 
 @pytest.fixture
 def registry(trial, session, keys, fake_clock, tmp_path) -> Registry:  # noqa: F811
-    make_user(session, "registry-svc", [("registry", None)], demo=False)
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps(keys.jwks()))
     result = cli(trial.client.application, "register", "--username", "registry-svc", "--name", "Test registry",
@@ -308,8 +310,8 @@ def test_registration_refuses_wrong_accounts_and_keys(registry, session, keys, t
     good = tmp_path / "good.json"
     good.write_text(json.dumps(keys.jwks()))
     staff = cli(app, "register", "--username", "statistician", "--name", "x", "--jwks", str(good))
-    assert staff.exit_code == 1 and "registry role and no other" in staff.output
-    assert cli(app, "register", "--username", "nobody", "--name", "x", "--jwks", str(good)).exit_code == 1
+    assert staff.exit_code == 1 and "is taken" in staff.output  # registration creates the account: never an existing one
+    assert cli(app, "register", "--username", "registry-svc", "--name", "x", "--jwks", str(good)).exit_code == 1
     private = {"keys": [{**ECAlgorithm.to_jwk(keys.ec, as_dict=True), "kid": "k"}]}
     small_rsa = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
     p256 = ec.generate_private_key(ec.SECP256R1()).public_key()
@@ -322,12 +324,13 @@ def test_registration_refuses_wrong_accounts_and_keys(registry, session, keys, t
             ("twice", {"keys": keys.jwks()["keys"] + keys.jwks()["keys"][:1]}, "twice")):
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(jwks))
-        result = cli(app, "register", "--username", "registry-svc", "--name", "x", "--jwks", str(path))
+        result = cli(app, "register", "--username", "registry-new", "--name", "x", "--jwks", str(path))
         assert result.exit_code == 1 and message in result.output, (name, result.output)
     (tmp_path / "broken.json").write_text("{")
-    assert cli(app, "register", "--username", "registry-svc", "--name", "x", "--jwks", str(tmp_path / "broken.json")).exit_code == 1
+    assert cli(app, "register", "--username", "registry-new", "--name", "x", "--jwks", str(tmp_path / "broken.json")).exit_code == 1
     actions = session.scalars(sa.select(AuditRecord.action).where(AuditRecord.entity_type == "fhir_client")).all()
     assert actions == ["fhir_client_registered"]  # the fixture's, and no other
+    assert session.scalar(sa.select(sa.func.count()).select_from(User).where(User.username == "registry-new")) == 0
 
 
 def test_keys_can_be_rotated(registry, keys, tmp_path):
@@ -363,3 +366,83 @@ def test_the_service_role_may_use_the_client_tables(session):
                                          "WHERE grantee = 'edc_application' AND table_name = :table"),
                                  {"table": table}).scalars().all()
         assert {"SELECT", "INSERT", "UPDATE", "DELETE"} <= set(grants), table
+
+
+# ================================================================ the registry account: keys only, never a password
+
+
+def registry_account(session) -> User:
+    session.expire_all()
+    return session.scalars(sa.select(User).where(User.username == "registry-svc")).one()
+
+
+def test_registration_creates_an_account_with_the_registry_role_and_no_password(registry, session):
+    account = registry_account(session)
+    assert [r.role for r in account.active_roles] == ["registry"]
+    assert account.password_hash is None and account.setup_token_hash is None and account.email is None
+    created = session.scalars(sa.select(AuditRecord.action).where(AuditRecord.entity_id == str(account.id))
+                              .order_by(AuditRecord.seq)).all()
+    assert created == ["user_created", "role_granted"]
+
+
+def test_a_registry_account_is_refused_at_login_like_any_failed_login(registry, session):
+    """Even with a password (an account from before this rule), login answers as for an unknown user."""
+    hasher = runtime.of(session).password_hasher
+    session.execute(sa.update(User).where(User.username == "registry-svc")
+                    .values(password_hash=hasher.hash("registry-old-passphrase")))
+    session.commit()
+    http = registry.http
+    refused = problem(http.post("/api/v1/auth/login", json={"username": "registry-svc",
+                                                            "password": "registry-old-passphrase"}), 401)
+    unknown = problem(http.post("/api/v1/auth/login", json={"username": "nobody-at-all",
+                                                            "password": "registry-old-passphrase"}), 401)
+    assert {k: refused[k] for k in ("type", "title", "detail")} == {k: unknown[k] for k in ("type", "title", "detail")}
+    assert session.scalar(sa.select(sa.func.count()).select_from(AuthSession)
+                          .where(AuthSession.client_id.is_(None))) == len(registry.trial.headers)  # the staff's own
+    assert session.scalar(sa.select(sa.func.count()).select_from(AuditRecord)
+                          .where(AuditRecord.action == "login_failed", AuditRecord.actor_username == "registry-svc")) == 1
+
+
+def test_a_registry_account_gets_no_setup_token_and_no_role_besides(registry, session):
+    make_user(session, "admin", [("admin", None)])
+    admin = bearer(login(registry.http, "admin"))
+    session.execute(sa.update(User).where(User.username == "registry-svc").values(email="registry@example.org"))
+    session.commit()
+    problem(registry.http.post("/api/v1/users/registry-svc/reset", json={"reason": "x"}, headers=admin), 409)
+    result = registry.http.application.test_cli_runner().invoke(args=["edc", "users", "reset", "registry-svc",
+                                                                      "--reason", "x"])
+    assert result.exit_code == 1 and "registry client's account" in result.output
+    body = problem(registry.http.post("/api/v1/users/registry-svc/roles", json={"role": "data_manager"},
+                                      headers=admin), 409)
+    assert "registry" in body["detail"]
+    account = registry_account(session)
+    assert account.setup_token_hash is None and account.password_hash is None
+    assert [r.role for r in account.active_roles] == ["registry"]
+    assert session.scalar(sa.select(sa.func.count()).select_from(sa.table("outbox"))) == 0
+
+
+def test_deactivating_a_client_ends_every_session_of_its_account_at_once(registry, session):
+    """A password session of the account (as one could open before this rule) ends with the client's own."""
+    fhir_token = registry.token()
+    account = registry_account(session)
+    now = clock.utcnow()
+    password_session = AuthSession(user_id=account.id, created_at=now, expires_at=now + timedelta(hours=8))
+    session.add(password_session)
+    session.flush()
+    session.add(RefreshToken(session_id=password_session.id, token_hash="0" * 64, issued_at=now,
+                             idle_expires_at=now + timedelta(hours=1)))
+    session.commit()
+    rt = runtime.of(session)
+    access = tokens.issue_access_token(rt.current_signing_key, issuer=rt.settings["jwt_issuer"],
+                                       audience=rt.settings["jwt_audience"], subject=str(account.id),
+                                       session_id=str(password_session.id), roles=["registry"], now=now,
+                                       lifetime=timedelta(seconds=rt.settings["access_token_seconds"]))
+    me = registry.http.get("/api/v1/me", headers=bearer(access.token))
+    assert me.status_code == 200  # a password session is no FHIR client's: the FHIR-only rule never held it
+    result = cli(registry.http.application, "deactivate", registry.client_id, "--reason", "contract ended")
+    assert result.exit_code == 0, result.output
+    assert registry.http.get("/api/v1/me", headers=bearer(access.token)).status_code == 401
+    assert registry.everything(fhir_token).status_code == 401
+    session.expire_all()
+    assert session.scalar(sa.select(sa.func.count()).select_from(AuthSession)
+                          .where(AuthSession.user_id == account.id, AuthSession.revoked_at.is_(None))) == 0

@@ -105,7 +105,8 @@ def test_a_new_sae_writes_one_outbox_record_with_kind_site_subject_and_due_time(
     [record] = outbox(monitoring)["items"]
     assert record["kind"] == "sae_new" and record["site"] == "ES01" and record["subject"] == number
     assert record["due_at"].startswith(SAE_DUE[:19]) and record["status"] == "pending" and record["attempts"] == 0
-    assert set(record) == {"id", "kind", "site", "subject", "due_at", "status", "attempts", "next_attempt_at", "sent_at",
+    assert record["recipient"] is None  # (an account mail's addressee)
+    assert set(record) == {"id", "kind", "recipient", "site", "subject", "due_at", "status", "attempts", "next_attempt_at", "sent_at",
                            "last_error", "created_at"}
     # Saving the same SAE again (complete now) is no new SAE.
     assert monitoring.update(entry["id"], ae()).status_code == 200
