@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from edc.settings import PROJECT_ROOT, load_settings
@@ -12,14 +13,21 @@ if TYPE_CHECKING:  # Flask is imported by create_app only: the models, eCRF engi
 API_DOCS_PATH = "/api/docs"
 
 
+# Files this process creates are its account's alone: the SQLite database and its WAL, export files.
+OWNER_ONLY_UMASK = 0o077
+
+
 def create_app(config: dict[str, Any] | None = None, *, study: Any = None) -> Flask:
-    """Build the application: settings, extensions, errors, blueprints, CLI. No side effects.
+    """Build the application: settings, extensions, errors, blueprints, CLI. No side effects but one:
+    the process umask becomes owner-only (gunicorn's workers, `flask edc worker` and every command
+    start here, so this is the one place that covers them all).
 
     `study` is the edc.ecrf.Study of settings["forms_dir"] when the caller has already loaded and
     checked it (the test suite loads each forms folder once); otherwise it is loaded here.
     """
     from flask import Flask
 
+    os.umask(OWNER_ONLY_UMASK)
     settings = load_settings(config)
     app = Flask(__name__, static_folder=None, instance_path=str(PROJECT_ROOT / "instance"))
     _configure(app, settings)
