@@ -59,11 +59,14 @@ def _configure(app: Flask, settings: dict[str, Any]) -> None:
 
 
 def _engine_options(url: str) -> dict[str, Any]:
+    # A failing statement's exception text and SQLAlchemy's statement log would otherwise carry every
+    # bound value (clinical values, names, hashes) into the logs.
+    hidden = {"hide_parameters": True}
     if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+        return {**hidden, "connect_args": {"timeout": 30, "check_same_thread": False}}
     # No pre-ping: it costs a round trip per request. A connection lost to a database restart
     # fails that one request with a 503 (errors.py) and SQLAlchemy then discards the stale pool.
-    return {"pool_recycle": 3600}
+    return {**hidden, "pool_recycle": 3600}
 
 
 def _wire(app: Flask, settings: dict[str, Any], study: Any) -> None:
