@@ -270,17 +270,19 @@ def audit_verify_command(anchor_file):
             where = f"record {report.first_broken_id}" if report.first_broken_id else report.where
             click.echo(f"BROKEN  {report.chain}: first broken at {where}: {report.problem}")
     db.session.rollback()
-    against = f" against the anchor of {anchor.get('generated_at', '(no time)')}" if anchor else ""
+    against = f" against the anchor of {anchor['generated_at']}" if anchor else ""
     click.echo(f"{len(reports)} chains, {broken} broken{against}")
     if broken:
         sys.exit(1)
 
 
 def _read_anchor(path: str) -> dict:
+    """The anchor document of a file, its form and signature checked (a click error naming the file if not)."""
     try:
         with open(path, encoding="utf-8") as stream:
             doc = json.load(stream)
         audit.read_anchor(doc)
+        click.echo(f"anchor of {doc['generated_at']}: {audit.check_anchor_signature(_session(), doc)}")
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError and AnchorError are ValueErrors
         raise click.ClickException(f"{path}: {exc}") from None
     return doc

@@ -5,11 +5,13 @@ that every subject has its chain and every subject chain its subject."""
 
 from __future__ import annotations
 
+import base64
 import gc
 import json
 import pathlib
 import uuid
 
+import jwt
 import pytest
 import sqlalchemy as sa
 
@@ -192,19 +194,69 @@ def test_verify_against_the_anchor_finds_a_subject_deleted_with_its_whole_chain(
     assert f"ok      {kept}" in result.stdout
 
 
-@pytest.mark.parametrize("content, message", [
-    ("not json", "Expecting value"),
-    ('{"chains": {}}', "not an audit anchor"),
-    ('{"format": "edc-audit-anchor/1", "chain_count": 2, "chains": {"security": {"seq": 1, "hash": "' + "0" * 64 + '"}}}',
-     "do not match its chain_count"),
-    ('{"format": "edc-audit-anchor/1", "chain_count": 1, "chains": {"security": {"seq": "1", "hash": "x"}}}',
-     "chain 'security': expected"),
+def _edited(doc: dict, edit: str) -> str:
+    doc = json.loads(json.dumps(doc))
+    first = next(iter(doc["chains"]))
+    if edit == "chain_count":
+        doc["chain_count"] += 1
+    elif edit == "seq_type":
+        doc["chains"][first]["seq"] = str(doc["chains"][first]["seq"])
+    elif edit == "no_signature":
+        del doc["signature"]
+    elif edit == "not_a_jws":
+        doc["signature"] = "not-a-jws"
+    elif edit == "seq_lowered":  # an anchor edited to hide a cut
+        doc["chains"][first]["seq"] -= 1
+    return json.dumps(doc)
+
+
+@pytest.mark.parametrize("edit, message", [
+    ("not_json", "Expecting value"),
+    ("not_an_anchor", "not an audit anchor"),
+    ("chain_count", "the anchor's chains do not match its chain_count"),
+    ("seq_type", "chain 'security': expected {\"seq\": <int>"),
+    ("no_signature", "the anchor is not signed"),
+    ("not_a_jws", "the anchor's signature is not a JWS"),
+    ("seq_lowered", "the anchor was altered after it was signed"),
 ])
-def test_verify_refuses_a_file_that_is_not_an_anchor(runner, staff, tmp_path, content, message):
-    path = tmp_path / "anchor.json"
+def test_verify_refuses_a_file_that_is_not_an_anchor_this_server_signed(runner, client, staff, tmp_path, edit, message):
+    login(client, staff["admin"])
+    doc = json.loads(pathlib.Path(take_anchor(runner, tmp_path)).read_text())
+    content = {"not_json": "not json", "not_an_anchor": '{"chains": {}}'}.get(edit) or _edited(doc, edit)
+    path = tmp_path / "edited.json"
     path.write_text(content)
     result = verify(runner, "--anchor", str(path))
-    assert result.exit_code == 1 and message in result.output
+    assert result.exit_code == 1 and f"edited.json: {message}" in result.output, result.output
+
+
+def test_the_anchor_signature_is_an_es256_jws_of_the_rest_checked_with_the_published_keys(runner, client, staff, tmp_path):
+    doc = json.loads(pathlib.Path(take_anchor(runner, tmp_path)).read_text())
+    header = jwt.get_unverified_header(doc["signature"])
+    assert header["alg"] == "ES256" and header["typ"] == "edc-audit-anchor+jws"
+    [jwk] = [k for k in client.get("/.well-known/jwks.json").get_json()["keys"] if k["kid"] == header["kid"]]
+    payload = jwt.PyJWS().decode(doc["signature"], jwt.PyJWK(jwk).key, algorithms=["ES256"])
+    assert json.loads(payload) == {name: value for name, value in doc.items() if name != "signature"}
+    result = verify(runner, "--anchor", str(tmp_path / "anchor.json"))
+    assert result.exit_code == 0 and f"signature by key {header['kid']} verified" in result.stdout
+
+
+def test_an_anchor_signed_with_a_key_no_longer_held_is_checked_for_its_chains_only(runner, client, session, staff, tmp_path,
+                                                                                 attacker):
+    """After `keys retire-signing-key` the signature can be checked only with the JWKS kept from then; the chains still are."""
+    doc = json.loads(pathlib.Path(take_anchor(runner, tmp_path)).read_text())
+    header, rest = doc["signature"].split(".", 1)
+    claimed = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    retired = base64.urlsafe_b64encode(json.dumps({**claimed, "kid": "retired-1"}).encode()).rstrip(b"=").decode()
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({**doc, "signature": f"{retired}.{rest}"}))
+    result = verify(runner, "--anchor", str(path))
+    assert result.exit_code == 0, result.output
+    assert "signature not checked: key retired-1 is no longer held here" in result.stdout
+
+    rows = records(session, "security")
+    cut_back(attacker, "security", rows, keep=len(rows) - 1)
+    result = verify(runner, "--anchor", str(path))
+    assert result.exit_code == 1 and "BROKEN  security: first broken at anchored seq" in result.stdout
 
 
 # --- every subject has its chain -------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -11,7 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import jwt
 import sqlalchemy as sa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -21,6 +26,7 @@ from edc.models.subjects import Subject
 from edc.models.audit import SECURITY_CHAIN, AuditChainHead, AuditRecord, AuditValue
 from edc.problems import NotFound
 from edc.security import crypto
+from edc.security.keyring import SigningKey
 from edc.security.permissions import Actor, require
 from edc.services.scope import get_subject
 
@@ -275,31 +281,50 @@ def _check_anchor(session: Session, reports: dict[str, ChainReport], anchor: dic
 
 
 ANCHOR_FORMAT = "edc-audit-anchor/1"
+ANCHOR_JOSE_TYPE = "edc-audit-anchor+jws"
 
 
 def anchor(session: Session) -> dict[str, Any]:
-    """Every chain's last seq and hash, to keep outside the database and verify against later.
+    """Every chain's last seq and hash, to keep outside the database and verify against later, signed.
 
-    Deterministic: the same chain heads and generation time give the same document (chains sorted)."""
+    Deterministic: the same chain heads and generation time give the same document, signature included
+    (RFC 6979 ECDSA). The signature is a compact ES256 JWS over the RFC 8785 form of the rest of the
+    document, by the current token-signing key: any JOSE library checks it with /.well-known/jwks.json."""
+    rt = runtime.of(session)
     heads = session.execute(sa.select(AuditChainHead.chain, AuditChainHead.seq, AuditChainHead.hash).order_by(AuditChainHead.chain))
     chain_heads = {chain: {"seq": seq, "hash": head_hash} for chain, seq, head_hash in heads}
-    return {
+    doc = {
         "format": ANCHOR_FORMAT,
         "generated_at": clock.utcnow().isoformat(),
-        "issuer": runtime.of(session).settings["jwt_issuer"],
+        "issuer": rt.settings["jwt_issuer"],
         "chain_count": len(chain_heads),
         "chains": chain_heads,
     }
+    return {**doc, "signature": _sign(rt.current_signing_key, crypto.canonical_json(doc))}
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _sign(key: SigningKey, payload: bytes) -> str:
+    header = _b64(crypto.canonical_json({"alg": "ES256", "kid": key.kid, "typ": ANCHOR_JOSE_TYPE}))
+    signing_input = f"{header}.{_b64(payload)}"
+    der = key.private_key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+    r, s = decode_dss_signature(der)
+    return f"{signing_input}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
 
 class AnchorError(ValueError):
-    """The document is not an audit anchor this version can read."""
+    """The document is not an audit anchor this version can read, or not the one this server signed."""
 
 
 def read_anchor(doc: Any) -> dict[str, dict[str, Any]]:
     """The chains of an anchor document, checked: {chain: {"seq": int, "hash": 64 hex digits}}."""
     if not isinstance(doc, dict) or doc.get("format") != ANCHOR_FORMAT:
         raise AnchorError(f"not an audit anchor (format must be {ANCHOR_FORMAT!r})")
+    if not isinstance(doc.get("generated_at"), str):
+        raise AnchorError("the anchor has no generated_at time")
     heads = doc.get("chains")
     if not isinstance(heads, dict) or doc.get("chain_count") != len(heads):
         raise AnchorError("the anchor's chains do not match its chain_count")
@@ -308,6 +333,30 @@ def read_anchor(doc: Any) -> dict[str, dict[str, Any]]:
                 or not isinstance(head["hash"], str) or not re.fullmatch(r"[0-9a-f]{64}", head["hash"])):
             raise AnchorError(f"chain {chain!r}: expected {{\"seq\": <int>, \"hash\": <64 hex digits>}}")
     return heads
+
+
+def check_anchor_signature(session: Session, doc: dict[str, Any]) -> str:
+    """Raise AnchorError unless the anchor is signed and, when this server still holds the key, unaltered.
+
+    An anchor signed with a key since retired cannot be checked here (its JWKS of the time can); the
+    returned note says which case it was."""
+    token = doc.get("signature")
+    if not isinstance(token, str):
+        raise AnchorError("the anchor is not signed")
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+    except jwt.InvalidTokenError:
+        raise AnchorError("the anchor's signature is not a JWS") from None
+    key = runtime.of(session).signing_keys_by_kid.get(kid)
+    if key is None:
+        return f"signature not checked: key {kid} is no longer held here (check it with the JWKS of the time)"
+    try:
+        payload = jwt.PyJWS().decode(token, key.public_key, algorithms=["ES256"])
+    except jwt.InvalidTokenError:
+        raise AnchorError(f"the anchor's signature does not verify with key {kid}") from None
+    if payload != crypto.canonical_json({name: value for name, value in doc.items() if name != "signature"}):
+        raise AnchorError("the anchor was altered after it was signed")
+    return f"signature by key {kid} verified"
 
 
 def history(session: Session, *, entity_type: str | None = None, entity_id: str | None = None, chain: str | None = None,
