@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session
 
 from edc import clock, runtime
 from edc.models.entries import Entry
-from edc.models.subjects import Subject
 from edc.models.audit import SECURITY_CHAIN, AuditChainHead, AuditRecord, AuditValue
+from edc.models.subjects import Subject
 from edc.problems import NotFound
 from edc.security import crypto
 from edc.security.keyring import SigningKey
