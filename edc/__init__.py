@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from edc.settings import PROJECT_ROOT, load_settings
@@ -12,14 +13,21 @@ if TYPE_CHECKING:  # Flask is imported by create_app only: the models, eCRF engi
 API_DOCS_PATH = "/api/docs"
 
 
+# Files this process creates are its account's alone: the SQLite database and its WAL, export files.
+OWNER_ONLY_UMASK = 0o077
+
+
 def create_app(config: dict[str, Any] | None = None, *, study: Any = None) -> Flask:
-    """Build the application: settings, extensions, errors, blueprints, CLI. No side effects.
+    """Build the application: settings, extensions, errors, blueprints, CLI. No side effects but one:
+    the process umask becomes owner-only (gunicorn's workers, `flask edc worker` and every command
+    start here, so this is the one place that covers them all).
 
     `study` is the edc.ecrf.Study of settings["forms_dir"] when the caller has already loaded and
     checked it (the test suite loads each forms folder once); otherwise it is loaded here.
     """
     from flask import Flask
 
+    os.umask(OWNER_ONLY_UMASK)
     settings = load_settings(config)
     app = Flask(__name__, static_folder=None, instance_path=str(PROJECT_ROOT / "instance"))
     _configure(app, settings)
@@ -51,11 +59,14 @@ def _configure(app: Flask, settings: dict[str, Any]) -> None:
 
 
 def _engine_options(url: str) -> dict[str, Any]:
+    # A failing statement's exception text and SQLAlchemy's statement log would otherwise carry every
+    # bound value (clinical values, names, hashes) into the logs.
+    hidden = {"hide_parameters": True}
     if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+        return {**hidden, "connect_args": {"timeout": 30, "check_same_thread": False}}
     # No pre-ping: it costs a round trip per request. A connection lost to a database restart
     # fails that one request with a 503 (errors.py) and SQLAlchemy then discards the stale pool.
-    return {"pool_recycle": 3600}
+    return {**hidden, "pool_recycle": 3600}
 
 
 def _wire(app: Flask, settings: dict[str, Any], study: Any) -> None:

@@ -277,29 +277,46 @@ def fhir_clients_deactivate_command(client_id, reason):
 
 
 @audit_cli.command("verify")
-def audit_verify_command():
-    """Verify every chain; name the first broken record of each. Exit 1 if any is broken."""
-    reports = audit.verify_all(_session())
+@click.option("--anchor", "anchor_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="An anchor file from `audit anchor`: also fail on any chain shorter than anchored, changed at "
+                   "the anchored record, or gone.")
+def audit_verify_command(anchor_file):
+    """Verify every chain and that every subject has one; name the first problem of each. Exit 1 if any is broken."""
+    anchor = _read_anchor(anchor_file) if anchor_file else None
+    reports = audit.verify_all(_session(), anchor)
     broken = 0
     for report in reports:
         if report.ok:
             click.echo(f"ok      {report.chain} ({report.records} records)")
         else:
             broken += 1
-            where = f"record {report.first_broken_id}" if report.first_broken_id else "chain head"
+            where = f"record {report.first_broken_id}" if report.first_broken_id else report.where
             click.echo(f"BROKEN  {report.chain}: first broken at {where}: {report.problem}")
     db.session.rollback()
-    click.echo(f"{len(reports)} chains, {broken} broken")
+    against = f" against the anchor of {anchor['generated_at']}" if anchor else ""
+    click.echo(f"{len(reports)} chains, {broken} broken{against}")
     if broken:
         sys.exit(1)
 
 
+def _read_anchor(path: str) -> dict:
+    """The anchor document of a file, its form and signature checked (a click error naming the file if not)."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            doc = json.load(stream)
+        audit.read_anchor(doc)
+        click.echo(f"anchor of {doc['generated_at']}: {audit.check_anchor_signature(_session(), doc)}")
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError and AnchorError are ValueErrors
+        raise click.ClickException(f"{path}: {exc}") from None
+    return doc
+
+
 @audit_cli.command("anchor")
 def audit_anchor_command():
-    """Print a signed digest of every chain head, to keep outside the database."""
+    """Print every chain's last seq and hash as JSON, to keep outside the database (see docs/operations.md)."""
     doc = audit.anchor(_session())
     db.session.rollback()
-    click.echo(json.dumps(doc, indent=2))
+    click.echo(json.dumps(doc, indent=2, sort_keys=True))
 
 
 @forms_cli.command("check", with_appcontext=False)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import stat
 
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
@@ -34,6 +36,7 @@ def install_sqlite_pragmas(engine: sa.Engine, *, transactions: bool = True) -> N
         if engine.url.database not in (None, "", ":memory:"):
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            restrict_to_owner(engine.url.database)
         cursor.close()
 
     if not transactions:  # autocommit: each statement stands alone (test inspection sessions)
@@ -45,6 +48,20 @@ def install_sqlite_pragmas(engine: sa.Engine, *, transactions: bool = True) -> N
         # WAL snapshot from its first statement and leaves writers free.
         read_only = connection.get_execution_options().get(READ_ONLY_SNAPSHOT, False)
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def restrict_to_owner(database: str) -> None:
+    """Take group and other permissions off a SQLite database and its WAL and shared-memory files.
+
+    The umask makes new files owner-only; this also closes a file made before it, or by another tool.
+    SQLite gives a new WAL file the database file's permissions."""
+    for path in (database, f"{database}-wal", f"{database}-shm"):
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            os.chmod(path, stat.S_IMODE(mode) & 0o700)
 
 
 @functools.cache

@@ -226,7 +226,7 @@ def test_audit_verify_passes_on_a_fresh_trail(runner, client, session, staff):
 
 
 def _second_chain(session) -> str:
-    chain = audit.subject_chain(uuid.uuid4())
+    chain = f"probe:{uuid.uuid4()}"  # not a subject chain: verify reports one whose subject does not exist
     for n in range(2):
         audit.record(session, Actor.system("tests"), "probe", entity_type="subject", entity_id=None, chain=chain,
                      changes=[audit.change("n", None, n)])
@@ -426,27 +426,21 @@ def anchor(runner) -> dict:
     return json.loads(result.stdout)
 
 
-def test_audit_anchor_is_a_signed_digest_of_every_chain_head(runner, client, session, staff, app):
+def test_audit_anchor_holds_every_chain_head(runner, client, session, staff, app):
     doc = anchor(runner)
-    jwks = client.get("/.well-known/jwks.json").get_json()["keys"]
-    [jwk] = [k for k in jwks if k["kid"] == doc["kid"]]
-    assert jwt.get_unverified_header(doc["jws"])["kid"] == doc["kid"]
-    claims = jwt.decode(doc["jws"], jwt.PyJWK(jwk).key, algorithms=["ES256"])
-    assert claims["heads_sha256"] == doc["heads_sha256"]
-    assert claims["iss"] == app.config["EDC"]["jwt_issuer"]
-
     heads = {chain: {"seq": seq, "hash": h} for chain, seq, h in
              session.execute(sa.select(AuditChainHead.chain, AuditChainHead.seq, AuditChainHead.hash))}
     session.rollback()
-    assert claims["chains"] == doc["chains"] == len(heads) == 1
-    assert doc["heads_sha256"] == hashlib.sha256(crypto.canonical_json(heads)).hexdigest()
+    assert doc["chain_count"] == len(heads) == 1 and doc["chains"] == heads
+    assert doc["issuer"] == app.config["EDC"]["jwt_issuer"]
 
 
-def test_audit_anchor_digest_changes_after_a_new_audit_event(runner, client, staff):
+def test_audit_anchor_changes_after_a_new_audit_event(runner, client, staff):
     first = anchor(runner)
-    assert anchor(runner)["heads_sha256"] == first["heads_sha256"]
+    assert anchor(runner)["chains"] == first["chains"]
     login(client, staff["admin"])
-    assert anchor(runner)["heads_sha256"] != first["heads_sha256"]
+    later = anchor(runner)["chains"]["security"]
+    assert later["seq"] == first["chains"]["security"]["seq"] + 1 and later["hash"] != first["chains"]["security"]["hash"]
 
 
 # --- encrypted values -----------------------------------------------------------------------

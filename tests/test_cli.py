@@ -156,7 +156,7 @@ def test_audit_verify_and_anchor_on_a_fresh_trail(runner, staff):
     verify = invoke(runner, "audit", "verify")
     assert verify.exit_code == 0 and "0 broken" in verify.output
     anchor = json.loads(invoke(runner, "audit", "anchor").output)
-    assert anchor["chains"] >= 1 and anchor["jws"].count(".") == 2
+    assert anchor["chain_count"] == len(anchor["chains"]) >= 1 and anchor["format"] == "edc-audit-anchor/1"
 
 
 @pytest.mark.skipif(BACKEND != "sqlite", reason="the unmigrated-file case is SQLite's")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,14 +14,19 @@ from typing import Any
 
 import jwt
 import sqlalchemy as sa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from edc import clock, runtime
 from edc.models.entries import Entry
 from edc.models.audit import SECURITY_CHAIN, AuditChainHead, AuditRecord, AuditValue
+from edc.models.subjects import Subject
 from edc.problems import NotFound
 from edc.security import crypto
+from edc.security.keyring import SigningKey
 from edc.security.permissions import Actor, require
 from edc.services.scope import get_subject
 
@@ -27,8 +34,11 @@ GENESIS = "0" * 64
 VALUE_REF = "sealed"  # a change side stored encrypted in audit_values: {"sealed": "<audit value id>"}
 
 
+SUBJECT_CHAIN_PREFIX = "subject:"
+
+
 def subject_chain(subject_id: uuid.UUID | str) -> str:
-    return f"subject:{subject_id}"
+    return f"{SUBJECT_CHAIN_PREFIX}{subject_id}"
 
 
 def change(field: str, old: Any, new: Any) -> dict[str, Any]:
@@ -177,6 +187,11 @@ class ChainReport:
     ok: bool
     first_broken_id: str | None = None
     problem: str | None = None
+    where: str | None = None  # where a problem that is not one record's shows: "chain head", "anchored seq 7", "subjects table"
+
+    def failed(self, problem: str, where: str) -> ChainReport:
+        """This chain reported broken, unless it already is (the first problem found is the one named)."""
+        return self if not self.ok else ChainReport(self.chain, self.records, False, None, problem, where)
 
 
 def _records(session: Session, chain: str) -> Iterator[AuditRecord]:
@@ -213,7 +228,8 @@ def _walk(session: Session, chain: str, rows: Iterator[AuditRecord]) -> ChainRep
         prev_hash, expected_seq = row.hash, expected_seq + 1
     head = session.get(AuditChainHead, chain)
     if head is not None and (head.seq, head.hash) != (expected_seq - 1, prev_hash):
-        return ChainReport(chain, count, False, None, f"chain head is at {head.seq} but records end at {expected_seq - 1} (records removed from the end)")
+        return ChainReport(chain, count, False, None, f"chain head is at {head.seq} but records end at {expected_seq - 1} (records removed from the end)",
+                           "chain head")
     return ChainReport(chain, count, True)
 
 
@@ -223,24 +239,124 @@ def chains(session: Session) -> list[str]:
     return sorted(heads | records)
 
 
-def verify_all(session: Session) -> list[ChainReport]:
-    return [verify_chain(session, chain) for chain in chains(session)]
+def verify_all(session: Session, anchor: dict[str, Any] | None = None) -> list[ChainReport]:
+    """Verify every chain, that every subject has its chain and every subject chain its subject, and,
+    given an anchor, that no anchored chain lost or changed a record it held then (one report per chain)."""
+    reports = {chain: verify_chain(session, chain) for chain in chains(session)}
+    _check_subjects(session, reports)
+    if anchor is not None:
+        _check_anchor(session, reports, anchor)
+    return [reports[chain] for chain in sorted(reports)]
+
+
+def _check_subjects(session: Session, reports: dict[str, ChainReport]) -> None:
+    """Enrolment writes a subject's first audit record, so each subject row has a chain and each subject chain a row."""
+    numbers = {subject_chain(subject_id): number for subject_id, number in session.execute(sa.select(Subject.id, Subject.number))}
+    for chain, number in numbers.items():
+        report = reports.get(chain, ChainReport(chain, 0, True))
+        if report.records == 0:  # no chain at all, or a head moved back to the start
+            reports[chain] = report.failed(f"subject {number} has no audit records (its chain was deleted)", "subjects table")
+    for chain, report in reports.items():
+        if chain.startswith(SUBJECT_CHAIN_PREFIX) and chain not in numbers:
+            reports[chain] = report.failed("no subject row has this id (the subject was deleted)", "subjects table")
+
+
+def _check_anchor(session: Session, reports: dict[str, ChainReport], anchor: dict[str, Any]) -> None:
+    """A chain may have grown since the anchor; it may not be shorter, differ at the anchored record, or be gone."""
+    for chain, head in read_anchor(anchor).items():
+        seq, anchored_hash = head["seq"], head["hash"]
+        report = reports.get(chain)
+        if report is None:
+            reports[chain] = ChainReport(chain, 0, False, None,
+                                         f"anchored at seq {seq} but has no records and no chain head (the whole chain was deleted)",
+                                         f"anchored seq {seq}")
+        elif report.ok and report.records < seq:
+            reports[chain] = report.failed(f"records end at seq {report.records} but the anchor holds seq {seq} "
+                                           "(records removed from the end, the chain head moved back)", f"anchored seq {seq}")
+        elif report.ok and seq > 0:
+            stored = session.scalar(sa.select(AuditRecord.hash).where(AuditRecord.chain == chain, AuditRecord.seq == seq))
+            if stored != anchored_hash:
+                reports[chain] = report.failed(f"the record at seq {seq} is not the one anchored (its hash differs: the chain "
+                                               "was rewritten)", f"anchored seq {seq}")
+
+
+ANCHOR_FORMAT = "edc-audit-anchor/1"
+ANCHOR_JOSE_TYPE = "edc-audit-anchor+jws"
 
 
 def anchor(session: Session) -> dict[str, Any]:
-    """A digest of every chain head, signed with the current token-signing key (ES256 JWS)."""
+    """Every chain's last seq and hash, to keep outside the database and verify against later, signed.
+
+    Deterministic: the same chain heads and generation time give the same document, signature included
+    (RFC 6979 ECDSA). The signature is a compact ES256 JWS over the RFC 8785 form of the rest of the
+    document, by the current token-signing key: any JOSE library checks it with /.well-known/jwks.json."""
     rt = runtime.of(session)
-    heads = {h.chain: {"seq": h.seq, "hash": h.hash} for h in session.scalars(sa.select(AuditChainHead).order_by(AuditChainHead.chain))}
-    digest = hashlib.sha256(crypto.canonical_json(heads)).hexdigest()
-    claims = {
-        "iss": rt.settings["jwt_issuer"],
-        "iat": int(clock.utcnow().timestamp()),
-        "chains": len(heads),
-        "heads_sha256": digest,
+    heads = session.execute(sa.select(AuditChainHead.chain, AuditChainHead.seq, AuditChainHead.hash).order_by(AuditChainHead.chain))
+    chain_heads = {chain: {"seq": seq, "hash": head_hash} for chain, seq, head_hash in heads}
+    doc = {
+        "format": ANCHOR_FORMAT,
+        "generated_at": clock.utcnow().isoformat(),
+        "issuer": rt.settings["jwt_issuer"],
+        "chain_count": len(chain_heads),
+        "chains": chain_heads,
     }
-    key = rt.current_signing_key
-    signed = jwt.encode(claims, key.private_key, algorithm="ES256", headers={"typ": "edc-audit-anchor+jwt", "kid": key.kid})
-    return {"anchored_at": clock.utcnow().isoformat(), "chains": len(heads), "heads_sha256": digest, "kid": key.kid, "jws": signed}
+    return {**doc, "signature": _sign(rt.current_signing_key, crypto.canonical_json(doc))}
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _sign(key: SigningKey, payload: bytes) -> str:
+    header = _b64(crypto.canonical_json({"alg": "ES256", "kid": key.kid, "typ": ANCHOR_JOSE_TYPE}))
+    signing_input = f"{header}.{_b64(payload)}"
+    der = key.private_key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+    r, s = decode_dss_signature(der)
+    return f"{signing_input}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
+class AnchorError(ValueError):
+    """The document is not an audit anchor this version can read, or not the one this server signed."""
+
+
+def read_anchor(doc: Any) -> dict[str, dict[str, Any]]:
+    """The chains of an anchor document, checked: {chain: {"seq": int, "hash": 64 hex digits}}."""
+    if not isinstance(doc, dict) or doc.get("format") != ANCHOR_FORMAT:
+        raise AnchorError(f"not an audit anchor (format must be {ANCHOR_FORMAT!r})")
+    if not isinstance(doc.get("generated_at"), str):
+        raise AnchorError("the anchor has no generated_at time")
+    heads = doc.get("chains")
+    if not isinstance(heads, dict) or doc.get("chain_count") != len(heads):
+        raise AnchorError("the anchor's chains do not match its chain_count")
+    for chain, head in heads.items():
+        if (not isinstance(head, dict) or set(head) != {"seq", "hash"} or type(head["seq"]) is not int or head["seq"] < 0
+                or not isinstance(head["hash"], str) or not re.fullmatch(r"[0-9a-f]{64}", head["hash"])):
+            raise AnchorError(f"chain {chain!r}: expected {{\"seq\": <int>, \"hash\": <64 hex digits>}}")
+    return heads
+
+
+def check_anchor_signature(session: Session, doc: dict[str, Any]) -> str:
+    """Raise AnchorError unless the anchor is signed and, when this server still holds the key, unaltered.
+
+    An anchor signed with a key since retired cannot be checked here (its JWKS of the time can); the
+    returned note says which case it was."""
+    token = doc.get("signature")
+    if not isinstance(token, str):
+        raise AnchorError("the anchor is not signed")
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+    except jwt.InvalidTokenError:
+        raise AnchorError("the anchor's signature is not a JWS") from None
+    key = runtime.of(session).signing_keys_by_kid.get(kid)
+    if key is None:
+        return f"signature not checked: key {kid} is no longer held here (check it with the JWKS of the time)"
+    try:
+        payload = jwt.PyJWS().decode(token, key.public_key, algorithms=["ES256"])
+    except jwt.InvalidTokenError:
+        raise AnchorError(f"the anchor's signature does not verify with key {kid}") from None
+    if payload != crypto.canonical_json({name: value for name, value in doc.items() if name != "signature"}):
+        raise AnchorError("the anchor was altered after it was signed")
+    return f"signature by key {kid} verified"
 
 
 def history(session: Session, *, entity_type: str | None = None, entity_id: str | None = None, chain: str | None = None,

@@ -308,7 +308,8 @@ def claim_next(session: Session) -> ExportJob | None:
 def run_job(session: Session, job: ExportJob) -> None:
     """Write the export (reading one consistent snapshot), then publish it atomically (commits)."""
     work = _work_directory(session, job)
-    work.mkdir(parents=True)
+    work.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    work.mkdir(mode=0o700)
     attempt = job.attempts
     try:
         with _snapshot(session) as reader:
@@ -419,6 +420,7 @@ def _publish(session: Session, job: ExportJob, work: Path, manifest: dict[str, A
     (work / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     if job.format == "csv":
         manifest["archive"] = _zip(work, [f["name"] for f in manifest["files"]], f"{manifest['study']}-csv.zip")
+    _restrict_to_owner(work)
     final = job_directory(session, job.id)
     shutil.rmtree(final, ignore_errors=True)
     work.rename(final)
@@ -427,6 +429,13 @@ def _publish(session: Session, job: ExportJob, work: Path, manifest: dict[str, A
     audit.record(session, SYSTEM, "export_completed", entity_type="export", entity_id=job.id,
                  changes=[audit.change("files", None, [[f["name"], f["sha256"]] for f in all_files(manifest)])])
     session.commit()
+
+
+def _restrict_to_owner(work: Path) -> None:
+    """Export files are pseudonymised clinical data: readable by the service's account only, whatever the umask."""
+    work.chmod(0o700)
+    for path in work.rglob("*"):
+        path.chmod(0o700 if path.is_dir() else 0o600)
 
 
 def _zip(work: Path, names: list[str], archive_name: str) -> dict[str, Any]:
