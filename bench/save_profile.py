@@ -63,6 +63,7 @@ class InProcess:
         for key in [k for k in os.environ if k.startswith("EDC_")]:
             del os.environ[key]
         os.environ.update({k: v for k, v in setup.env.items() if k.startswith("EDC_")})
+        os.environ["EDC_PUBLIC_BASE_URL"] = "http://localhost"  # the test client's address: other hosts get 400
         if str(PROJECT_ROOT) not in sys.path:
             sys.path.insert(0, str(PROJECT_ROOT))
         from edc import create_app

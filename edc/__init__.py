@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from edc.settings import PROJECT_ROOT, load_settings
+from edc.settings import PROJECT_ROOT, load_settings, public_host
 
 if TYPE_CHECKING:  # Flask is imported by create_app only: the models, eCRF engine and services import without it
     from flask import Flask
@@ -42,6 +42,9 @@ def _configure(app: Flask, settings: dict[str, Any]) -> None:
         TESTING=settings["env"] == "testing",
         PROPAGATE_EXCEPTIONS=False,  # every error, 500 included, is answered as problem+json
         MAX_CONTENT_LENGTH=settings["max_content_length"],
+        # A request naming another Host is answered 400 before any view runs (werkzeug's trusted-host check;
+        # the port is not compared). No URL is built from the Host header: public_base_url is the address.
+        TRUSTED_HOSTS=[public_host(settings["public_base_url"])],
         SQLALCHEMY_DATABASE_URI=settings["database_url"],
         SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings["database_url"]),
         JSON_SORT_KEYS=False,

@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy.exc
 from flask import Flask, g, has_request_context, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, SecurityError
 
 from edc.extensions import db
 from edc.problems import OAuthError, Problem, field_error
@@ -147,6 +147,12 @@ def handle_http_exception(exc: HTTPException):
     return problem_response(status, title, detail, errors=errors, headers=headers)
 
 
+def handle_untrusted_host(exc: SecurityError):
+    # A Host other than public_base_url's (Flask's TRUSTED_HOSTS): 400, without repeating the Host sent.
+    db.session.rollback()
+    return problem_response(400, "Bad Request", "This server answers only at its public address (public_base_url).")
+
+
 def handle_integrity_error(exc: sqlalchemy.exc.IntegrityError):
     # Unique violations that a service did not anticipate (e.g. a race): a conflict, not a 500.
     db.session.rollback()
@@ -174,6 +180,7 @@ def register(app: Flask) -> None:
     app.register_error_handler(OAuthError, handle_oauth_error)
     app.register_error_handler(Problem, handle_problem)
     app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(SecurityError, handle_untrusted_host)
     app.register_error_handler(sqlalchemy.exc.IntegrityError, handle_integrity_error)
     app.register_error_handler(sqlalchemy.exc.OperationalError, handle_database_unavailable)
     app.register_error_handler(Exception, handle_unexpected)

@@ -10,6 +10,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "config"
@@ -17,6 +18,7 @@ ENV_PREFIX = "EDC_"
 ENVIRONMENTS = ("development", "testing", "production")
 MAX_ACCESS_TOKEN_SECONDS = 900
 MAX_CLIENT_TOKEN_SECONDS = 300  # SMART Backend Services: expires_in SHOULD NOT exceed 300
+DEVELOPMENT_BASE_URL = "http://127.0.0.1:8000"  # where `make serve` listens; production must name its own
 
 
 class SettingsError(RuntimeError):
@@ -81,6 +83,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[s
         raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     settings.update(overrides)
     _resolve_paths(settings)
+    _resolve_public_base_url(settings)
     validate(settings)
     return settings
 
@@ -97,6 +100,44 @@ def _resolve_paths(settings: dict[str, Any]) -> None:
         settings["database_url"] = prefix + str(PROJECT_ROOT / url[len(prefix):])
 
 
+def _resolve_public_base_url(settings: dict[str, Any]) -> None:
+    """Outside production an unset public_base_url is the development address; mail links follow it unless
+    mail_link_base names another address."""
+    base = str(settings["public_base_url"] or "").strip().rstrip("/")
+    if not base and settings["env"] != "production":
+        base = DEVELOPMENT_BASE_URL
+    settings["public_base_url"] = base
+    if not settings["mail_link_base"]:
+        settings["mail_link_base"] = base
+
+
+def public_host(base_url: str) -> str:
+    """The host name of public_base_url: the one Host a request may name."""
+    return urlsplit(base_url).hostname or ""
+
+
+def _validate_public_base_url(settings: Mapping[str, Any]) -> None:
+    # Every absolute URL the service emits (FHIR metadata, SMART discovery, Bulk Data links) and the audience
+    # of registry clients' assertions are built from this, never from a request's Host header.
+    base = settings["public_base_url"]
+    if base and _base_url_scheme(base) is None:
+        raise SettingsError(f"public_base_url must be scheme://host[:port] with no path, e.g. https://edc.example.org; "
+                            f"got {base!r}")
+
+
+def _base_url_scheme(base: str) -> str | None:
+    """The scheme of a well-formed http(s)://host[:port], else None."""
+    try:
+        parts = urlsplit(base)
+        parts.port  # raises ValueError on a port that is not a number from 0 to 65535
+    except ValueError:
+        return None
+    if (parts.scheme not in ("http", "https") or not parts.hostname or parts.username is not None or parts.path
+            or parts.query or parts.fragment):
+        return None
+    return parts.scheme
+
+
 def validate(settings: Mapping[str, Any]) -> None:
     """Raise SettingsError on malformed settings, or unsafe ones in production."""
     if settings["env"] not in ENVIRONMENTS:
@@ -109,6 +150,7 @@ def validate(settings: Mapping[str, Any]) -> None:
         raise SettingsError("trusted_proxy_hops must not be negative")
     if not 0 < settings["page_size_default"] <= settings["page_size_max"]:
         raise SettingsError("page_size_default must be between 1 and page_size_max")
+    _validate_public_base_url(settings)
     _validate_mail(settings)
     _validate_password_hashing(settings)
     for name in ("export_max_active_per_user", "export_lease_seconds", "export_max_attempts"):
@@ -168,6 +210,11 @@ def _validate_production(settings: Mapping[str, Any]) -> None:
         raise SettingsError("refusing to start in production with benchmark endpoints")
     if settings["database_url"].startswith("sqlite") and not settings["allow_sqlite_in_production"]:
         raise SettingsError("refusing to start in production on SQLite (set allow_sqlite_in_production to accept it)")
+    if not settings["public_base_url"]:
+        raise SettingsError("refusing to start in production without public_base_url "
+                            "(the https address clients reach, e.g. https://edc.example.org)")
+    if _base_url_scheme(settings["public_base_url"]) != "https":
+        raise SettingsError("refusing to start in production with a public_base_url that is not https")
     try:
         ring = keyring.load_keyring(settings["keys_dir"])
         signing = keyring.load_signing_keys(settings["keys_dir"])

@@ -16,8 +16,12 @@ def production_keys(tmp_path):
     return keys
 
 
+PUBLIC_BASE_URL = "https://edc.example.org"
+
+
 def production(keys, **overrides):
-    return load_settings({"env": "production", "database_url": PG_URL, "keys_dir": str(keys), **overrides}, environ={})
+    return load_settings({"env": "production", "database_url": PG_URL, "keys_dir": str(keys),
+                          "public_base_url": PUBLIC_BASE_URL, **overrides}, environ={})
 
 
 def test_defaults_load_without_secrets():
@@ -72,6 +76,8 @@ def test_production_starts_with_production_keys_and_postgresql(production_keys):
     ({"debug": True}, "debug"),
     ({"database_url": "sqlite:///x.sqlite3"}, "SQLite"),
     ({"benchmark_endpoints": True}, "benchmark"),
+    ({"public_base_url": ""}, "without public_base_url"),
+    ({"public_base_url": "http://edc.example.org"}, "public_base_url that is not https"),
 ])
 def test_production_refuses_unsafe_settings(production_keys, overrides, message):
     with pytest.raises(SettingsError, match=message):
@@ -132,3 +138,29 @@ def test_create_app_refuses_unsafe_production(production_keys):
 
     with pytest.raises(SettingsError, match="debug"):
         create_app({"env": "production", "database_url": PG_URL, "keys_dir": str(production_keys), "debug": True})
+
+
+def test_create_app_refuses_production_without_public_base_url(production_keys):
+    from edc import create_app
+
+    with pytest.raises(SettingsError, match="without public_base_url"):
+        create_app({"env": "production", "database_url": PG_URL, "keys_dir": str(production_keys)})
+
+
+@pytest.mark.parametrize("base", ["https://edc.example.org/edc", "ftp://edc.example.org", "https://user@edc.example.org",
+                                  "https://edc.example.org?x=1", "https://edc.example.org:99999", "edc.example.org"])
+def test_public_base_url_is_scheme_host_and_port_only(base):
+    with pytest.raises(SettingsError, match=r"scheme://host\[:port\] with no path"):
+        load_settings({"public_base_url": base}, environ={})
+
+
+def test_public_base_url_outside_production_defaults_to_the_development_address():
+    assert load_settings(environ={})["public_base_url"] == "http://127.0.0.1:8000"
+    assert load_settings(environ={"EDC_ENV": "testing"})["public_base_url"] == "http://localhost"
+    assert load_settings({"public_base_url": "https://edc.example.org/"}, environ={})["public_base_url"] == PUBLIC_BASE_URL
+
+
+def test_mail_links_follow_public_base_url_unless_mail_link_base_names_another_address():
+    assert load_settings({"public_base_url": PUBLIC_BASE_URL}, environ={})["mail_link_base"] == PUBLIC_BASE_URL
+    other = {"public_base_url": PUBLIC_BASE_URL, "mail_link_base": "https://mail-links.example.org"}
+    assert load_settings(other, environ={})["mail_link_base"] == "https://mail-links.example.org"

@@ -34,6 +34,9 @@ class ExportIn(Schema):
     data_cut = fields.String(load_default=None, validate=validate.Length(min=1, max=64),
                              metadata={"description": "the name of a data cut to export instead of the live data"})
     types = _names
+    spreadsheet_safe = fields.Boolean(load_default=False, metadata={
+        "description": "CSV only: text cells starting with = + - @ tab or CR get a leading ' so spreadsheets do not "
+                       "run them as formulas (numbers are left as they are); default false: values exactly as entered"})
 
 
 class ExportProgressOut(Schema):
@@ -79,7 +82,7 @@ def create_export(body):
     wanted = exports.ExportRequest(
         format=body["format"], sites=_tuple(body["sites"]), forms=_tuple(body["forms"]),
         statuses=_tuple(body["statuses"]), since=body["since"], include_audit=body["include_audit"],
-        data_cut=body["data_cut"], types=_tuple(body["types"]))
+        data_cut=body["data_cut"], types=_tuple(body["types"]), spreadsheet_safe=body["spreadsheet_safe"])
     job = exports.request_export(db.session, current_actor(), wanted)
     db.session.commit()
     return view(job), 202, {"Location": url_for("exports.get_export", job_id=job.id)}

@@ -8,10 +8,9 @@ read nothing else. edc.errors renders them, in the one place that renders every 
 
 from __future__ import annotations
 
-from flask import request
 from flask_smorest import Blueprint
 
-from edc.api.common import current_actor
+from edc.api.common import current_actor, public_url
 from edc.errors import fhir_response
 from edc.exports.capability import capability_statement
 from edc.extensions import db
@@ -22,8 +21,8 @@ blp = Blueprint("fhir", __name__, url_prefix="/fhir", description="FHIR R4 (pseu
 
 
 def fhir_base() -> str:
-    """The FHIR base URL as the caller reached it (…/fhir)."""
-    return request.url_root.rstrip("/") + "/fhir"
+    """The FHIR base URL (…/fhir) at public_base_url, never taken from the request's Host."""
+    return public_url("/fhir")
 
 
 @blp.route("/metadata", methods=["GET"])

@@ -20,7 +20,7 @@ from datetime import datetime
 from flask import Response, request, send_file, url_for
 from flask_smorest import Blueprint
 
-from edc.api.common import current_actor
+from edc.api.common import current_actor, public_request_url, public_url
 from edc.errors import fhir_response, operation_outcome
 from edc.exports.fhir_ndjson import RESOURCE_TYPES
 from edc.extensions import db
@@ -63,9 +63,9 @@ def _kick_off(level: str) -> Response:
     types = _types(args.get("_type"), allowed)
     since = _instant(args.get("_since"))
     wanted = exports.ExportRequest(format="fhir", since=since, types=tuple(types))
-    job = exports.request_export(db.session, current_actor(), wanted, bulk=True, request_url=request.url)
+    job = exports.request_export(db.session, current_actor(), wanted, bulk=True, request_url=public_request_url())
     db.session.commit()
-    status_url = url_for("fhir_bulk.export_status", job_id=job.id, _external=True)
+    status_url = public_url(url_for("fhir_bulk.export_status", job_id=job.id))
     return fhir_response({"resourceType": "OperationOutcome", "issue": [
         {"severity": "information", "code": "informational", "diagnostics": "Export accepted; poll Content-Location."}]},
         202, {"Content-Location": status_url})
@@ -123,7 +123,7 @@ def export_status(job_id):
 
 def _manifest(job: ExportJob) -> Response:
     output = [{"type": f["name"].removesuffix(".ndjson"), "count": f["records"],
-               "url": url_for("fhir_bulk.export_file", job_id=job.id, name=f["name"], _external=True)}
+               "url": public_url(url_for("fhir_bulk.export_file", job_id=job.id, name=f["name"]))}
               for f in job.manifest["files"]]
     body = {"transactionTime": job.manifest["transaction_time"], "request": job.parameters.get("request"),
             "requiresAccessToken": True, "output": output, "error": [],

@@ -24,7 +24,8 @@ blp = Blueprint("smart", __name__, url_prefix="/fhir", description="SMART Backen
 
 
 def token_url() -> str:
-    """The URL clients post to, which their assertions must name as aud."""
+    """The URL clients post to, which their assertions must name as aud: at public_base_url, so an assertion
+    minted for another server is refused here whatever Host the request names."""
     return fhir_base() + "/auth/token"
 
 

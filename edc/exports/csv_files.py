@@ -7,6 +7,9 @@ Files (described in docs/exports.md):
 - `items_long.csv`: one row per stored item value;
 - `dictionary.csv`, `codelists.csv`, and `audit_trail.csv` and `signatures.csv` when asked for.
 
+Values are written exactly as entered, so analyses read what was collected. The spreadsheet-safe variant,
+asked for per export, defuses text a spreadsheet would run as a formula (OWASP CSV injection rule, below).
+
 Only pseudonymised content leaves: items flagged `identifying` (in any version of their form) get no
 column, no long row and no audit change. Rows are written while the casebooks stream, so memory does not
 grow with the study. The same data give byte-identical files: fixed column order, "\\n" line ends, UTF-8
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -53,15 +57,19 @@ AUDIT_COLUMNS = ("SUBJID", "SITEID", "SEQ", "TIME", "USER", "ROLE", "ACTION", "E
                  "OLD", "NEW", "REASON")
 SIGNATURE_COLUMNS = ("SUBJID", "SITEID", "SCOPE", "EVENT", "EVENT_INSTANCE", "FORM", "ENTRY_ID", "ENTRY_VERSION", "USER",
                      "PRINTED_NAME", "MEANING", "TIME", "STATUS", "INVALIDATED_AT")
+# OWASP CSV injection: a cell starting with one of these is run as a formula by spreadsheet programs.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)  # a number (-3.5, +2, 1e-3) is no formula
 
 
 def write_csv(session: Session, selection: Selection, directory: Path, *, include_audit: bool = False,
-              progress: Progress = no_progress) -> list[ExportFile]:
-    """Write the selected casebooks as CSV files into `directory`; return one ExportFile per file."""
+              spreadsheet_safe: bool = False, progress: Progress = no_progress) -> list[ExportFile]:
+    """Write the selected casebooks as CSV files into `directory`; return one ExportFile per file.
+    With `spreadsheet_safe`, every cell passes through `spreadsheet_safe_cell`."""
     study = runtime.of(session).study
     layouts = {form_id: FormLayout.build(study, form_id, versions)
                for form_id, versions in source.form_versions(session, _versions_read(selection)).items()}
-    tables = _Tables(directory)
+    tables = _Tables(directory, spreadsheet_safe)
     try:
         long_table = tables.add(LONG_FILE, LONG_COLUMNS, "Every item value, one row each (long format)", eager=True)
         audit = _AuditWriter(session, study, selection, tables) if include_audit else None
@@ -208,11 +216,34 @@ def _english(labels: dict[str, str]) -> str:
 # ---------------------------------------------------------------- files
 
 
+def spreadsheet_safe_cell(value: Any) -> Any:
+    """A text cell that starts with = + - @ tab or CR gets a leading single quote, which spreadsheet programs
+    take as "this is text"; numbers (-3.5 as stored, or as text) and every other cell are left as they are."""
+    if type(value) is str and value.startswith(FORMULA_TRIGGERS) and not NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+class _SpreadsheetSafeWriter:
+    """A csv writer whose every cell passes through spreadsheet_safe_cell."""
+
+    def __init__(self, writer: Any) -> None:
+        self._writer = writer
+
+    def writerow(self, row: Iterable[Any]) -> None:
+        self._writer.writerow([spreadsheet_safe_cell(value) for value in row])
+
+    def writerows(self, rows: Iterable[Iterable[Any]]) -> None:
+        self._writer.writerows([spreadsheet_safe_cell(value) for value in row] for row in rows)
+
+
 class _Table:
     """One CSV file: opened on its first row (or at once when eager), rows counted, described when closed."""
 
-    def __init__(self, path: Path, header: list[str] | tuple[str, ...], description: str) -> None:
+    def __init__(self, path: Path, header: list[str] | tuple[str, ...], description: str,
+                 spreadsheet_safe: bool = False) -> None:
         self.path, self.header, self.description = path, header, description
+        self.spreadsheet_safe = spreadsheet_safe
         self.records = 0
         self._stream: IO[str] | None = None
         self._writer: Any = None
@@ -221,6 +252,8 @@ class _Table:
         # newline="" lets the csv module write exactly "\n" (and keep "\r" inside quoted values) on every OS.
         self._stream = self.path.open("w", encoding="utf-8", newline="")
         self._writer = csv.writer(self._stream, lineterminator="\n")
+        if self.spreadsheet_safe:  # the raw export keeps the plain writer: the hot loop stays as it is
+            self._writer = _SpreadsheetSafeWriter(self._writer)
         self._writer.writerow(self.header)
 
     def write_row(self, row: Iterable[Any]) -> None:
@@ -254,12 +287,12 @@ class _Table:
 class _Tables:
     """The export's files by name; closes every handle, even when the export is cancelled."""
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
+    def __init__(self, directory: Path, spreadsheet_safe: bool = False) -> None:
+        self.directory, self.spreadsheet_safe = directory, spreadsheet_safe
         self.by_name: dict[str, _Table] = {}
 
     def add(self, name: str, header: list[str] | tuple[str, ...], description: str, *, eager: bool = False) -> _Table:
-        table = self.by_name[name] = _Table(self.directory / name, header, description)
+        table = self.by_name[name] = _Table(self.directory / name, header, description, self.spreadsheet_safe)
         if eager:
             table.open()
         return table

@@ -63,6 +63,7 @@ class ExportRequest:
     include_audit: bool = False
     data_cut: str | None = None
     types: tuple[str, ...] | None = None  # FHIR resource types (_type)
+    spreadsheet_safe: bool = False  # CSV: defuse cells a spreadsheet would run as formulas
 
 
 # --- asking -----------------------------------------------------------------------------------
@@ -132,6 +133,8 @@ def _parameters(session: Session, wanted: ExportRequest) -> dict[str, Any]:
             errors.append(field_error("/types", str(exc)))
     if wanted.include_audit and wanted.format == "fhir":
         errors.append(field_error("/include_audit", "The audit trail is exported with CSV and ODM only."))
+    if wanted.spreadsheet_safe and wanted.format != "csv":
+        errors.append(field_error("/spreadsheet_safe", "The spreadsheet-safe variant is a CSV export's only."))
     cut = None
     if wanted.data_cut is not None:
         cut = session.scalars(sa.select(DataCut).where(DataCut.name == wanted.data_cut)).one_or_none()
@@ -149,6 +152,8 @@ def _parameters(session: Session, wanted: ExportRequest) -> dict[str, Any]:
         "include_audit": wanted.include_audit,
         "data_cut": {"id": str(cut.id), "name": cut.name, "cutoff_at": cut.cutoff_at.isoformat()} if cut else None,
         "types": sorted(wanted.types) if wanted.types else None,
+        # Recorded for every CSV export, so its manifest says whether the files are raw or spreadsheet-safe.
+        **({"spreadsheet_safe": wanted.spreadsheet_safe} if wanted.format == "csv" else {}),
     }
 
 
@@ -387,7 +392,8 @@ def _progress(session: Session, job: ExportJob, attempt: int) -> Callable[[int],
 def _write(reader: Session, job: ExportJob, selection: source.Selection, work: Path, progress) -> list[ExportFile]:
     p = job.parameters
     if job.format == "csv":
-        return csv_files.write_csv(reader, selection, work, include_audit=p["include_audit"], progress=progress)
+        return csv_files.write_csv(reader, selection, work, include_audit=p["include_audit"],
+                                   spreadsheet_safe=p.get("spreadsheet_safe", False), progress=progress)
     if job.format == "odm":
         return odm.write_odm(reader, selection, work, include_audit=p["include_audit"], file_oid=f"EDC.EXPORT.{job.id}",
                          created_at=job.started_at, progress=progress)

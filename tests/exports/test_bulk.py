@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from edc.models import ExportJob
 from exports.conftest import seed_demo_study, seed_demo_subjects
 from exports.test_jobs import START, Demo, withdraw_first_subject
 from test_demo_subjects import TRIAL_FORMS
@@ -75,6 +76,26 @@ def test_kick_off_poll_manifest_and_files(study):
         assert len(lines) == item["count"] and {json.loads(line)["resourceType"] for line in lines} == {item["type"]}
     patients = next(item for item in manifest["output"] if item["type"] == "Patient")
     assert patients["count"] == 2
+
+
+def test_status_manifest_and_file_urls_are_at_public_base_url_whatever_the_host(study):
+    # public_base_url is http://localhost in the tests; the Host names a port (not compared by the host check),
+    # which a URL made from the Host would repeat.
+    host = {"Host": "localhost:8443"}
+    location = kick_off(study, headers={**ASYNC, **host}, _type="Patient").headers["Content-Location"]
+    assert location.startswith("http://localhost/fhir/bulk-status/")
+    study.work()
+    manifest = study.client.get(urlsplit(location).path, headers={**study.as_("stat"), **host}).get_json()
+    assert manifest["request"] == "http://localhost/fhir/$export?_type=Patient"
+    assert [item["url"] for item in manifest["output"]] == [
+        f"http://localhost/fhir/bulk-files/{manifest['extension']['export']}/Patient.ndjson"]
+
+
+def test_a_kick_off_for_another_host_is_refused_and_queues_nothing(bulk):
+    refused = kick_off(bulk, headers={**ASYNC, "Host": "attacker.example"})
+    outcome(refused, 400, "invalid")
+    assert "attacker" not in refused.get_data(as_text=True)
+    assert bulk.session.query(ExportJob).count() == 0
 
 
 def test_patient_level_type_and_output_format(study):

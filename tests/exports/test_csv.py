@@ -23,6 +23,7 @@ from edc.models import Entry, Site, Subject
 from edc.models.monitoring import DataCutEntry
 from edc.security.permissions import Actor
 from edc.services import locking
+from test_demo_subjects import invoke
 from test_entries import VITALS, post_entry
 
 KEY_COLUMNS = ["SUBJID", "SITEID", "EVENT", "EVENT_INSTANCE", "ENTRY_ID", "FORM_VERSION", "ENTRY_VERSION", "STATUS"]
@@ -372,3 +373,108 @@ def test_versions_of_a_form_share_one_file_with_the_union_of_their_columns(vital
     assert (screening["FORM_VERSION"], screening["SPO2"], screening["TEMP"], screening["ENTRY_VERSION"]) == ("2", "98", "37.2", "2")
     assert (day7["FORM_VERSION"], day7["SPO2"], day7["EVENT"], day7["EVENT_INSTANCE"]) == ("1", "", "D7", "1")
     assert {(row["FORM_VERSION"], row["ITEM"]) for row in rows(out / "dictionary.csv")} >= {("1", "VSDAT"), ("2", "SPO2")}
+
+
+# ---------------------------------------------------------------- formulas: raw and spreadsheet-safe
+
+FORMULAS = ["=1+1", "+1+1", "-1+1", "@SUM(A1)", "\t=1+1"]  # OWASP's characters; CR first has a test of its own
+HARMLESS = ["-3.5", "+2", "1-1", "calm"]  # numbers, and text that starts with no formula character
+SAFE = {comment: ("'" + comment if comment in FORMULAS else comment) for comment in FORMULAS + HARMLESS}
+
+
+def enter_comments(app, investigator: str, comments: list[str]) -> dict[str, str]:
+    """One subject per comment, its screening vitals carrying the comment (demo forms); comments by study number."""
+    client = app.test_client()
+    inv = bearer(login(client, investigator))
+    subject = {"site": "ES01", "birth_year": 2016, "birth_month": 4, "sex": "F", "consent_date": "2026-11-02"}
+    by_number = {}
+    for comment in comments:
+        number = client.post("/api/v1/subjects", json=subject, headers=inv).get_json()["number"]
+        saved = post_entry(client, inv, number, "vitals", {**VITALS, "VSCOMM": comment}, event="SCR")
+        assert saved.status_code == 201, saved.get_json()
+        by_number[number] = comment
+    return by_number
+
+
+@pytest.fixture
+def exporting_app(app_factory, tmp_path):
+    return app_factory(export_dir=str(tmp_path / "exports"))
+
+
+@pytest.fixture
+def comments(exporting_app, staff) -> dict[str, str]:
+    return enter_comments(exporting_app, staff["investigator"], FORMULAS + HARMLESS)
+
+
+def comment_cells(directory: Path) -> dict[str, dict[str, str]]:
+    """Where a comment lands: the wide file, the long file and the audit trail's NEW, by study number."""
+    return {"wide": {row["SUBJID"]: row["VSCOMM"] for row in rows(directory / "vitals.csv")},
+            "long": {row["SUBJID"]: row["VALUE"] for row in rows(directory / "items_long.csv") if row["ITEM"] == "VSCOMM"},
+            "audit": {row["SUBJID"]: row["NEW"] for row in rows(directory / "audit_trail.csv") if row["FIELD"] == "VSCOMM"}}
+
+
+def without_comments(directory: Path) -> dict[str, list[dict[str, str]]]:
+    """Every file's rows, the comment's cells left out."""
+    def kept(row: dict[str, str], column: str) -> bool:
+        return column != "VSCOMM" and not (column == "NEW" and row.get("FIELD") == "VSCOMM") and not (
+            column == "VALUE" and row.get("ITEM") == "VSCOMM")
+
+    return {path.name: [{k: v for k, v in row.items() if kept(row, k)} for row in rows(path)]
+            for path in sorted(directory.glob("*.csv"))}
+
+
+def export_both(session, tmp_path: Path) -> tuple[Path, Path]:
+    raw, safe = tmp_path / "raw", tmp_path / "safe"
+    raw.mkdir(), safe.mkdir()
+    write_csv(session, source.Selection(), raw, include_audit=True)
+    write_csv(session, source.Selection(), safe, include_audit=True, spreadsheet_safe=True)
+    return raw, safe
+
+
+def test_the_raw_csv_keeps_formula_text_exactly_as_entered(comments, session, out):
+    out.mkdir()
+    write_csv(session, source.Selection(), out, include_audit=True)  # the default: analyses read what was entered
+    assert comment_cells(out) == {"wide": comments, "long": comments, "audit": comments}
+    assert b"=1+1," in (out / "vitals.csv").read_bytes()  # not even quoted: a plain value
+
+
+def test_the_spreadsheet_safe_csv_quotes_formula_text_and_leaves_numbers_and_all_else(comments, session, tmp_path):
+    raw, safe = export_both(session, tmp_path)
+    expected = {number: SAFE[comment] for number, comment in comments.items()}
+    assert comment_cells(safe) == {"wide": expected, "long": expected, "audit": expected}
+    assert {row["TEMP"] for row in rows(safe / "vitals.csv")} == {"37.2"}
+    safe_rows, raw_rows = without_comments(safe), without_comments(raw)
+    assert {name: len(found) for name, found in safe_rows.items()} == {name: len(found) for name, found in raw_rows.items()}
+    changed = {(raw_row[column], safe_row[column]) for name in raw_rows
+               for raw_row, safe_row in zip(raw_rows[name], safe_rows[name], strict=True)
+               for column in raw_row if raw_row[column] != safe_row[column]}
+    assert changed == {("@status", "'@status")}  # the audit trail's name of the entry status: text like any other
+
+
+def test_a_carriage_return_first_is_quoted_in_the_spreadsheet_safe_csv(exporting_app, staff, session, tmp_path):
+    # Compared as bytes: how a CR inside a value is read back depends on the CSV quoting, not on this rule.
+    enter_comments(exporting_app, staff["investigator"], ["\r=1+1"])
+    raw, safe = export_both(session, tmp_path)
+    for name in ("vitals.csv", "items_long.csv", "audit_trail.csv"):
+        assert b"\r=1+1" in (raw / name).read_bytes() and b"'\r" not in (raw / name).read_bytes(), name
+        assert b"'\r=1+1" in (safe / name).read_bytes(), name
+
+
+def test_the_variant_is_asked_for_in_the_export_request_and_named_in_its_manifest(exporting_app, comments, staff):
+    client = exporting_app.test_client()
+    stat = bearer(login(client, staff["statistician"]))
+    raw = client.post("/api/v1/exports", json={"format": "csv"}, headers=stat).get_json()["id"]
+    safe = client.post("/api/v1/exports", json={"format": "csv", "spreadsheet_safe": True}, headers=stat)
+    assert safe.status_code == 202, safe.get_json()
+    assert safe.get_json()["filters"]["spreadsheet_safe"] is True
+    assert invoke(exporting_app, "worker", "--once").exit_code == 0
+    for job_id, flag, cell in ((raw, False, "=1+1"), (safe.get_json()["id"], True, "'=1+1")):
+        manifest = client.get(f"/api/v1/exports/{job_id}/manifest", headers=stat).get_json()
+        assert manifest["filters"]["spreadsheet_safe"] is flag
+        download = client.get(f"/api/v1/exports/{job_id}/files/vitals.csv", headers=stat)
+        wide = list(csv.DictReader(io.StringIO(download.get_data(as_text=True), newline="")))
+        download.close()
+        assert cell in {row["VSCOMM"] for row in wide}
+    for body in ({"format": "odm", "spreadsheet_safe": True}, {"format": "csv", "spreadsheet_safe": "sometimes"}):
+        refused = client.post("/api/v1/exports", json=body, headers=stat)
+        assert refused.status_code == 422 and [e["pointer"] for e in refused.get_json()["errors"]] == ["/spreadsheet_safe"]

@@ -1,5 +1,6 @@
 """GET /fhir/metadata (a valid R4 CapabilityStatement, public) and OperationOutcome for every error under /fhir/:
-unmatched paths, wrong methods, and the refusals made before a view runs."""
+unmatched paths, wrong methods, and the refusals made before a view runs. The public address the discovery
+documents name is public_base_url, never the request's Host."""
 
 from __future__ import annotations
 
@@ -75,3 +76,39 @@ def test_refusals_before_the_view_are_operation_outcomes(client, staff):
 @pytest.mark.parametrize("path", ["/fhir/metadata", "/fhir/.well-known/smart-configuration"])
 def test_discovery_needs_no_token(client, path):
     assert client.get(path).status_code == 200
+
+
+PUBLIC = "https://edc.trial.example"
+
+
+@pytest.fixture
+def public_client(app_factory):
+    """The app behind a public address other than the test client's http://localhost."""
+    return app_factory(public_base_url=PUBLIC).test_client()
+
+
+def test_discovery_names_public_base_url_whatever_host_and_scheme_the_request_used(public_client):
+    # The port of a Host is not compared (werkzeug's trusted-host check): it must not leak into the URLs either.
+    host = {"Host": "edc.trial.example:8443"}
+    statement = public_client.get("/fhir/metadata", headers=host).get_json(force=True)
+    assert statement["implementation"]["url"] == f"{PUBLIC}/fhir"
+    oauth = next(e for e in statement["rest"][0]["security"]["extension"] if e["url"].endswith("/oauth-uris"))
+    assert oauth["extension"] == [{"url": "token", "valueUri": f"{PUBLIC}/fhir/auth/token"}]
+    configuration = public_client.get("/fhir/.well-known/smart-configuration", headers=host)
+    assert configuration.get_json()["token_endpoint"] == f"{PUBLIC}/fhir/auth/token"
+
+
+@pytest.mark.parametrize("path", ["/fhir/metadata", "/fhir/.well-known/smart-configuration"])
+def test_discovery_for_another_host_is_refused_and_never_cached(client, path):
+    response = client.get(path, headers={"Host": "attacker.example"})
+    body = outcome(response, 400, "invalid")
+    assert "attacker" not in response.get_data(as_text=True) and "public_base_url" in body["issue"][0]["diagnostics"]
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_api_requests_for_another_host_are_400_problems(client, staff):
+    refused = client.post("/api/v1/auth/login", json={"username": staff["statistician"], "password": "x"},
+                          headers={"Host": "attacker.example"})
+    assert problem(refused, 400)["detail"].endswith("(public_base_url).")
+    assert client.get("/api/v1/me", headers={"Host": "attacker.example", **bearer(login(client, staff["admin"]))}
+                      ).status_code == 400

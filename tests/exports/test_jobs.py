@@ -168,6 +168,7 @@ def test_a_monitor_exports_only_their_sites_and_another_site_is_404(study):
     ("stat", {"format": "csv", "statuses": ["asleep"]}, 422, "/statuses"),
     ("stat", {"format": "csv", "types": ["Patient"]}, 422, "/types"),
     ("stat", {"format": "fhir", "include_audit": True}, 422, "/include_audit"),
+    ("stat", {"format": "odm", "spreadsheet_safe": True}, 422, "/spreadsheet_safe"),
     ("stat", {"format": "csv", "since": "2026-09-01T00:00:00"}, 422, None),  # no time zone
     ("stat", {"format": "csv", "data_cut": "no-such-cut"}, 404, None),
     ("inv.es01", {"format": "csv", "sites": ["IT01"]}, 404, None),

@@ -73,10 +73,12 @@ class Registry:
         return jwt.encode(body, signing_key, algorithm=alg, headers={"kid": kid, "typ": "JWT", **(headers or {})})
 
     def token_request(self, assertion: str | None = None, *, scope: str | None = "system/*.read",
-                      grant_type: str = "client_credentials", assertion_type: str = ASSERTION_TYPE):
+                      grant_type: str = "client_credentials", assertion_type: str = ASSERTION_TYPE,
+                      headers: dict | None = None):
         form = {"grant_type": grant_type, "client_assertion_type": assertion_type,
                 "client_assertion": assertion if assertion is not None else self.assertion(), "scope": scope}
-        return self.http.post("/fhir/auth/token", data={k: v for k, v in form.items() if v is not None})
+        return self.http.post("/fhir/auth/token", data={k: v for k, v in form.items() if v is not None},
+                              headers=headers)
 
     def token(self, **kwargs) -> str:
         response = self.token_request(**kwargs)
@@ -215,6 +217,19 @@ def test_bad_assertions_are_invalid_client_and_issue_nothing(registry, session):
     refused = session.scalar(sa.select(sa.func.count()).select_from(AuditRecord)
                              .where(AuditRecord.action == "fhir_token_refused"))
     assert refused == len(_refusals(registry))
+
+
+def test_an_assertion_for_another_server_is_refused_whatever_host_it_is_sent_with(registry, session):
+    """The audience is our token URL at public_base_url (http://localhost in the tests), not one made of the Host."""
+    elsewhere = registry.assertion(aud="http://registry-hub.example/fhir/auth/token")
+    sent_there = registry.token_request(elsewhere, headers={"Host": "registry-hub.example"})
+    assert sent_there.status_code == 400 and "access_token" not in sent_there.get_data(as_text=True)
+    oauth_error(registry.token_request(elsewhere), 401, "invalid_client")
+    # A port in the Host is not compared, and does not change the audience either.
+    oauth_error(registry.token_request(registry.assertion(aud="http://localhost:8443/fhir/auth/token"),
+                                       headers={"Host": "localhost:8443"}), 401, "invalid_client")
+    assert issued_sessions(session) == 0
+    assert registry.token_request(headers={"Host": "localhost:8443"}).status_code == 200
 
 
 def test_a_replayed_assertion_is_refused(registry, session):
