@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask_smorest import Blueprint
+from edc.api.parsing import Blueprint
 
 from edc.api.common import current_actor, page_args
 from edc.api.schemas import AuditArgs, AuditRecordOut

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import g
-from flask_smorest import Blueprint
+from edc.api.parsing import Blueprint
 
 from edc.api.common import client_address, current_actor
 from edc.api.schemas import LoginIn, MeOut, PasswordChangeIn, RefreshIn, SetupIn, TokenOut

@@ -9,7 +9,7 @@ read nothing else. edc.errors renders them, in the one place that renders every 
 from __future__ import annotations
 
 from flask import request
-from flask_smorest import Blueprint
+from edc.api.parsing import Blueprint
 
 from edc.api.common import current_actor
 from edc.errors import fhir_response

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import current_app
-from flask_smorest import Blueprint
+from edc.api.parsing import Blueprint
 
 from edc import runtime
 from edc.database import migration_heads

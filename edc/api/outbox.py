@@ -5,7 +5,7 @@ The schemas of this listing live here: they describe only this resource and chan
 
 from __future__ import annotations
 
-from flask_smorest import Blueprint
+from edc.api.parsing import Blueprint
 from marshmallow import Schema, fields, validate
 
 from edc.api.common import current_actor, page_args

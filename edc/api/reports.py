@@ -5,7 +5,7 @@ The schemas of these reports live here: they describe only these responses and c
 
 from __future__ import annotations
 
-from flask_smorest import Blueprint
+from edc.api.parsing import Blueprint
 from marshmallow import Schema, fields
 
 from edc.api.common import current_actor

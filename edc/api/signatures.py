@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 
-from flask_smorest import Blueprint
+from edc.api.parsing import Blueprint
 from marshmallow import Schema, fields, validate
 
 from edc.api.common import current_actor

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import url_for
-from flask_smorest import Blueprint
+from edc.api.parsing import Blueprint
 
 from edc.api.common import current_actor, etag, if_match, page_args
 from edc.api.schemas import ReasonIn, SiteIn, SiteListArgs, SiteOut, SitePage, SitePatch

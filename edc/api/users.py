@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from flask import url_for
-from flask_smorest import Blueprint
+from edc.api.parsing import Blueprint
 
 from edc.api.common import current_actor, page_args
 from edc.api.schemas import ReasonIn, RoleIn, RoleOut, SetupTokenOut, UserCreatedOut, UserIn, UserListArgs, UserOut, UserPage
