@@ -199,6 +199,7 @@ def subject(client, inv):
 
 
 @pytest.mark.parametrize("body", [DEEP_JSON, '{"username": "x", "password": ' + "1" * 4301 + "}",
+                                  '{"username": "x", "password": NaN}', '{"username": -Infinity}',
                                   '{"username": ' + "[" * 40 + "]" * 40 + "}"])
 def test_unreadable_json_at_login_is_400_and_records_nothing(client, database_url, body):
     before = row_counts(database_url)

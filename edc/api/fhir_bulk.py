@@ -24,7 +24,7 @@ from edc.api.common import current_actor
 from edc.errors import fhir_response, operation_outcome
 from edc.exports.fhir_ndjson import RESOURCE_TYPES
 from edc.extensions import db
-from edc.inputs import date_problem
+from edc.ecrf.inputs import date_problem
 from edc.models.exports import ExportJob
 from edc.problems import BadRequest
 from edc.security.permissions import requires

@@ -1,5 +1,5 @@
 """How a request's arguments are read, for every route at once: JSON with a depth limit, then the input rules
-of edc.inputs (text, dates, integers) on every field of the route's schema, before the schema loads it.
+of edc.ecrf.inputs (text, dates, integers) on every field of the route's schema, before the schema loads it.
 
 Every resource module makes its blueprint with this module's Blueprint, whose argument parser is InputParser;
 create_app installs RequestJSONProvider (request bodies) and SafeStringConverter (path segments).
@@ -20,7 +20,7 @@ from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.routing import BaseConverter
 
-from edc.inputs import date_problem, integer_problem, surrogate_problem, text_problem
+from edc.ecrf.inputs import date_problem, integer_problem, surrogate_problem, text_problem
 
 MAX_JSON_DEPTH = 32  # the deepest body the API reads is an entry: data / group / row / item / missing code
 MULTILINE = "x-multiline"  # field metadata (shown in the OpenAPI document): tab, CR and LF allowed
@@ -38,19 +38,24 @@ def multiline(**metadata: Any) -> dict[str, Any]:
 
 
 class RequestJSONProvider(DefaultJSONProvider):
-    """The app's JSON: request bodies nested deeper than MAX_JSON_DEPTH, or numbers Python refuses to convert
-    (over 4,300 digits), are invalid JSON (400), never a RecursionError or ValueError escaping as a 500."""
+    """The app's JSON: request bodies nested deeper than MAX_JSON_DEPTH, numbers Python refuses to convert
+    (over 4,300 digits) and NaN or Infinity (which JSON does not have) are invalid JSON (400), never a
+    RecursionError, ValueError or OverflowError escaping as a 500."""
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         text = s.decode(json.detect_encoding(s), "surrogatepass") if isinstance(s, (bytes, bytearray)) else s
         if _nesting_depth(text) > MAX_JSON_DEPTH:
             raise json.JSONDecodeError(f"nested deeper than {MAX_JSON_DEPTH} levels", text, 0)
         try:
-            return json.loads(text, **kwargs)
+            return json.loads(text, parse_constant=_no_constant, **kwargs)
         except json.JSONDecodeError:
             raise
         except (RecursionError, ValueError) as exc:  # ValueError: a number too long to convert
             raise json.JSONDecodeError(str(exc)[:100], text, 0) from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _nesting_depth(text: str) -> int:
@@ -72,7 +77,7 @@ def _nesting_depth(text: str) -> int:
 
 class InputParser(FlaskParser):
     """webargs' Flask parser, reading JSON through the app's provider and refusing, field by field (422 naming
-    the field), what edc.inputs refuses; the schema's own validation runs only on what passes."""
+    the field), what edc.ecrf.inputs refuses; the schema's own validation runs only on what passes."""
 
     def _raw_load_json(self, req: flask.Request) -> Any:
         if not is_json_request(req):

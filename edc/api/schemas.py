@@ -14,7 +14,7 @@ USERNAME = validate.Regexp(r"^[a-z0-9][a-z0-9._-]{1,63}$", error="Use 2-64 lower
 SITE_CODE = validate.Regexp(r"^[A-Z]{2}[0-9]{2}$", error="A site code is two capital letters and two digits, e.g. ES01.")
 COUNTRY = validate.Regexp(r"^[A-Z]{2}$", error="Use the ISO 3166-1 alpha-2 code, e.g. ES.")
 MAX_PAGE = 1_000_000
-MAX_PAGE_SIZE = 10_000
+MAX_PAGE_SIZE = 1_000_000
 REASON = fields.String(required=True, validate=validate.Length(min=1, max=2000), metadata=multiline())
 
 

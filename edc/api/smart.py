@@ -14,7 +14,7 @@ from edc.api.parsing import Blueprint
 from edc.api.common import client_address
 from edc.api.fhir import fhir_base
 from edc.extensions import db
-from edc.inputs import text_problem
+from edc.ecrf.inputs import text_problem
 from edc.problems import OAuthError
 from edc.security.permissions import public
 from edc.services import fhir_clients

@@ -9,10 +9,9 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
-from edc.inputs import EARLIEST_DATE, LATEST_DATE, date_problem, text_problem
-
 from .definitions import ItemDef
 from .expressions import cel_date
+from .inputs import EARLIEST_DATE, LATEST_DATE, date_problem, text_problem
 
 MISSING = object()   # an unanswered, hidden or coded value: rules reading it are skipped
 INT64 = 2 ** 63      # CEL ints are 64-bit; larger Python ints would silently become doubles

@@ -16,7 +16,7 @@ from typing import Any
 
 import jwt
 
-from edc.inputs import text_problem
+from edc.ecrf.inputs import text_problem
 
 # JWA algorithm -> the JWK key type that verifies it (SMART: servers verify RS384 and/or ES384).
 ALGORITHMS = {"RS384": "RSA", "ES384": "EC"}

@@ -1,8 +1,9 @@
 """What any value a client sends may hold, whatever the route: the rules of text, dates and integers.
 
-The API's argument parser applies them to every field of every request, the eCRF engine to every item
-value, and the FHIR token endpoint to its parameters, so no value that a database, a CSV file or an XML
-export cannot hold faithfully is ever stored.
+The eCRF engine applies them to every item value, the API's argument parser (edc.api.parsing) to every
+field of every request, and the FHIR token endpoint to its parameters and client assertions, so no value
+that a database, a CSV file or an XML export cannot hold faithfully is ever stored. They live in the engine
+because the engine imports nothing else of edc; the rest imports them from here.
 
 - Text never holds a lone UTF-16 surrogate (JSON can spell one, "\\ud800", UTF-8 cannot store it) nor a
   C0 control character or DEL; multi-line text (free-text items, notes, reasons, query messages) may
