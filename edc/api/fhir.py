@@ -9,9 +9,9 @@ read nothing else. edc.errors renders them, in the one place that renders every 
 from __future__ import annotations
 
 from flask import request
-from edc.api.parsing import Blueprint
 
 from edc.api.common import current_actor
+from edc.api.parsing import Blueprint
 from edc.errors import fhir_response
 from edc.exports.capability import capability_statement
 from edc.extensions import db

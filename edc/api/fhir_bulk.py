@@ -18,13 +18,13 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask import Response, request, send_file, url_for
-from edc.api.parsing import Blueprint
 
 from edc.api.common import current_actor
+from edc.api.parsing import Blueprint
 from edc.errors import fhir_response, operation_outcome
+from edc.ecrf.inputs import date_problem
 from edc.exports.fhir_ndjson import RESOURCE_TYPES
 from edc.extensions import db
-from edc.ecrf.inputs import date_problem
 from edc.models.exports import ExportJob
 from edc.problems import BadRequest
 from edc.security.permissions import requires

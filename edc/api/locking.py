@@ -9,10 +9,10 @@ from __future__ import annotations
 import uuid
 
 from flask import url_for
-from edc.api.parsing import Blueprint, multiline
 from marshmallow import Schema, fields, validate
 
 from edc.api.common import current_actor, etag
+from edc.api.parsing import Blueprint, multiline
 from edc.extensions import db
 from edc.security.permissions import requires
 from edc.services import locking

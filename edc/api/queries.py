@@ -9,11 +9,11 @@ from __future__ import annotations
 import uuid
 
 from flask import request, url_for
-from edc.api.parsing import Blueprint, multiline
 from marshmallow import RAISE, Schema, fields, validate
 
 from edc import clock
 from edc.api.common import current_actor, etag, page_args
+from edc.api.parsing import Blueprint, multiline
 from edc.api.schemas import SITE_CODE, PageArgs, PageOut, QueryOut
 from edc.extensions import db
 from edc.models.entries import QUERY_STATES

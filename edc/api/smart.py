@@ -9,12 +9,12 @@ the OAuth libraries registries use read that and nothing else (edc.problems.OAut
 from __future__ import annotations
 
 from flask import Response, g, json, request
-from edc.api.parsing import Blueprint
 
 from edc.api.common import client_address
 from edc.api.fhir import fhir_base
-from edc.extensions import db
+from edc.api.parsing import Blueprint
 from edc.ecrf.inputs import text_problem
+from edc.extensions import db
 from edc.problems import OAuthError
 from edc.security.permissions import public
 from edc.services import fhir_clients
