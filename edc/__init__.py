@@ -79,6 +79,7 @@ def _wire(app: Flask, settings: dict[str, Any], study: Any) -> None:
     from edc import cli, errors, logs, runtime
     from edc.ecrf import load_study
     from edc.api import register_blueprints
+    from edc.api.parsing import RequestJSONProvider, SafeStringConverter
     from edc.api.hooks import register as register_hooks
     from edc.database import install_sqlite_pragmas
     from edc.extensions import api, db, migrate
@@ -93,6 +94,8 @@ def _wire(app: Flask, settings: dict[str, Any], study: Any) -> None:
     with app.app_context():
         install_sqlite_pragmas(db.engine)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
+    app.json = RequestJSONProvider(app)
+    app.url_map.converters["default"] = app.url_map.converters["string"] = SafeStringConverter
     api.init_app(app)
     register_blueprints(app, api, benchmark=settings["benchmark_endpoints"])
     app.register_blueprint(get_swaggerui_blueprint(API_DOCS_PATH, "/api/openapi.json", config={"app_name": "edc API"}))

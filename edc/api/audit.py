@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from flask_smorest import Blueprint
 
 from edc.api.common import current_actor, page_args
+from edc.api.parsing import Blueprint
 from edc.api.schemas import AuditArgs, AuditRecordOut
 from edc.extensions import db
 from edc.security.permissions import requires

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from flask import g
-from flask_smorest import Blueprint
 
 from edc.api.common import client_address, current_actor
+from edc.api.parsing import Blueprint
 from edc.api.schemas import LoginIn, MeOut, PasswordChangeIn, RefreshIn, SetupIn, TokenOut
 from edc.extensions import db
 from edc.security.permissions import AUTHENTICATED, public, requires

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 
 from flask import url_for
-from flask_smorest import Blueprint
 
 from edc.api.common import current_actor, etag, if_match
+from edc.api.parsing import Blueprint
 from edc.api.schemas import AuditRecordOut, EntryIn, EntryListArgs, EntryOut, EntryPutIn
 from edc.extensions import db
 from edc.security.permissions import requires

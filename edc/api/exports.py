@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response, send_file, url_for
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from edc.api.common import current_actor, page_args
+from edc.api.parsing import Blueprint
 from edc.api.schemas import PageArgs, PageOut
 from edc.extensions import db
 from edc.models.exports import ExportJob

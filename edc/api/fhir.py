@@ -8,9 +8,8 @@ read nothing else. edc.errors renders them, in the one place that renders every 
 
 from __future__ import annotations
 
-from flask_smorest import Blueprint
-
 from edc.api.common import current_actor, public_url
+from edc.api.parsing import Blueprint
 from edc.errors import fhir_response
 from edc.exports.capability import capability_statement
 from edc.extensions import db

@@ -18,10 +18,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask import Response, request, send_file, url_for
-from flask_smorest import Blueprint
 
 from edc.api.common import current_actor, public_request_url, public_url
+from edc.api.parsing import Blueprint
 from edc.errors import fhir_response, operation_outcome
+from edc.ecrf.inputs import date_problem
 from edc.exports.fhir_ndjson import RESOURCE_TYPES
 from edc.extensions import db
 from edc.models.exports import ExportJob
@@ -39,6 +40,13 @@ NOT_IN_PATIENT_COMPARTMENT = frozenset({"Organization", "ResearchStudy", "Medica
 UNSUPPORTED_PARAMETERS = ("_until", "_elements", "_typeFilter", "patient", "includeAssociatedData", "organizeOutputBy",
                           "allowPartialManifests")
 RETRY_AFTER_SECONDS = 2
+# The kick-off reads its parameters itself (unknown ones are refused unless lenient); declared for the docs.
+KICK_OFF_PARAMETERS = [
+    {"in": "query", "name": "_outputFormat", "schema": {"type": "string", "enum": list(OUTPUT_FORMATS)}},
+    {"in": "query", "name": "_type", "schema": {"type": "string"}, "description": "resource types, comma-separated"},
+    {"in": "query", "name": "_since", "schema": {"type": "string", "format": "date-time"},
+     "description": "only resources changed after this instant (with a time zone)"},
+]
 
 
 def _prefer() -> set[str]:
@@ -90,10 +98,14 @@ def _instant(value: str | None) -> datetime | None:
         moment = None
     if moment is None or moment.tzinfo is None:
         raise BadRequest("_since must be a FHIR instant with a time zone, e.g. 2026-11-01T00:00:00Z.")
+    out_of_range = date_problem(moment)  # refused now, not when the worker first converts it to UTC
+    if out_of_range:
+        raise BadRequest(f"_since {out_of_range}.")
     return moment
 
 
 @blp.route("/$export", methods=["GET"])
+@blp.doc(parameters=KICK_OFF_PARAMETERS)
 @requires("fhir:read")
 def system_export():
     """Kick off an export of every resource (Bulk Data system level)."""
@@ -101,6 +113,7 @@ def system_export():
 
 
 @blp.route("/Patient/$export", methods=["GET"])
+@blp.doc(parameters=KICK_OFF_PARAMETERS)
 @requires("fhir:read")
 def patient_export():
     """Kick off an export of the Patient compartment (Bulk Data patient level)."""

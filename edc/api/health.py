@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from flask import current_app
-from flask_smorest import Blueprint
 
 from edc import runtime
+from edc.api.parsing import Blueprint
 from edc.database import migration_heads
 from edc.extensions import db
 from edc.problems import ServiceUnavailable

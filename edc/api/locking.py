@@ -9,10 +9,10 @@ from __future__ import annotations
 import uuid
 
 from flask import url_for
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from edc.api.common import current_actor, etag
+from edc.api.parsing import Blueprint, multiline
 from edc.extensions import db
 from edc.security.permissions import requires
 from edc.services import locking
@@ -21,12 +21,12 @@ blp = Blueprint("locking", __name__, url_prefix="/api/v1", description="Locks, d
 
 class LockIn(Schema):
     reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000),
-                           metadata={"description": "optional when locking"})
+                           metadata=multiline(description="optional when locking"))
 
 
 class UnlockIn(Schema):
     reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000),
-                           metadata={"description": "required, not blank"})
+                           metadata=multiline(description="required, not blank"))
 
 
 class EntryLockOut(Schema):
@@ -49,7 +49,7 @@ class SubjectLockOut(Schema):
 class CutIn(Schema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=64))
     cutoff_at = fields.AwareDateTime(required=True, metadata={"description": "ISO 8601 with offset; not in the future"})
-    reason = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=2000), metadata=multiline())
 
 
 class CutOut(Schema):
@@ -69,7 +69,7 @@ class CutDetailOut(CutOut):
 
 class StudyLockIn(Schema):
     reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000),
-                           metadata={"description": "required, not blank"})
+                           metadata=multiline(description="required, not blank"))
 
 
 class StudyLockOut(Schema):

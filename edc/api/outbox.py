@@ -7,10 +7,10 @@ The schemas of this listing live here: they describe only this resource and chan
 
 from __future__ import annotations
 
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from edc.api.common import current_actor, page_args
+from edc.api.parsing import Blueprint
 from edc.api.schemas import PageArgs, PageOut
 from edc.extensions import db
 from edc.models.monitoring import OUTBOX_KINDS, OUTBOX_STATES

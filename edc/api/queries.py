@@ -9,11 +9,11 @@ from __future__ import annotations
 import uuid
 
 from flask import request, url_for
-from flask_smorest import Blueprint
 from marshmallow import RAISE, Schema, fields, validate
 
 from edc import clock
 from edc.api.common import current_actor, etag, page_args
+from edc.api.parsing import Blueprint, multiline
 from edc.api.schemas import SITE_CODE, PageArgs, PageOut, QueryOut
 from edc.extensions import db
 from edc.models.entries import QUERY_STATES
@@ -45,12 +45,12 @@ class QueryIn(Schema):
     entry_id = fields.UUID(required=True)
     item = fields.String(load_default=None, allow_none=True, validate=[ITEM, validate.Length(max=64)],  # the column's width
                          metadata={"description": "null: the query is on the whole entry"})
-    message = fields.String(required=True, validate=MESSAGE)
+    message = fields.String(required=True, validate=MESSAGE, metadata=multiline())
     critical = fields.Boolean(load_default=False)
 
 
 class MessageIn(Schema):
-    message = fields.String(required=True, validate=MESSAGE)
+    message = fields.String(required=True, validate=MESSAGE, metadata=multiline())
 
 
 class AnswerIn(MessageIn):
@@ -60,7 +60,7 @@ class AnswerIn(MessageIn):
 
 
 class CloseIn(Schema):
-    message = fields.String(load_default=None, allow_none=True, validate=MESSAGE)
+    message = fields.String(load_default=None, allow_none=True, validate=MESSAGE, metadata=multiline())
 
 
 class MessageOut(Schema):

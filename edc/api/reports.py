@@ -5,10 +5,10 @@ The schemas of these reports live here: they describe only these responses and c
 
 from __future__ import annotations
 
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from edc.api.common import current_actor
+from edc.api.parsing import Blueprint
 from edc.api.schemas import SITE_CODE
 from edc.extensions import db
 from edc.security.permissions import requires

@@ -7,10 +7,10 @@ listing and change with it.
 from __future__ import annotations
 
 from flask import url_for
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from edc.api.common import current_actor, page_args
+from edc.api.parsing import Blueprint
 from edc.api.schemas import SITE_CODE, PageArgs, PageOut
 from edc.extensions import db
 from edc.security.permissions import requires

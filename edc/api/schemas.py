@@ -6,6 +6,7 @@ import zoneinfo
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+from edc.api.parsing import multiline
 from edc.models.sites import SITE_STATUSES
 from edc.models.users import ROLES, USER_STATUSES
 from edc.security import usernames
@@ -13,7 +14,9 @@ from edc.security import usernames
 USERNAME = validate.Regexp(usernames.PATTERN, error=usernames.RULE)
 SITE_CODE = validate.Regexp(r"^[A-Z]{2}[0-9]{2}$", error="A site code is two capital letters and two digits, e.g. ES01.")
 COUNTRY = validate.Regexp(r"^[A-Z]{2}$", error="Use the ISO 3166-1 alpha-2 code, e.g. ES.")
-REASON = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+MAX_PAGE = 1_000_000
+MAX_PAGE_SIZE = 1_000_000
+REASON = fields.String(required=True, validate=validate.Length(min=1, max=2000), metadata=multiline())
 
 
 def _time_zone(value: str) -> None:
@@ -24,8 +27,10 @@ def _time_zone(value: str) -> None:
 
 
 class PageArgs(Schema):
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
-    page_size = fields.Integer(load_default=50, validate=validate.Range(min=1), metadata={"description": "capped at the configured maximum"})
+    # Bounded so that no offset reaches the database's 64-bit limit (page 10**20 was a 500).
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
+    page_size = fields.Integer(load_default=50, validate=validate.Range(min=1, max=MAX_PAGE_SIZE),
+                               metadata={"description": "capped at the configured maximum"})
 
 
 class PageOut(Schema):
@@ -262,7 +267,7 @@ class SubjectPage(PageOut):
 
 class SubjectStatusIn(Schema):
     status = fields.String(required=True, validate=validate.OneOf(SUBJECT_STATUSES))
-    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000), metadata=multiline())
 
 
 class QueryOut(Schema):
@@ -325,7 +330,7 @@ class EntryIn(Schema):
 class EntryPutIn(Schema):
     data = fields.Dict(required=True, keys=fields.String(validate=validate.Length(max=64)))
     complete = fields.Boolean(load_default=False)
-    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000), metadata=multiline())
 
 
 class EntryListArgs(Schema):

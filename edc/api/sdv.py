@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import uuid
 
-from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from edc.api.common import current_actor
+from edc.api.parsing import Blueprint
 from edc.api.schemas import SITE_CODE
 from edc.extensions import db
 from edc.security.permissions import requires

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import uuid
 
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from edc.api.common import current_actor
+from edc.api.parsing import Blueprint
 from edc.extensions import db
 from edc.models.monitoring import SIGNATURE_MEANINGS
 from edc.security.permissions import requires

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from flask import url_for
-from flask_smorest import Blueprint
 
 from edc.api.common import current_actor, etag, if_match, page_args
+from edc.api.parsing import Blueprint
 from edc.api.schemas import ReasonIn, SiteIn, SiteListArgs, SiteOut, SitePage, SitePatch
 from edc.extensions import db
 from edc.security.permissions import requires

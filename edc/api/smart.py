@@ -9,10 +9,11 @@ the OAuth libraries registries use read that and nothing else (edc.problems.OAut
 from __future__ import annotations
 
 from flask import Response, g, json, request
-from flask_smorest import Blueprint
 
 from edc.api.common import client_address
 from edc.api.fhir import fhir_base
+from edc.api.parsing import Blueprint
+from edc.ecrf.inputs import text_problem
 from edc.extensions import db
 from edc.problems import OAuthError
 from edc.security.permissions import public
@@ -35,7 +36,12 @@ def _token_parameters() -> dict[str, str]:
     repeated = [name for name in fhir_clients.TOKEN_PARAMETERS if len(request.form.getlist(name)) > 1]
     if repeated:  # RFC 6749 §3.2
         raise OAuthError("invalid_request", f"Parameter(s) given more than once: {', '.join(repeated)}.")
-    return {name: request.form[name] for name in fhir_clients.TOKEN_PARAMETERS if name in request.form}
+    params = {name: request.form[name] for name in fhir_clients.TOKEN_PARAMETERS if name in request.form}
+    for name, value in params.items():
+        problem = text_problem(value)
+        if problem:  # RFC 6749 §5.2: a malformed parameter is invalid_request
+            raise OAuthError("invalid_request", f"{name} {problem}.")
+    return params
 
 
 @blp.route("/auth/token", methods=["POST"])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from flask import current_app
-from flask_smorest import Blueprint
 
 from edc.api.common import current_actor
+from edc.api.parsing import Blueprint
 from edc.api.schemas import FormArgs
 from edc.extensions import db
 from edc.security.permissions import requires

@@ -11,6 +11,7 @@ from typing import Any
 
 from .definitions import ItemDef
 from .expressions import cel_date
+from .inputs import EARLIEST_DATE, LATEST_DATE, date_problem, text_problem
 
 MISSING = object()   # an unanswered, hidden or coded value: rules reading it are skipped
 INT64 = 2 ** 63      # CEL ints are 64-bit; larger Python ints would silently become doubles
@@ -46,8 +47,9 @@ def _string(raw: Any, limit: int) -> str:
         raise InvalidValue("must be a string")
     if len(raw) > limit:
         raise InvalidValue(f"is longer than {limit} characters")
-    if "\x00" in raw:
-        raise InvalidValue("must not contain NUL characters")
+    problem = text_problem(raw, multiline=True)  # free text and notes may run over lines
+    if problem:
+        raise InvalidValue(problem)
     return raw
 
 
@@ -109,6 +111,8 @@ def _month_bounds(text: str) -> tuple[date, date]:
 
 def _check_date_bounds(item: ItemDef, first: date, last: date, today: date) -> None:
     # A partial date is accepted when some day it can mean fits the bounds.
+    if last < EARLIEST_DATE or first > LATEST_DATE:  # the study-wide range of every date item
+        raise InvalidValue(f"must lie between {EARLIEST_DATE.isoformat()} and {LATEST_DATE.isoformat()}")
     if item.not_future and first > today:
         raise InvalidValue("must not be in the future")
     if item.min is not None and last < item.min:
@@ -124,6 +128,9 @@ def _parse_datetime(item: ItemDef, raw: Any, today: date) -> tuple[datetime, str
         moment = datetime.fromisoformat(raw)
     except ValueError:
         raise InvalidValue("is not a valid date-time") from None
+    problem = date_problem(moment)  # its own date, so that its UTC instant exists
+    if problem:
+        raise InvalidValue(problem)
     if item.not_future and moment.date() > today:
         raise InvalidValue("must not be in the future")
     return moment, moment.isoformat()

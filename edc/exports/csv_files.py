@@ -251,7 +251,7 @@ class _Table:
     def open(self) -> None:
         # newline="" lets the csv module write exactly "\n" (and keep "\r" inside quoted values) on every OS.
         self._stream = self.path.open("w", encoding="utf-8", newline="")
-        self._writer = csv.writer(self._stream, lineterminator="\n")
+        self._writer = csv.writer(_LineFeedRows(self._stream), lineterminator="\r\n")
         if self.spreadsheet_safe:  # the raw export keeps the plain writer: the hot loop stays as it is
             self._writer = _SpreadsheetSafeWriter(self._writer)
         self._writer.writerow(self.header)
@@ -282,6 +282,21 @@ class _Table:
         if self._stream is not None:
             self._stream.close()
             self._stream = None
+
+
+class _LineFeedRows:
+    """Where a csv writer ending its rows in CRLF writes: each row goes on with LF instead.
+
+    The csv module quotes a value only for the characters of its line terminator: with "\n" alone a value
+    holding a bare CR (allowed in free text) went out unquoted, and readers split the row there. Writing with
+    "\r\n" quotes both; the writer hands over one whole row per write, whose terminator becomes "\n" here.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._write = stream.write
+
+    def write(self, row: str) -> int:
+        return self._write(row[:-2] + "\n")
 
 
 class _Tables:

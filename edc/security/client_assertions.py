@@ -10,10 +10,13 @@ any `crit`. Pure functions; the reason of a rejection is safe to tell the client
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
 import jwt
+
+from edc.ecrf.inputs import text_problem
 
 # JWA algorithm -> the JWK key type that verifies it (SMART: servers verify RS384 and/or ES384).
 ALGORITHMS = {"RS384": "RSA", "ES384": "EC"}
@@ -68,12 +71,21 @@ def assertion_issuer(token: str) -> str:
     """The (unverified) iss of an assertion: whose registered keys to verify it with."""
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
+    except (jwt.PyJWTError, RecursionError):  # RecursionError: a payload nested thousands deep
         raise AssertionRejected("The client assertion is not a well-formed JWT.") from None
+    _check_text(claims)
     issuer = claims.get("iss")
     if not isinstance(issuer, str) or not issuer:
         raise AssertionRejected("The client assertion has no iss (the client id).")
     return issuer
+
+
+def _check_text(claims: dict[str, Any]) -> None:
+    """Refuse claims that no column or log line can hold (iss, sub and jti are stored or compared as text)."""
+    for name, value in claims.items():
+        problem = text_problem(value) if isinstance(value, str) else None
+        if problem or (isinstance(value, float) and not math.isfinite(value)):
+            raise AssertionRejected(f"The client assertion's {str(name)[:32]!r} claim {problem or 'is not finite'}.")
 
 
 def _key_for(header: dict[str, Any], jwks: dict[str, Any]):

@@ -205,8 +205,22 @@ def test_ten_megabyte_text_is_refused_quickly(study):
     assert time.perf_counter() - started < 0.5
 
 
-def test_nul_characters_are_refused(study):
-    assert errors_of(validate(study, "vitals", {**VITALS, "VSCOMM": "a\x00b"})) == {"/data/VSCOMM": "must not contain NUL characters"}
+@pytest.mark.parametrize("text, refused", [("a\x00b", "U+0000"), ("a\x1bb", "U+001B"), ("a\x7fb", "U+007F"),
+                                           ("a\ud800b", "surrogate")])
+def test_control_characters_and_lone_surrogates_are_refused_in_free_text(study, text, refused):
+    errors = errors_of(validate(study, "vitals", {**VITALS, "VSCOMM": text}))
+    assert list(errors) == ["/data/VSCOMM"] and refused in errors["/data/VSCOMM"]
+
+
+def test_free_text_keeps_tabs_and_line_breaks(study):
+    result = validate(study, "vitals", {**VITALS, "VSCOMM": "a\tb\rc\r\nd\ne"})
+    assert result.ok and result.values["VSCOMM"] == "a\tb\rc\r\nd\ne"
+
+
+@pytest.mark.parametrize("day", ["1899-12-31", "2101-01-01", "9999-12-30", "0001-01-01"])
+def test_every_date_item_keeps_to_the_study_wide_range(study, day):
+    assert errors_of(validate(study, "vitals", {**VITALS, "VSDAT": day})) == {
+        "/data/VSDAT": "must lie between 1900-01-01 and 2100-12-31"}
 
 
 def test_empty_values_mean_unanswered(study):

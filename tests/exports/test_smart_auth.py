@@ -232,6 +232,12 @@ def test_an_assertion_for_another_server_is_refused_whatever_host_it_is_sent_wit
     assert registry.token_request(headers={"Host": "localhost:8443"}).status_code == 200
 
 
+@pytest.mark.parametrize("claims", [{"jti": "replay\x00"}, {"jti": "j\ud800"}, {"exp": float("nan")}])
+def test_claims_no_column_can_hold_are_invalid_client_and_issue_nothing(registry, session, claims):
+    oauth_error(registry.token_request(registry.assertion(**claims)), 401, "invalid_client")
+    assert issued_sessions(session) == 0
+
+
 def test_a_replayed_assertion_is_refused(registry, session):
     assertion = registry.assertion()
     assert registry.token_request(assertion).status_code == 200
