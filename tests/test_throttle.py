@@ -81,7 +81,7 @@ def test_new_password_equal_to_the_guess_tells_nothing_about_the_current_one(cli
 # ------------------------------------------------------------------------------ one username form
 
 
-VARIANTS = [" AUDITOR", "auditor ", "\tAuditor\n", "\uff41\uff55\uff44\uff49\uff54\uff4f\uff52", "\u3000auditor",
+VARIANTS = [" AUDITOR", "auditor ", " Auditor  ", "\uff41\uff55\uff44\uff49\uff54\uff4f\uff52", "\u3000auditor",
             "\uff21\uff35\uff24\uff29\uff34\uff2f\uff32\u2003"]
 
 
@@ -105,10 +105,16 @@ def test_a_locked_account_stays_locked_under_every_variant(client, staff):
 
 
 def test_names_that_break_the_username_rules_are_counted_under_the_address_only(client, staff, session):
-    for typed in ["a b c", "<script>", "x", "mfg\u200b", "a" * 65, "bob\nINFO admin logged in"]:
+    for typed in ["a b c", "<script>", "x", "mfg\u200b", "a" * 65, "bob\u2028INFO admin logged in"]:
         problem(attempt(client, typed, "wrong-password-x"), 401)
     assert throttle_keys(session) == {"addr:127.0.0.1"}
     assert session.get(LoginThrottle, "addr:127.0.0.1").failures == 6
+
+
+def test_names_with_control_characters_are_refused_before_any_lookup(client, staff, session):
+    for typed in ["\tauditor", "auditor\n", "bob\nINFO admin logged in", "audi\x00tor"]:
+        assert problem(attempt(client, typed, PASSWORD), 422)["errors"][0]["pointer"] == "/username"
+    assert throttle_keys(session) == set()
 
 
 # ------------------------------------------------------------------------------ who a lock shuts out
