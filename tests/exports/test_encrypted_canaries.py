@@ -222,7 +222,8 @@ def _found(canaries: dict[tuple[str, str], str], data: bytes) -> list[str]:
     return [f"{form}.{item}" for (form, item), canary in canaries.items() if canary.encode() in data]
 
 
-def _database_bytes(app, tmp_path: Path, *, checkpoint: bool) -> bytes:
+def _database_bytes(app, *, checkpoint: bool) -> bytes:
+    """SQLite: the database file and its WAL as on disk. PostgreSQL: a pg_dump of the data (else COPY of every table)."""
     url = app.config["SQLALCHEMY_DATABASE_URI"]
     if url.startswith("sqlite"):
         db.session.rollback()  # a session's transaction holds the write lock on SQLite (BEGIN IMMEDIATE)
@@ -290,10 +291,10 @@ def test_canaries_in_every_encrypted_item_are_in_no_file_dump_log_or_export(demo
     assert len(planted) == sum(len(items) for items in _encrypted_items(study).values()) >= 25
     assert set(planted.values()) <= read_back(db.session), "a canary was not stored"
 
-    assert _found(planted, _database_bytes(demo, tmp_path, checkpoint=False)) == []
+    assert _found(planted, _database_bytes(demo, checkpoint=False)) == []
     for name, data in _export_bytes(db.session, tmp_path).items():
         assert _found(planted, data) == [], name
-    assert _found(planted, _database_bytes(demo, tmp_path, checkpoint=True)) == []
+    assert _found(planted, _database_bytes(demo, checkpoint=True)) == []
     logged = log_lines.getvalue() + "\n".join(record.getMessage() for record in caplog.records)
     assert "INSERT" in logged or "UPDATE" in logged  # the SQL log was on
     assert _found(planted, logged.encode()) == [] and _found(planted, logged.encode("unicode_escape")) == []
