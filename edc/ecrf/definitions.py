@@ -53,6 +53,7 @@ class ItemDef:
     value_type: str | None = None
     encrypt: bool = False
     identifying: bool = False
+    encrypt_reason: str = ""     # why the item is (or, for free text, is not) encrypted: docs/trial.md
     partial: str | None = None
     not_future: bool = False
     missing_codes: tuple[str, ...] = ()
@@ -195,10 +196,26 @@ class Study:
     # What the engine reads of the forms (study.yaml `safety:` and `fhir:`); None: the study has none
     safety: SafetyDef | None = None
     fhir: FhirDef | None = None
+    # Encrypted items the exports carry (study.yaml `exports: encrypted_items`), form id -> item ids; default none
+    exported_encrypted: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def sdv_requirement(self, form_id: str) -> str | tuple[str, ...]:
         """What monitors verify on an entry of `form_id`: "all" items, "none", or the critical item ids."""
         return self.sdv_forms.get(form_id, self.sdv_default)
+
+    def withheld_items(self, form_id: str) -> dict[str, str]:
+        """Items of `form_id` that no export carries, with why: "identifying" (never leaves the site) or
+        "encrypted" (free text the study's `exports: encrypted_items` does not release). Any version counts,
+        so a column never comes and goes with the versions an export happens to contain."""
+        released = self.exported_encrypted.get(form_id, frozenset())
+        withheld: dict[str, str] = {}
+        for form in self.all_forms.get(form_id, {}).values():
+            for item in form.items.values():
+                if item.identifying:
+                    withheld[item.id] = "identifying"
+                elif item.encrypt and item.id not in released:
+                    withheld.setdefault(item.id, "encrypted")
+        return withheld
 
     def event(self, event_id: str) -> EventDef:
         """Return the event `event_id`; KeyError when unknown."""

@@ -31,7 +31,7 @@ SECTION_KEYS = {"id", "title", "items"}
 CHECK_KEYS = {"id", "assert", "message", "severity", "items", "critical", "scope"}
 CODE_KEYS = {"code", "label"}
 _COMMON_KEYS = {"id", "type", "label", "help", "show_if"}
-_CAPTURED_KEYS = {"required", "missing_codes", "encrypt", "identifying"}
+_CAPTURED_KEYS = {"required", "missing_codes", "encrypt", "identifying", "encrypt_reason"}
 _RANGE_KEYS = {"min", "max", "soft_min", "soft_max", "unit"}
 _VALUE_KEYS = {
     "text": {"max_length", "pattern"},
@@ -286,9 +286,21 @@ class FormFileBuilder:
         item.required = fields.get("required", boolean, False)
         item.identifying = fields.get("identifying", boolean, False)
         item.encrypt = fields.get("encrypt", boolean, False) or item.identifying
+        item.encrypt_reason = fields.get("encrypt_reason", text, "")
+        if item.type == "text":
+            self._check_text_protection(item, fields)
         item.not_future = fields.get("not_future", boolean, False)
         item.partial = fields.get("partial", one_of("year", "year-month"))
         item.missing_codes = () if item.computed else fields.get("missing_codes", self._missing_codes, self.form_missing_codes)
+
+    @staticmethod
+    def _check_text_protection(item: ItemDef, fields: Fields) -> None:
+        # Free text can hold anything, identifiers included: it is encrypted unless the author says why not.
+        if not (fields.has("encrypt") or fields.has("identifying")):
+            fields.error(None, f"free-text item {item.id!r} must declare encrypt: true (or identifying: true), "
+                               "or encrypt: false with an encrypt_reason")
+        elif not item.encrypt and not item.encrypt_reason:
+            fields.error("encrypt" if fields.has("encrypt") else "identifying", f"free-text item {item.id!r} is not encrypted: give the reason in encrypt_reason")
 
     def _item_value_rules(self, item: ItemDef, fields: Fields, kind: str | None) -> None:
         if kind is None:

@@ -35,7 +35,7 @@ from .reference import REFERENCE_DIR, item_problems, load_reference, reference_f
 STUDY_FILE, CODELISTS_FILE, RELEASED_FILE = "study.yaml", "codelists.yaml", "released.yaml"
 _STUDY_FILES = (STUDY_FILE, CODELISTS_FILE, RELEASED_FILE)
 STUDY_KEYS = {"id", "title", "languages", "canonical_url", "parameters", "settings", "missing_codes", "events",
-              "subject_logs", "repeating_forms", "form_roles", "anchors", "sdv", "safety", "fhir"}
+              "subject_logs", "repeating_forms", "form_roles", "anchors", "sdv", "safety", "fhir", "exports"}
 EVENT_KEYS = {"id", "label", "anchor", "day", "window_before", "window_after", "forms", "repeatable", "optional"}
 REPEATING_FORM_KEYS = {"anchor", "from_day", "to_day", "date_item"}
 SETTINGS: dict[str, tuple[Any, Any]] = {  # name -> (parser, default)
@@ -135,6 +135,8 @@ class _Loader:
             study.safety = self._mapping.read_safety(node["safety"], fields.line("safety"))
         if fields.has("fhir"):
             study.fhir = self._mapping.read_fhir(node["fhir"], fields.line("fhir"))
+        if fields.has("exports"):
+            study.exported_encrypted = self._mapping.read_exports(node["exports"], fields.line("exports"))
         basics = StudyBasics(study.id, study.canonical_url, self.languages, tuple(missing_labels), missing_labels,
                              code_lists, study.parameters, settings["text_max_length"], settings["max_group_rows"])
         return study, basics

@@ -1,11 +1,12 @@
-"""study.yaml `safety:` and `fhir:`: which of the study's forms and items the engine reads, and as what.
+"""study.yaml `safety:`, `fhir:` and `exports:`: which of the study's forms and items the engine reads, and as what.
 
 The safety clocks, the safety summary and the FHIR export name no item of their own: they read these
 definitions (edc.ecrf.definitions SafetyDef, FhirDef). Parsing records every form and item named, with its
 line; `check` then resolves them against the loaded forms (latest version): an unknown form, an unknown item,
 an item of the wrong type (a date element fed by an item that is no date, a grade that is no choice or
 integer...), a group item where a top-level item is needed, a code that is not in the item's code list. The
-keys are described in docs/forms.md §2.1 and §2.2.
+keys are described in docs/forms.md §2.1 and §2.2. `exports: encrypted_items` names the encrypted items the
+exports may carry (docs/forms.md §2.3); each must be encrypted and not identifying.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ class MappingReader:
         self.absent_codes: list[tuple[str, int, str]] = []         # missing-data codes named (value.unknown)
         self.safety: SafetyDef | None = None
         self.fhir: FhirDef | None = None
+        self.exported: list[tuple[str, str, int]] = []             # (form, item, line) of exports.encrypted_items
 
     # ------------------------------------------------------------------ reading helpers
 
@@ -278,6 +280,22 @@ class MappingReader:
         for duplicate in sorted({key for key in keys if keys.count(key) > 1}):
             self.reader.error(line, f"fhir: procedures and drugs share the key {duplicate!r}; give each its own")
         return self.fhir
+
+    def read_exports(self, node: Any, line: int) -> dict[str, frozenset[str]]:
+        """Parse `exports:`; return the encrypted items the exports carry, form id -> item ids (default none)."""
+        f = self._fields(node, line, "exports", {"encrypted_items"})
+        if f is None or not f.has("encrypted_items"):
+            return {}
+        forms = self.reader.mapping(f.node["encrypted_items"], f.line("encrypted_items"), "exports.encrypted_items")
+        if forms is None:
+            return {}
+        per_form = Fields(self.reader, forms, "exports.encrypted_items")
+        released: dict[str, frozenset[str]] = {}
+        for form_id in forms:
+            items = per_form.get(form_id, identifiers, ())
+            released[str(form_id)] = frozenset(items)
+            self.exported += [(str(form_id), item, forms.key_line(form_id)) for item in items]
+        return released
 
     def _condition(self, node: Any, line: int, what: str) -> ConditionDef | None:
         f = self._fields(node, line, what, {"key", "code", "text", "form", "onset", "prior_relapses", "response",
@@ -562,6 +580,21 @@ class MappingReader:
         for name, line, needed_by in self.parameters:
             if name not in study.parameters:
                 error(line, f"safety: {needed_by} needs the parameter {name!r} in parameters")
+        for form_id, item_id, line in self.exported:
+            self._check_exported(study, form_id, item_id, line)
+
+    def _check_exported(self, study: Study, form_id: str, item_id: str, line: int) -> None:
+        versions = study.all_forms.get(form_id)
+        if versions is None:
+            self.reader.error(line, f"exports.encrypted_items: unknown form {form_id!r}")
+            return
+        items = [form.items[item_id] for form in versions.values() if item_id in form.items]
+        if not items:
+            self.reader.error(line, f"exports.encrypted_items: form {form_id!r} has no item {item_id!r}")
+        elif any(item.identifying for item in items):
+            self.reader.error(line, f"exports.encrypted_items: {form_id}.{item_id} is identifying: it never leaves the site")
+        elif not any(item.encrypt for item in items):
+            self.reader.error(line, f"exports.encrypted_items: {form_id}.{item_id} is not encrypted (exports carry it anyway)")
 
     def _check_item(self, study: Study, use: _ItemUse) -> None:
         if use.form not in study.all_forms:

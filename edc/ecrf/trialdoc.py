@@ -513,13 +513,15 @@ class _Renderer:
                   "3. [Forms](#3-forms)",
                   "4. [Derivations](#4-derivations)",
                   "5. [Cross-form rules X1-X13](#5-cross-form-rules-x1-x13)",
-                  "6. [Shared code lists](#6-shared-code-lists)", "")
+                  "6. [Shared code lists](#6-shared-code-lists)",
+                  "7. [Data protection](#7-data-protection)", "")
         self.schedule()
         self.parameters()
         self.form_sections()
         self.derivation_table()
         self.cross_form_index()
         self.code_lists()
+        self.data_protection()
         while self.out and self.out[-1] == "":
             self.out.pop()
         return "\n".join(self.out) + "\n"
@@ -716,10 +718,9 @@ class _Renderer:
             details.append(f"shown if {_code(item.show_if)}")
         if not item.computed and item.missing_codes != form.missing_codes:
             details.append("missing-data codes: " + (", ".join(item.missing_codes) or "none"))
-        if item.identifying:
-            details.append("identifying (stored encrypted)")
-        elif item.encrypt:
-            details.append("stored encrypted")
+        protection = _protection(item)
+        if protection:
+            details.append(protection[0] + (f": {_md(item.encrypt_reason)}" if item.encrypt_reason else ""))
         return [f"`{self._item_ref(form, item)}`", _en(item.label), kind, unit, "; ".join(values),
                 "yes" if item.required else "", "; ".join(details)]
 
@@ -815,6 +816,45 @@ class _Renderer:
         for name, codes in sorted(self.study.code_lists.items()):
             self.emit(f"**{name}** — used by {', '.join(users.get(name, [])) or 'no form'}", "")
             self.emit(*_table(["Code", "Label"], [[f"`{code}`", _en(labels)] for code, labels in codes.items()]), "")
+
+
+    def data_protection(self) -> None:
+        self.emit("## 7. Data protection", "",
+                  "How each item is kept (`encrypt`, `identifying` and `encrypt_reason` in the form files; "
+                  "docs/forms.md). **identifying**: stored encrypted, never exported, in any export or role (it "
+                  "never leaves the site). **encrypted**: stored encrypted (entries and audit trail, AES-256-GCM), exported only "
+                  "when study.yaml `exports: encrypted_items` names it. **plain**: free text declared not "
+                  "encrypted, with the reason. Every other item is coded, numeric, a date or computed by the "
+                  "server: stored as it is and exported.", "")
+        released = ", ".join(f"`{form_id}.{item_id}`" for form_id, items in sorted(self.study.exported_encrypted.items())
+                             for item_id in sorted(items))
+        self.emit(f"Encrypted items the exports carry: {released or 'none'}.", "")
+        rows = []
+        others = 0
+        for form in self.forms:
+            for item in _item_and_group_order(form):
+                if isinstance(item, GroupDef):
+                    continue
+                protection = _protection(item)
+                if protection is None:
+                    others += 1
+                    continue
+                rows.append([_form_link(form.id), f"`{self._item_ref(form, item)}`", _en(item.label), protection[1],
+                             _md(item.encrypt_reason)])
+        if rows:
+            self.emit(*_table(["Form", "Item", "Label", "Class", "Reason"], rows), "")
+        self.emit(f"The other {others} items are coded, numeric, dates or computed: plain.", "")
+
+
+def _protection(item: ItemDef) -> tuple[str, str] | None:
+    """How the item is kept: (its form-table note, its class), or None for an undeclared non-text item."""
+    if item.identifying:
+        return "identifying (stored encrypted, never exported)", "identifying"
+    if item.encrypt:
+        return "stored encrypted", "encrypted"
+    if item.type == "text" and item.encrypt_reason:
+        return "not encrypted", "plain"
+    return None
 
 
 def render_trial_doc(study: Study) -> str:

@@ -10,7 +10,8 @@ Files (described in docs/exports.md):
 Values are written exactly as entered, so analyses read what was collected. The spreadsheet-safe variant,
 asked for per export, defuses text a spreadsheet would run as a formula (OWASP CSV injection rule, below).
 
-Only pseudonymised content leaves: items flagged `identifying` (in any version of their form) get no
+Only pseudonymised content leaves: items flagged `identifying`, and encrypted items that study.yaml
+`exports: encrypted_items` does not release (in any version of their form: `Study.withheld_items`), get no
 column, no long row and no audit change. Rows are written while the casebooks stream, so memory does not
 grow with the study. The same data give byte-identical files: fixed column order, "\\n" line ends, UTF-8
 without BOM, rows in casebook order (study number, then entry creation), nothing about the run itself.
@@ -22,7 +23,7 @@ import csv
 import json
 import re
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -135,7 +136,7 @@ class FormLayout:
 
     form_id: str
     versions: list[FormDef]                      # in use, oldest first
-    identifying: frozenset[str]                  # in any version of the form: never exported
+    withheld: dict[str, str]                     # item id -> why no export carries it (Study.withheld_items)
     columns: list[Column]
     group_columns: dict[str, list[Column]]
     cells: dict[str, list[Cell]] = field(default_factory=dict)                  # version -> top-level cells
@@ -157,13 +158,12 @@ class FormLayout:
         """Plan the columns: the union over `versions`, newest version's order first, then older-only items."""
         forms = [study.form(form_id, version) for version in versions]
         newest_first = forms[::-1]
-        identifying = frozenset(item.id for form in study.all_forms[form_id].values()
-                                for item in form.items.values() if item.identifying)
-        top_ids = _union([form.top_level for form in newest_first], identifying)
+        withheld = study.withheld_items(form_id)
+        top_ids = _union([form.top_level for form in newest_first], withheld)
         group_ids = [node_id for node_id in top_ids if any(node_id in form.groups for form in forms)]
-        layout = cls(form_id, forms, identifying, [_column(node_id, forms) for node_id in top_ids],
+        layout = cls(form_id, forms, withheld, [_column(node_id, forms) for node_id in top_ids],
                      {group_id: [_column(item_id, forms) for item_id in
-                                 _union([f.groups[group_id].items for f in newest_first if group_id in f.groups], identifying)]
+                                 _union([f.groups[group_id].items for f in newest_first if group_id in f.groups], withheld)]
                       for group_id in group_ids})
         for form in forms:
             layout.cells[form.version] = [_cell(column, form) for column in layout.columns]
@@ -177,7 +177,7 @@ class FormLayout:
         return layout
 
 
-def _union(orders: Iterable[Iterable[str]], excluded: frozenset[str]) -> list[str]:
+def _union(orders: Iterable[Iterable[str]], excluded: Collection[str]) -> list[str]:
     seen: dict[str, None] = {}
     for order in orders:
         for node_id in order:
@@ -418,7 +418,7 @@ def _fill(row: list[Any], cells: list[Cell], values: dict[str, Any], long_prefix
 
 
 def dictionary_rows(layouts: dict[str, FormLayout]) -> Iterator[tuple[Any, ...]]:
-    """One row per item (and group) of every exported form version, in form order; identifying ones marked."""
+    """One row per item (and group) of every exported form version, in form order; withheld ones marked why."""
     for layout in layouts.values():
         for form in layout.versions:
             for node_id in form.top_level:
@@ -437,11 +437,11 @@ def _group_row(layout: FormLayout, form: FormDef, group: GroupDef) -> tuple[Any,
 
 
 def _item_row(layout: FormLayout, form: FormDef, item: ItemDef, file: str) -> tuple[Any, ...]:
-    excluded = item.id in layout.identifying
+    withheld = layout.withheld.get(item.id, "")
     derivation = item.expression if item.type == "calculated" else item.derivation or ""
-    return (form.id, form.version, item.id, item.group or "", "" if excluded else file, _english(item.label),
+    return (form.id, form.version, item.id, item.group or "", "" if withheld else file, _english(item.label),
             item.type, item.value_kind, item.unit or "", item.partial or "", item.code_list_name or "",
-            " ".join(item.missing_codes), _bool(item.required), derivation or "", "identifying" if excluded else "")
+            " ".join(item.missing_codes), _bool(item.required), derivation or "", withheld)
 
 
 def _bool(flag: bool) -> str:
@@ -456,7 +456,7 @@ def codelist_rows(study: Study, layouts: dict[str, FormLayout]) -> Iterator[tupl
     for layout in layouts.values():
         for form in reversed(layout.versions):  # the newest version's label wins when versions differ
             for item in form.items.values():
-                if item.code_list and item.id not in layout.identifying:
+                if item.code_list and item.id not in layout.withheld:
                     codes = lists.setdefault(item.code_list_name, {})
                     for code, labels in item.code_list.items():
                         codes.setdefault(code, _english(labels))
@@ -486,7 +486,7 @@ class _AuditWriter:
 
 def audit_rows(session: Session, study: Study, book: Casebook, selection: Selection, *,
                until: datetime | None = None) -> Iterator[tuple[Any, ...]]:
-    """The subject's audit chain, one row per changed field: identifying items' changes dropped; records of
+    """The subject's audit chain, one row per changed field: withheld items' changes dropped; records of
     entries of forms outside the selection, and records after `until` (a data cut's cut-off), left out."""
     entry_forms = {entry_id: (form_id, version) for entry_id, form_id, version in session.execute(
         sa.select(Entry.id, Entry.form_id, Entry.form_version).where(Entry.subject_id == book.subject.id))}
@@ -518,24 +518,22 @@ def _entry_form(study: Study, entry_forms: dict[uuid.UUID, tuple[str, str]], ent
 
 
 def _pseudonymised(study: Study, form: FormDef, changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    # Identifying in any version of the form, as for the data files.
-    identifying = {item.id for version in study.all_forms[form.id].values()
-                   for item in version.items.values() if item.identifying}
+    withheld = study.withheld_items(form.id)  # as for the data files
     kept = []
     for change in changes:
-        if change["field"] in identifying:
+        if change["field"] in withheld:
             continue
-        if change["field"] in form.groups:  # a group changes as a whole: strip identifying items from its rows
-            change = {**change, "old": _without(change.get("old"), identifying),
-                      "new": _without(change.get("new"), identifying)}
+        if change["field"] in form.groups:  # a group changes as a whole: strip withheld items from its rows
+            change = {**change, "old": _without(change.get("old"), withheld),
+                      "new": _without(change.get("new"), withheld)}
         kept.append(change)
     return kept
 
 
-def _without(rows: Any, identifying: set[str]) -> Any:
+def _without(rows: Any, withheld: Collection[str]) -> Any:
     if not isinstance(rows, list):
         return rows
-    return [{key: value for key, value in row.items() if key not in identifying} if isinstance(row, dict) else row
+    return [{key: value for key, value in row.items() if key not in withheld} if isinstance(row, dict) else row
             for row in rows]
 
 

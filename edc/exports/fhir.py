@@ -9,7 +9,8 @@ Entries are `edc.models.Entry` rows or `edc.exports.source.EntryRecord`s: the ma
 attributes both have (`EntryLike`).
 
 Only pseudonymised content leaves: the study number, sex, birth year and month, dates as collected. Items
-flagged `identifying` are never read (`_Values` hides them). Resource ids are uuid5 of one fixed namespace
+flagged `identifying`, and encrypted items that study.yaml `exports: encrypted_items` does not release (the
+adverse events' verbatim terms among them), are never read (`_Values` hides them). Resource ids are uuid5 of one fixed namespace
 and the source record ids, so exporting the same data twice gives the same resources.
 
 R4 wire format: only elements that R4 (4.0.1) and R4B (4.3.0) share are filled in (for example
@@ -25,7 +26,7 @@ changed after the cut-off; `dated_subject_resources` gives each resource that la
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
@@ -147,20 +148,21 @@ WHOLE_CASEBOOK = "whole casebook"
 
 
 class _Values:
-    """An entry's opened values; identifying items read as absent, whatever they hold."""
+    """An entry's opened values; withheld items (identifying, or encrypted and not released by study.yaml
+    `exports: encrypted_items`) read as absent, whatever they hold."""
 
-    def __init__(self, form: FormDef, values: dict[str, Any]) -> None:
+    def __init__(self, form: FormDef, values: dict[str, Any], withheld: Collection[str]) -> None:
         self.form = form
         self._values = values
+        self._withheld = withheld
 
     def __getitem__(self, item_id: str) -> Any:
-        item = self.form.items.get(item_id)
-        if item is not None and item.identifying:
+        if item_id in self._withheld:
             return None
         return self._values.get(item_id)
 
     def rows(self, group: str) -> list[_Values]:
-        return [_Values(self.form, row) for row in (self._values.get(group) or []) if isinstance(row, dict)]
+        return [_Values(self.form, row, self._withheld) for row in (self._values.get(group) or []) if isinstance(row, dict)]
 
     def label(self, item_id: str, code: str | None = None) -> str | None:
         item = self.form.items.get(item_id)
@@ -193,8 +195,12 @@ class _Builder:
         self.shared: set[int] = set()
         ordered = sorted(entries, key=lambda pair: (pair[0].created_at, str(pair[0].id)))
         self.by_form: dict[str, list[_Source]] = {}
+        withheld_by_form: dict[str, dict[str, str]] = {}
         for entry, values in ordered:
-            source = _Source(entry, _Values(study.form(entry.form_id, entry.form_version), values))
+            if entry.form_id not in withheld_by_form:
+                withheld_by_form[entry.form_id] = study.withheld_items(entry.form_id)
+            withheld = withheld_by_form[entry.form_id]
+            source = _Source(entry, _Values(study.form(entry.form_id, entry.form_version), values, withheld))
             self.sources.append(source)
             self.by_form.setdefault(entry.form_id, []).append(source)
 

@@ -11,7 +11,8 @@ Layout (docs/exports.md, "CDISC ODM 1.3.2", has the details and the reasons):
              SignatureDefs
       ClinicalData: SubjectData (study number) > StudyEventData > FormData > ItemGroupData > ItemData
 
-Only pseudonymised content leaves: items flagged `identifying` have no ItemDef and no ItemData, and no
+Only pseudonymised content leaves: items flagged `identifying`, and encrypted items that study.yaml `exports:
+encrypted_items` does not release (`Study.withheld_items`), have no ItemDef and no ItemData, and no
 person's name, e-mail or free-text note is written. A missing-data code keeps its meaning without breaking
 the item's data type: the item's ItemData is IsNull="Yes" and a companion item <ITEM>_MISSING (code list
 CL.MISSING) carries the code.
@@ -259,6 +260,7 @@ class Metadata:
         self._item_specs: dict[str, ItemSpec] = {}       # every version's definitions, by OID
         self._list_specs: dict[str, CodeListSpec] = {}
         self._unit_specs: dict[str, UnitSpec] = {}
+        self._withheld = {form_id: study.withheld_items(form_id) for form_id in versions_in_use}
         for form_id, in_use in versions_in_use.items():
             for version in study.versions(form_id):     # all versions, in order: see _Oids
                 meta = self._form(study.form(form_id, version))
@@ -318,9 +320,9 @@ class Metadata:
         return meta
 
     def _item(self, meta: FormMeta, group: GroupMeta, item: ItemDef) -> None:
-        if item.identifying:  # never described, never written
-            return
         form = meta.form
+        if item.id in self._withheld[form.id]:  # identifying, or encrypted and not released: never described, never written
+            return
         spec = self._item_spec(form, item)
         oid = self._oids.oid(f"I.{form.id.upper()}.{item.id}", spec, f"V{form.version}")
         self._item_specs.setdefault(oid, spec)
@@ -749,7 +751,7 @@ def _field_audit(audit: _SubjectAudit | None, entry_key: str, field_id: str) -> 
 
 
 def _write_item(xml: _Xml, meta: FormMeta, item_id: str, value: Any, record: dict[str, Any] | None) -> None:
-    oid = meta.items.get(item_id)      # None for identifying items: they never leave
+    oid = meta.items.get(item_id)      # None for withheld items (Study.withheld_items): they never leave
     if oid is None or value is None or value == "" or value == []:
         return
     code = _missing_code(value)

@@ -54,7 +54,7 @@ def granted_types(actor: Actor) -> frozenset[str] | None:
 
 
 def casebook(session: Session, subject: Subject) -> list[tuple[Entry, dict[str, Any]]]:
-    """Every entry of the subject with its values opened; the mapper drops identifying items."""
+    """Every entry of the subject with its values opened; the mapper drops withheld items (Study.withheld_items)."""
     study = runtime.of(session).study
     rows = session.scalars(sa.select(Entry).where(Entry.subject_id == subject.id).order_by(Entry.created_at, Entry.id))
     return [(e, unseal(session, study.form(e.form_id, e.form_version), e)) for e in rows]

@@ -262,7 +262,7 @@ sections:
         required: true
         show_if: ANY == true
         items:
-          - {id: NAME, type: text, label: Name, required: true}
+          - {id: NAME, type: text, label: Name, required: true, encrypt: true}
           - {id: DOSE, type: decimal, label: Dose}
       - id: COUNT
         type: calculated

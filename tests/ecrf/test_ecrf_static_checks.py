@@ -129,11 +129,11 @@ def test_unknown_code_key(tmp_path):
 
 
 def test_duplicate_item_id(tmp_path):
-    expect(tmp_path, VALID + "      - {id: A, type: text, label: Again}\n", 12, "duplicate id 'A' (first defined at line 7)")
+    expect(tmp_path, VALID + "      - {id: A, type: text, label: Again, encrypt: true}\n", 12, "duplicate id 'A' (first defined at line 7)")
 
 
 def test_duplicate_id_inside_a_group(tmp_path):
-    group = "- id: G\n  type: group\n  label: G\n  items:\n    - {id: A, type: text, label: Again}\n"
+    group = "- id: G\n  type: group\n  label: G\n  items:\n    - {id: A, type: text, label: Again, encrypt: true}\n"
     expect(tmp_path, VALID + textwrap.indent(group, "      "), 16, "duplicate id 'A'")
 
 
@@ -188,7 +188,7 @@ def test_required_must_be_a_boolean(tmp_path):
 
 
 def test_bad_regular_expression(tmp_path):
-    expect(tmp_path, form("- {id: T, type: text, label: T, pattern: '([a-z'}\n"), 7, "pattern: not a valid regular expression")
+    expect(tmp_path, form("- {id: T, type: text, label: T, encrypt: true, pattern: '([a-z'}\n"), 7, "pattern: not a valid regular expression")
 
 
 def test_bad_precision(tmp_path):
@@ -285,7 +285,7 @@ def test_calculated_result_of_the_wrong_type(tmp_path):
 
 
 def test_show_if_that_is_not_a_boolean(tmp_path):
-    expect(tmp_path, VALID + "      - {id: B, type: text, label: B, show_if: 'A + 1'}\n", 12, "show_if expression returns int, not a boolean")
+    expect(tmp_path, VALID + "      - {id: B, type: text, label: B, encrypt: true, show_if: 'A + 1'}\n", 12, "show_if expression returns int, not a boolean")
 
 
 def test_show_if_cycle(tmp_path):
@@ -347,7 +347,7 @@ def test_unknown_item_of_another_form(tmp_path):
 
 
 def test_cross_form_sample_type_error(tmp_path):
-    other = "id: g\nversion: 1\ntitle: G\nsections:\n  - id: S\n    items:\n      - {id: B, type: text, label: B}\n"
+    other = "id: g\nversion: 1\ntitle: G\nsections:\n  - id: S\n    items:\n      - {id: B, type: text, label: B, encrypt: true}\n"
     study = STUDY.replace("forms: [f]", "forms: [f, g]")
     expect(tmp_path, VALID + check("A < forms.g.B", extra="    scope: subject\n"), 14, "fails on sample values",
            study=study, files={"g/1.yaml": other})
@@ -442,3 +442,58 @@ def test_missing_study_file(tmp_path):
 
 def test_unknown_role(tmp_path):
     expect(tmp_path, VALID, 12, "unknown role 'baker'", file="study.yaml", study=STUDY + "form_roles:\n  f: [baker]\n")
+
+
+# Free text and encryption: every text item says whether it is encrypted, and why not when it is not.
+
+def test_free_text_that_declares_no_encryption_is_refused(tmp_path):
+    expect(tmp_path, VALID + "      - {id: NOTE, type: text, label: Note}\n", 12,
+           "free-text item 'NOTE' must declare encrypt: true (or identifying: true), or encrypt: false with an encrypt_reason")
+
+
+def test_free_text_not_encrypted_needs_a_reason(tmp_path):
+    expect(tmp_path, VALID + "      - {id: NOTE, type: text, label: Note, encrypt: false}\n", 12,
+           "free-text item 'NOTE' is not encrypted: give the reason in encrypt_reason")
+
+
+@pytest.mark.parametrize("flags", ["encrypt: true", "identifying: true",
+                                   "encrypt: false, encrypt_reason: 'a time of day by its pattern'"])
+def test_free_text_with_a_declared_protection_loads(tmp_path, flags):
+    root = write(tmp_path, VALID + f"      - {{id: NOTE, type: text, label: Note, {flags}}}\n")
+    assert check_definitions(root) == []
+    note = load_study(root).form("f").items["NOTE"]
+    assert note.encrypt == ("true" in flags) and (note.encrypt_reason != "") == ("reason" in flags)
+
+
+EXPORTS = STUDY + "exports:\n  encrypted_items: {f: [ITEM]}\n"   # study.yaml line 13: encrypted_items
+
+
+@pytest.mark.parametrize(("flags", "fragment"), [
+    ("encrypt: false, encrypt_reason: coded", "exports.encrypted_items: f.NOTE is not encrypted"),
+    ("identifying: true", "exports.encrypted_items: f.NOTE is identifying: it never leaves the site"),
+])
+def test_exports_release_only_encrypted_items_that_are_not_identifying(tmp_path, flags, fragment):
+    expect(tmp_path, VALID + f"      - {{id: NOTE, type: text, label: Note, {flags}}}\n", 13, fragment,
+           file="study.yaml", study=EXPORTS.replace("ITEM", "NOTE"))
+
+
+def test_exports_name_an_unknown_item(tmp_path):
+    expect(tmp_path, VALID, 13, "exports.encrypted_items: form 'f' has no item 'NOPE'", file="study.yaml",
+           study=EXPORTS.replace("ITEM", "NOPE"))
+
+
+def test_exports_release_an_encrypted_item(tmp_path):
+    root = write(tmp_path, VALID + "      - {id: NOTE, type: text, label: Note, encrypt: true}\n"
+                                   "      - {id: OTHER, type: text, label: Other, encrypt: true}\n",
+                 study=EXPORTS.replace("ITEM", "NOTE"))
+    study = load_study(root)
+    assert study.exported_encrypted == {"f": frozenset({"NOTE"})}
+    assert study.withheld_items("f") == {"OTHER": "encrypted"}
+
+
+def test_the_trial_and_demo_forms_classify_every_free_text_item():
+    for root in (Path(__file__).resolve().parents[2] / "forms", Path(__file__).resolve().parents[1] / "demo_forms"):
+        study = load_study(root)
+        text_items = [item for versions in study.all_forms.values() for form in versions.values()
+                      for item in form.items.values() if item.type == "text"]
+        assert text_items and all(item.encrypt or item.encrypt_reason for item in text_items)

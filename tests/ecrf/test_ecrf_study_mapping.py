@@ -4,6 +4,7 @@ read by the engine: a study whose items are not the trial's gets its FHIR export
 (The safety clocks read the same definitions: tests/trial/test_safety_clocks.py.)"""
 
 import textwrap
+import json
 import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -100,7 +101,7 @@ FORMS = {
         sections:
           - id: S
             items:
-              - {id: TERM, type: text, label: Term}
+              - {id: TERM, type: text, label: Term, encrypt: true}
               - {id: START, type: date, label: Start}
               - {id: GR, type: choice, code_list: GRADE, label: Grade}
               - {id: SER, type: choice, code_list: NY, label: Serious}
@@ -117,7 +118,7 @@ FORMS = {
         sections:
           - id: S
             items:
-              - {id: REF, type: text, label: Event}
+              - {id: REF, type: text, label: Event, encrypt: false, encrypt_reason: an entry id}
               - {id: EXP, type: choice, code_list: NY, label: Expected}
               - {id: KNOWN, type: datetime, label: Known}
               - {id: SENT, type: datetime, label: Sent}
@@ -283,8 +284,11 @@ def _entry(n: int, form_id: str, values: dict, status: str = "complete"):
                            status=status, created_at=moment, updated_at=moment), values
 
 
+RELEASE_TERM = "exports:\n  encrypted_items: {adv: [TERM]}\n"   # the verbatim term is encrypted: released here
+
+
 def test_another_study_exports_fhir_from_its_own_items(tmp_path):
-    study = load_study(write(tmp_path, BASE + SAFETY + FHIR))
+    study = load_study(write(tmp_path, BASE + SAFETY + FHIR + RELEASE_TERM))
     resources = fhir.subject_resources(study, _subject(), [
         _entry(1, "lab", {"LABDAT": "2026-02-01", "LABGR": "2", "VAL": 4.5,
                           "RX": [{"DRUG": "CYTA", "RXDAT": "2026-02-01", "DOSE": 120.0}]}),
@@ -330,3 +334,11 @@ def test_another_study_counts_its_safety_summary_from_its_own_items(tmp_path):
     assert counted == {"ae_total": 2, "sae_total": 1, "ae_by_grade": {"2": 1, "unknown": 1}, "sae_by_grade": {"2": 1},
                        "max_crs_grade": 2, "max_icans_grade": None}
     assert summaries.count_safety([("adv", {"GR": "2"})], None)["ae_total"] == 0
+
+
+def test_an_encrypted_verbatim_term_is_not_exported_unless_the_study_releases_it(tmp_path):
+    study = load_study(write(tmp_path, BASE + SAFETY + FHIR))
+    entry = _entry(2, "adv", {"TERM": "CANARY-TERM-5c1e", "START": "2026-02-03", "GR": "1", "SER": "N", "REL": "REL"})
+    resources = [fhir.to_json(resource) for resource in fhir.subject_resources(study, _subject(), [entry])]
+    [event] = [resource for resource in resources if resource["resourceType"] == "AdverseEvent"]
+    assert event["event"]["text"] == "Adverse event" and "CANARY-TERM" not in json.dumps(resources)

@@ -123,9 +123,12 @@ def test_repeating_group_rows_go_to_one_long_file_per_group(demo, out):
         mine = [row for row in exams if row["ENTRY_ID"] == entry_id]
         stored = entry.values.get("PEEXAM") or []
         assert [row["ROW"] for row in mine] == [str(n) for n in range(1, len(stored) + 1)]
+        withheld = runtime.of(db.session).study.withheld_items("pe")   # PEDESC: encrypted free text
         for row, values in zip(mine, stored, strict=True):
             for item_id, value in values.items():
-                if isinstance(value, str):
+                if item_id in withheld:
+                    assert item_id not in row
+                elif isinstance(value, str):
                     assert row[item_id] == value
 
 
@@ -135,10 +138,11 @@ def test_items_long_holds_every_stored_value_once(demo, out):
     expected = 0
     for _, entry in selected_entries():
         form = study.form(entry.form_id, entry.form_version)
+        withheld = study.withheld_items(form.id)   # encrypted free text and identifying items: no row
         for node_id, value in entry.values.items():
             if node_id in form.groups and isinstance(value, list):
-                expected += sum(v is not None for row in value for v in row.values())
-            elif value is not None:
+                expected += sum(v is not None and k not in withheld for row in value for k, v in row.items())
+            elif value is not None and node_id not in withheld:
                 expected += 1
     long_rows = rows(out / "items_long.csv")
     assert files["items_long.csv"].records == len(long_rows) == expected
@@ -222,9 +226,15 @@ def test_dictionary_describes_every_exported_column(demo, out):
     assert by_item[("ae", "AERELPROC")]["MISSING_CODES"] == "NA" and by_item[("ae", "AETERM")]["REQUIRED"] == "true"
     assert by_item[("dh", "DXDAT")]["PARTIAL"] == "year-month"
     assert by_item[("pe", "PEEXAM")]["TYPE"] == "group" and by_item[("pe", "PEEXAM")]["FILE"] == "pe__PEEXAM.csv"
-    assert all(row["FILE"] == "pe__PEEXAM.csv" for row in dictionary if row["GROUP"] == "PEEXAM")
+    assert all(row["FILE"] == ("" if row["EXCLUDED"] else "pe__PEEXAM.csv") for row in dictionary if row["GROUP"] == "PEEXAM")
     assert {row["FORM"] for row in dictionary} == {name.removesuffix(".csv") for name in wide_files(files)}
-    assert not any(row["EXCLUDED"] for row in dictionary)  # the trial forms flag no item identifying
+    # The trial's free text is encrypted and released to no export; the chain-of-identity ID is identifying.
+    study = runtime.of(db.session).study
+    excluded = {(row["FORM"], row["ITEM"]): row["EXCLUDED"] for row in dictionary if row["EXCLUDED"]}
+    assert excluded == {(form_id, item_id): why for form_id in study.all_forms
+                        for item_id, why in study.withheld_items(form_id).items() if (form_id, item_id) in by_item}
+    assert excluded[("ae", "AETERM")] == "encrypted" and excluded[("aph", "COI")] == "identifying"
+    assert all(by_item[key]["FILE"] == "" for key in excluded)
 
 
 def test_codelists_hold_every_list_in_use_and_the_missing_data_codes(demo, out):
@@ -358,7 +368,8 @@ def test_identifying_items_never_leave_in_any_file(vitals_in_two_versions, sessi
                                                                                            ("2", "", "identifying")]
     trail = rows(out / "audit_trail.csv")
     assert any(row["ACTION"] == "entry_updated" and row["REASON"] == "wrong nurse" for row in trail)
-    assert {"calm"} <= {row["NEW"] for row in trail if row["FIELD"] == "VSCOMM"}  # encrypted, not identifying: exported
+    # Encrypted free text the study releases goes out opened (tests/exports/test_encrypted_canaries.py: the rest never).
+    assert any(row["FIELD"] == "VSCOMM" and row["NEW"] == "calm" for row in trail)
 
 
 def test_versions_of_a_form_share_one_file_with_the_union_of_their_columns(vitals_in_two_versions, session, out):
@@ -366,8 +377,7 @@ def test_versions_of_a_form_share_one_file_with_the_union_of_their_columns(vital
     write_csv(session, source.Selection(), out)
     columns = header(out / "vitals.csv")
     assert columns[len(KEY_COLUMNS):] == ["VSDAT", "VSDAT_MISSING", "TEMP", "TEMP_MISSING", "HR", "HR_MISSING", "SBP",
-                                          "SBP_MISSING", "DBP", "DBP_MISSING", "SPO2", "SPO2_MISSING", "VSCOMM",
-                                          "VSCOMM_MISSING"]
+                                          "SBP_MISSING", "DBP", "DBP_MISSING", "SPO2", "SPO2_MISSING", "VSCOMM", "VSCOMM_MISSING"]
     by_id = {row["ENTRY_ID"]: row for row in rows(out / "vitals.csv")}
     screening, day7 = by_id[vitals_in_two_versions["screening"]], by_id[vitals_in_two_versions["day7"]]
     assert (screening["FORM_VERSION"], screening["SPO2"], screening["TEMP"], screening["ENTRY_VERSION"]) == ("2", "98", "37.2", "2")

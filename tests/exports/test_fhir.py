@@ -273,15 +273,19 @@ def test_an_unexpected_failure_is_a_fatal_operation_outcome(fhir_trial, monkeypa
     assert "mapping bug" not in response.get_data(as_text=True)
 
 
-def test_identifying_items_never_leave(fhir_trial, session, monkeypatch):
+def test_encrypted_items_leave_only_when_released_and_identifying_items_never(fhir_trial, session, monkeypatch):
     number = fhir_trial.enrol()
     term = "Pyrexia after the second fraction"
     study, subject, casebook = _subject_with(fhir_trial, session, number, [ae(term)])
-    exported = json.dumps([fhir.to_json(r) for r in fhir.subject_resources(study, subject, casebook)])
-    assert term in exported
+
+    def exported() -> str:
+        return json.dumps([fhir.to_json(r) for r in fhir.subject_resources(study, subject, casebook)])
+
+    assert term not in exported()          # the verbatim term is encrypted; the trial releases no encrypted item
+    monkeypatch.setattr(study, "exported_encrypted", {"ae": frozenset({"AETERM"})})
+    assert term in exported()              # released by study.yaml exports: encrypted_items
     monkeypatch.setattr(study.form("ae", "1").items["AETERM"], "identifying", True)
-    exported = json.dumps([fhir.to_json(r) for r in fhir.subject_resources(study, subject, casebook)])
-    assert term not in exported
+    assert term not in exported()          # identifying: never, released or not
 
 
 # ================================================================ the demo casebooks, complete through Day 28
@@ -373,7 +377,7 @@ def _check_cart_doses(session, number: str, kinds: dict) -> None:
     infusions = {str(e.id): e.data for e in session.scalars(
         sa.select(Entry).where(Entry.subject_id == subject_id, Entry.form_id == "inf"))}
     cart = next(m for m in kinds["Medication"] if m["code"]["text"].startswith("varnimcabtagene"))
-    assert cart["batch"]["lotNumber"]
+    assert "batch" not in cart  # the batch number is encrypted (one patient's product) and not released
     fractions = [a for a in kinds["MedicationAdministration"]
                  if a["medicationReference"]["reference"] == f"Medication/{cart['id']}"]
     assert len(fractions) == 3

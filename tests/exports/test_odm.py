@@ -57,6 +57,8 @@ def amended(demo, app_factory, tmp_path):
         "        label: {en: Name of the person who reported the event}\n"
         + anchor.replace("max_length: 200", "max_length: 300")))
     (forms / "ae" / "2.yaml").write_text(text)
+    study_file = (forms / "study.yaml").read_text()   # the amended study releases the verbatim term to its exports
+    (forms / "study.yaml").write_text(study_file.replace("  encrypted_items: {}\n", "  encrypted_items: {ae: [AETERM]}\n"))
     app = app_factory(forms_dir=str(forms))
     client = app.test_client()
     headers = {"Authorization": f"Bearer {login(client, 'inv.es01', DEMO_PASSWORD)['access_token']}"}
@@ -117,23 +119,25 @@ def assert_references_resolve(root: etree._Element) -> None:
 
 
 def expected_item_data(study, entries) -> int:
-    """ItemData per the documented rules: one per answered item (identifying items none), two per missing-data
-    code (the item, IsNull, and its <ITEM>_MISSING companion), one per coded group."""
-    def count(item, value) -> int:
-        if item.identifying or value is None or value == "" or value == []:
+    """ItemData per the documented rules: one per answered item (withheld items none: identifying, or encrypted
+    and not released), two per missing-data code (the item, IsNull, and its <ITEM>_MISSING companion), one per
+    coded group."""
+    def count(withheld, item, value) -> int:
+        if item.id in withheld or value is None or value == "" or value == []:
             return 0
         return 2 if isinstance(value, dict) else 1
 
     total = 0
     for entry in entries:
         form = study.form(entry.form_id, entry.form_version)
+        withheld = study.withheld_items(form.id)
         for key, value in entry.values.items():
             if key not in form.groups:
-                total += count(form.items[key], value)
+                total += count(withheld, form.items[key], value)
             elif isinstance(value, dict):
                 total += 1
             else:
-                total += sum(count(form.items[item_id], v) for row in value for item_id, v in row.items())
+                total += sum(count(withheld, form.items[item_id], v) for row in value for item_id, v in row.items())
     return total
 
 
