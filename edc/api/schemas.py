@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zoneinfo
 
 from marshmallow import Schema, ValidationError, fields, validate
@@ -10,12 +11,16 @@ from edc.api.parsing import multiline
 from edc.models.sites import SITE_STATUSES
 from edc.models.users import ROLES, USER_STATUSES
 from edc.security import usernames
+from edc.services.identifying import WITHHELD
 
 USERNAME = validate.Regexp(usernames.PATTERN, error=usernames.RULE)
 SITE_CODE = validate.Regexp(r"^[A-Z]{2}[0-9]{2}$", error="A site code is two capital letters and two digits, e.g. ES01.")
 COUNTRY = validate.Regexp(r"^[A-Z]{2}$", error="Use the ISO 3166-1 alpha-2 code, e.g. ES.")
 MAX_PAGE = 1_000_000
 MAX_PAGE_SIZE = 1_000_000
+# Identifying items are shown only to the subject's site staff, data managers and the form's own writers.
+WITHHELD_NOTE = (f"{json.dumps(WITHHELD)} in place of its value (identifying items are shown only to the subject's "
+                 "site staff, data managers and the roles that enter the form; docs/security.md).")
 REASON = fields.String(required=True, validate=validate.Length(min=1, max=2000), metadata=multiline())
 
 
@@ -215,7 +220,9 @@ class AuditRecordOut(Schema):
     entity_id = fields.String(allow_none=True)
     reason = fields.String(allow_none=True)
     request_id = fields.String(allow_none=True)
-    changes = fields.List(fields.Dict())
+    changes = fields.List(fields.Dict(), metadata={"description": (
+        "Changed fields with their old and new values; an identifying item's value you may not see is "
+        + WITHHELD_NOTE)})
 
 
 # --- study and forms --------------------------------------------------------
@@ -346,7 +353,8 @@ class EntryOut(Schema):
     form = fields.String()
     form_version = fields.String()
     status = fields.String()
-    data = fields.Dict()
+    data = fields.Dict(metadata={"description": "The item values, decrypted for you; an identifying item you may "
+                                                "not see is " + WITHHELD_NOTE})
     version = fields.Integer()
     created_at = fields.DateTime()
     created_by = fields.String()

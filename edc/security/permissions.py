@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -148,6 +148,21 @@ class Actor:
         if any(g.site_id is None for g in grants):
             return None
         return {g.site_id for g in grants if g.site_id is not None}
+
+
+# Items a form marks `identifying` never leave the site: besides the roles that enter the form, only the site's
+# own staff and the data managers see their values.
+IDENTIFYING_READERS = frozenset({"investigator", "coordinator", "data_manager"})
+
+
+def sees_identifying(actor: Actor, site_id: uuid.UUID, form_writers: Collection[str]) -> bool:
+    """Whether `actor` is shown the identifying items of an entry of a subject of `site_id`: site staff of that
+    site, data managers, and the roles the study assigns to enter the form (`form_writers`: they enter it anyway).
+    Everyone else (monitor, safety, auditor, ...) reads entries with those items withheld."""
+    if actor.is_system:
+        return True
+    readers = IDENTIFYING_READERS | (frozenset(form_writers) & MATRIX["entries:write"])
+    return any(g.role in readers and g.site_id in (None, site_id) for g in actor.grants)
 
 
 def require(actor: Actor, permission: str) -> None:

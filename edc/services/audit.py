@@ -28,6 +28,7 @@ from edc.problems import NotFound
 from edc.security import crypto
 from edc.security.keyring import SigningKey
 from edc.security.permissions import Actor, require
+from edc.services import identifying
 from edc.services.scope import get_subject
 
 GENESIS = "0" * 64
@@ -382,19 +383,31 @@ def security_history(session: Session, actor: Actor, *, entity_type: str | None 
 
 
 def subject_history(session: Session, actor: Actor, number: str, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
-    """A subject's chain (enrolment, entries, queries), within the caller's sites."""
+    """A subject's chain (enrolment, entries, queries), within the caller's sites; identifying items' values
+    withheld unless the caller may see them."""
     subject = get_subject(session, actor, number, "clinical_audit:read")
-    return history(session, chain=subject_chain(subject.id), limit=limit, offset=offset)
+    records = history(session, chain=subject_chain(subject.id), limit=limit, offset=offset)
+    study = runtime.of(session).study
+    forms = {str(entry_id): form_id for entry_id, form_id in
+             session.execute(sa.select(Entry.id, Entry.form_id).where(Entry.subject_id == subject.id))}
+    hidden = {form_id: identifying.hidden_from(study, actor, form_id, subject.site_id) for form_id in set(forms.values())}
+    for record in records:
+        if record["entity_type"] == "entry" and record["entity_id"] in forms:
+            record["changes"] = identifying.withhold_changes(record["changes"], hidden[forms[record["entity_id"]]])
+    return records
 
 
 def entry_history(session: Session, actor: Actor, entry_id: uuid.UUID) -> list[dict[str, Any]]:
-    """An entry's creation and changes, within the caller's sites."""
+    """An entry's creation and changes, within the caller's sites; identifying items' values withheld unless
+    the caller may see them."""
     require(actor, "clinical_audit:read")
     entry = session.get(Entry, entry_id)
     scope = actor.site_scope("clinical_audit:read")
     if entry is None or (scope is not None and entry.subject.site_id not in scope):
         raise NotFound("No such entry among your sites.")
-    return history(session, chain=subject_chain(entry.subject_id), entity_type="entry", entity_id=str(entry.id), limit=10_000)
+    records = history(session, chain=subject_chain(entry.subject_id), entity_type="entry", entity_id=str(entry.id), limit=10_000)
+    hidden = identifying.hidden_from(runtime.of(session).study, actor, entry.form_id, entry.subject.site_id)
+    return [{**record, "changes": identifying.withhold_changes(record["changes"], hidden)} for record in records]
 
 
 def _as_dict(session: Session, ring, row: AuditRecord) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from edc.models.monitoring import Signature
 from edc.models.subjects import Subject
 from edc.problems import Conflict, Forbidden, NotFound, UnprocessableContent, field_error
 from edc.security.permissions import Actor, require
-from edc.services import audit, form_registry, locking, queries, safety, signatures, status_table, summaries
+from edc.services import audit, form_registry, identifying, locking, queries, safety, signatures, status_table, summaries
 from edc.services.concurrency import check_etag
 from edc.services.rule_context import forms_read_by, load_values, validation_context
 from edc.services.scope import get_subject, in_scope
@@ -75,9 +75,14 @@ def _may_write_form(actor: Actor, study: Study, form_id: str) -> bool:
 
 
 def get_entry(session: Session, actor: Actor, entry_id: uuid.UUID) -> tuple[Entry, dict[str, Any]]:
+    """An entry and its values as the actor may see them (identifying items withheld unless theirs to see)."""
     entry = _scope_entry(session, actor, entry_id, "entries:read")
-    form = _study(session).form(entry.form_id, entry.form_version)
-    return entry, unseal(session, form, entry)
+    return entry, _shown(session, actor, _study(session), entry)
+
+
+def _shown(session: Session, actor: Actor, study: Study, entry: Entry) -> dict[str, Any]:
+    values = unseal(session, study.form(entry.form_id, entry.form_version), entry)
+    return identifying.withhold(values, identifying.hidden_from(study, actor, entry.form_id, entry.subject.site_id))
 
 
 def list_entries(session: Session, actor: Actor, number: str, *, event: str | None = None,
@@ -90,7 +95,7 @@ def list_entries(session: Session, actor: Actor, number: str, *, event: str | No
     if form:
         stmt = stmt.where(Entry.form_id == form)
     rows = [e for e in session.scalars(stmt) if _may_touch_form(actor, study, e.form_id)]
-    return [(e, unseal(session, study.form(e.form_id, e.form_version), e)) for e in rows]
+    return [(e, _shown(session, actor, study, e)) for e in rows]
 
 
 # --- writing -------------------------------------------------------------------------------
