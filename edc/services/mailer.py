@@ -182,12 +182,7 @@ def compose(settings: dict[str, Any], record: OutboxMessage, site_code: str | No
         "",
         "Sign in to edc to see the details. This message carries no clinical data.",
     ]
-    message = EmailMessage()
-    message["Subject"] = f"[edc] {SUBJECTS[record.kind]}: {site_code or '-'} {subject_number}"
-    message["From"] = settings["smtp_from"]
-    message["Message-ID"] = f"<{record.id}@edc>"
-    message.set_content("\n".join(lines) + "\n")
-    return message
+    return _message(settings, record, f"[edc] {SUBJECTS[record.kind]}: {site_code or '-'} {subject_number}", lines)
 
 
 def _compose_account_mail(settings: dict[str, Any], record: OutboxMessage, secret: dict[str, Any] | None) -> EmailMessage:
@@ -209,8 +204,12 @@ def _compose_account_mail(settings: dict[str, Any], record: OutboxMessage, secre
         "Nobody else has this token, and nobody will ever ask you for it or for your password.",
         "If you did not expect this mail, tell your study's data management.",
     ]
+    return _message(settings, record, f"[edc] {SUBJECTS[record.kind]}", lines)
+
+
+def _message(settings: dict[str, Any], record: OutboxMessage, subject: str, lines: list[str]) -> EmailMessage:
     message = EmailMessage()
-    message["Subject"] = f"[edc] {SUBJECTS[record.kind]}"
+    message["Subject"] = subject
     message["From"] = settings["smtp_from"]
     message["Message-ID"] = f"<{record.id}@edc>"
     message.set_content("\n".join(lines) + "\n")
