@@ -5,12 +5,14 @@ job deletes its objects; a failed write says why in words that name no path."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 from pathlib import Path
 
 import pytest
 
 from edc.exports import csv_files
+from edc.services import exports
 from edc.settings import SettingsError, load_settings
 from exports.conftest import seed_demo_study, seed_demo_subjects
 from exports.test_jobs import START, Demo, finished
@@ -188,3 +190,20 @@ def test_malformed_storage_settings_refuse_to_start(settings, message):
 def test_the_default_is_local_storage_in_export_dir():
     settings = load_settings({"env": "development"}, environ={})
     assert settings["storage_backend"] == "local" and settings["export_dir"].endswith("instance/exports")
+
+
+@pytest.mark.parametrize("error, reason", [
+    (OSError(errno.ENOSPC, "No space left on device", "/srv/edc/exports/.x.attempt-1/items_long.csv"), "export storage is full"),
+    (OSError(errno.EDQUOT, "Disk quota exceeded", "/srv/edc/exports/x"), "export storage is full"),
+    (PermissionError(errno.EACCES, "Permission denied", "/srv/edc/exports/x"), "export storage is not writable"),
+    (PermissionError(errno.EPERM, "Operation not permitted", "/srv/edc/exports/x"), "export storage is not writable"),
+    (OSError(errno.EROFS, "Read-only file system", "/srv/edc/exports/x"), "export storage is not writable"),
+])
+def test_each_storage_failure_reads_as_its_reason_without_the_path(error, reason):
+    message = exports.failure_message(error)
+    assert message == f"The export failed: {reason}. The error has been logged." and "/srv" not in message
+
+
+def test_other_failures_name_only_the_kind_of_error():
+    assert exports.failure_message(OSError(errno.EBADF, "Bad file descriptor", "/srv/x")) == (
+        "The export failed (OSError); the error has been logged.")
