@@ -79,7 +79,7 @@ def make_file(directory: Path, megabytes: int) -> Path:
 def s3_settings(endpoint: str, bucket: str) -> dict:
     return {"storage_s3_bucket": bucket, "storage_s3_prefix": "", "storage_s3_endpoint_url": endpoint,
             "storage_s3_region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"), "storage_s3_addressing_style": "path",
-            "storage_s3_server_side_encryption": "", "storage_s3_timeout_seconds": 60}
+            "storage_s3_server_side_encryption": "", "storage_s3_timeout_seconds": 60, "storage_s3_max_attempts": 3}
 
 
 def start_moto():

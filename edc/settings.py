@@ -173,8 +173,9 @@ def _validate_storage(settings: Mapping[str, Any]) -> None:
     prefix = settings["storage_s3_prefix"]
     if prefix and (not prefix.endswith("/") or prefix.startswith("/") or "//" in prefix):
         raise SettingsError('storage_s3_prefix must be empty or end in "/" (e.g. "edc/"), without a leading "/"')
-    if settings["storage_s3_timeout_seconds"] < 1:
-        raise SettingsError("storage_s3_timeout_seconds must be at least 1")
+    for name in ("storage_s3_timeout_seconds", "storage_s3_max_attempts"):
+        if settings[name] < 1:
+            raise SettingsError(f"{name} must be at least 1")
     if settings["storage_backend"] == "s3" and not settings["storage_s3_bucket"]:
         raise SettingsError("storage_backend s3 needs storage_s3_bucket")
     if settings["storage_s3_endpoint_url"] and _base_url_scheme(settings["storage_s3_endpoint_url"]) is None:

@@ -143,7 +143,7 @@ class S3Storage:
         config = Config(s3={"addressing_style": settings["storage_s3_addressing_style"]},
                         connect_timeout=settings["storage_s3_timeout_seconds"],
                         read_timeout=settings["storage_s3_timeout_seconds"],
-                        retries={"max_attempts": 3, "mode": "standard"})
+                        retries={"max_attempts": settings["storage_s3_max_attempts"], "mode": "standard"})
         self.client = boto3.session.Session().client(
             "s3", endpoint_url=settings["storage_s3_endpoint_url"] or None,
             region_name=settings["storage_s3_region"] or None, config=config)

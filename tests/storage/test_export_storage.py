@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import socket
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,32 @@ def test_deleting_an_export_deletes_its_objects(study):
     assert study.keys(asked["id"]) == set() and study.status(asked["id"]).status_code == 404
 
 
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_unreachable_object_storage_is_503_with_retry_after_never_500(s3_study, app_factory):
+    asked = s3_study.asked()
+    finished(s3_study, asked["id"])
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    down = Stored(app_factory(forms_dir=TRIAL_FORMS, export_dir=str(s3_study.export_dir),
+                              **s3_study.s3.settings(storage_s3_endpoint_url=endpoint, storage_s3_max_attempts=1)),
+                  s3_study.export_dir, s3_study.session, "s3", s3_study.s3)
+    for path in (f"/api/v1/exports/{asked['id']}", f"/api/v1/exports/{asked['id']}/files/items_long.csv",
+                 f"/api/v1/exports/{asked['id']}/manifest"):
+        response = down.get(path)
+        if path.endswith("manifest"):  # the manifest lives in the database: still readable
+            assert response.status_code == 200
+            continue
+        assert response.status_code == 503 and response.content_type == "application/problem+json", path
+        assert int(response.headers["Retry-After"]) > 0 and "could not be reached" in response.get_json()["detail"]
+        assert endpoint.split("//")[1] not in response.get_data(as_text=True)
+    assert down.client.delete(f"/api/v1/exports/{asked['id']}", headers=down.as_("stat")).status_code == 503
+    assert s3_study.status(asked["id"]).get_json()["files_missing"] is False  # nothing deleted, the job stays
+
+
 @pytest.fixture
 def absent_bucket_study(request, app_factory, session, fake_clock, tmp_path, seed_once) -> Stored:
     return stored_demo(request, app_factory, session, fake_clock, tmp_path, seed_once, storage_s3_bucket=unused_bucket())
@@ -181,6 +208,7 @@ def test_a_full_disk_fails_the_export_with_that_reason_and_no_path(study, monkey
     ({"storage_s3_addressing_style": "dns"}, "storage_s3_addressing_style must be"),
     ({"storage_s3_endpoint_url": "minio:9000"}, "storage_s3_endpoint_url must be"),
     ({"storage_s3_server_side_encryption": "yes"}, "storage_s3_server_side_encryption must be"),
+    ({"storage_s3_max_attempts": 0}, "storage_s3_max_attempts must be at least 1"),
 ])
 def test_malformed_storage_settings_refuse_to_start(settings, message):
     with pytest.raises(SettingsError, match=message):
