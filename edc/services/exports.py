@@ -7,8 +7,8 @@ S3-compatible object storage) only once every file is written and hashed. A job 
 heartbeating (killed, machine lost) is taken up again, and failed once out of attempts; a failed or
 cancelled job leaves no files behind, so nothing half-written can be mistaken for an export. Files
 are read back through storage only (downloads stream through edc, so permissions apply); a file that
-is no longer there (a database restored without its export storage) is 410 Gone, never an error. Each request, completion, failure, cancellation and deletion is
-audited in the security chain.
+is no longer there (a database restored without its export storage) is 410 Gone, never an error.
+Each request, completion, failure, cancellation and deletion is audited in the security chain.
 
 Who may export (exports:create): statisticians and data managers any site, monitors and
 investigators their own sites, the registry client FHIR only, admins nothing.
@@ -248,7 +248,7 @@ def _storage_problems() -> Iterator[None]:
         raise Gone(FILES_GONE) from None
     except StorageError as exc:
         log.warning("export storage failed: %s", exc.reason, exc_info=exc)
-        raise ServiceUnavailable(f"Exports cannot be read now: {exc.reason}. Try again later.",
+        raise ServiceUnavailable(f"Export storage cannot be used now ({exc.reason}); try again later.",
                                  headers={"Retry-After": str(STORAGE_RETRY_SECONDS)}) from None
 
 
