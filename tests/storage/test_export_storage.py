@@ -95,15 +95,23 @@ def test_an_export_is_published_to_object_storage_and_streams_back_through_edc(s
     assert s3_study.get(url, **{"If-None-Match": f'"{manifest["archive"]["sha256"]}"'}).status_code == 304
 
 
-def test_a_bulk_data_export_is_read_from_object_storage(s3_study):
-    kick = s3_study.client.get("/fhir/$export", query_string={"_type": "Patient"}, headers={**s3_study.as_("stat"), **ASYNC})
+@pytest.fixture
+def prefixed_s3_study(request, app_factory, session, fake_clock, tmp_path, seed_once) -> Stored:
+    return stored_demo(request, app_factory, session, fake_clock, tmp_path, seed_once, storage_s3_prefix="edc/")
+
+
+def test_a_bulk_data_export_is_read_from_object_storage_under_the_key_prefix(prefixed_s3_study):
+    study = prefixed_s3_study
+    kick = study.client.get("/fhir/$export", query_string={"_type": "Patient"}, headers={**study.as_("stat"), **ASYNC})
     assert kick.status_code == 202
-    s3_study.work()
-    status = s3_study.get(kick.headers["Content-Location"].removeprefix("http://localhost"))
+    study.work()
+    status = study.get(kick.headers["Content-Location"].removeprefix("http://localhost"))
     assert status.status_code == 200
     output = status.get_json()["output"]
     assert [o["type"] for o in output] == ["Patient"]
-    ndjson = s3_study.get(output[0]["url"].removeprefix("http://localhost"))
+    job_id = status.get_json()["extension"]["export"]
+    assert study.s3.keys(prefix=f"edc/{job_id}/") == {f"edc/{job_id}/Patient.ndjson", f"edc/{job_id}/manifest.json"}
+    ndjson = study.get(output[0]["url"].removeprefix("http://localhost"))
     assert ndjson.status_code == 200 and len(ndjson.get_data().splitlines()) == SUBJECTS
 
 
