@@ -23,7 +23,7 @@ PROBLEM_TYPE = "application/problem+json"
 FHIR_JSON = "application/fhir+json"
 # HTTP status -> OperationOutcome issue code (http://hl7.org/fhir/R4/valueset-issue-type.html)
 ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
-               409: "conflict", 412: "conflict", 413: "too-costly", 415: "not-supported", 422: "invalid",
+               409: "conflict", 410: "not-found", 412: "conflict", 413: "too-costly", 415: "not-supported", 422: "invalid",
                428: "conflict", 429: "throttled", 503: "transient"}
 
 

@@ -7,8 +7,10 @@ without importing Flask; the app binds it per request and the CLI per command.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
+from edc import storage
 from edc.security import passwords
 from edc.security.keyring import Keyring, SigningKey, load_keyring, load_signing_keys
 
@@ -30,6 +32,11 @@ class Runtime:
     def load(cls, settings: dict[str, Any], study: Any = None) -> Runtime:
         keys_dir = settings["keys_dir"]
         return cls(settings=settings, keyring=load_keyring(keys_dir), signing_keys=tuple(load_signing_keys(keys_dir)), study=study)
+
+    @cached_property
+    def storage(self) -> storage.Storage:
+        """Where exports and other produced files are kept (one client per process: boto3's is thread-safe)."""
+        return storage.from_settings(self.settings)
 
     @property
     def current_signing_key(self) -> SigningKey:

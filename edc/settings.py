@@ -156,8 +156,30 @@ def validate(settings: Mapping[str, Any]) -> None:
     for name in ("export_max_active_per_user", "export_lease_seconds", "export_max_attempts"):
         if settings[name] < 1:
             raise SettingsError(f"{name} must be at least 1")
+    _validate_storage(settings)
     if settings["env"] == "production":
         _validate_production(settings)
+
+
+def _validate_storage(settings: Mapping[str, Any]) -> None:
+    from edc.storage import BACKENDS  # local import: settings must stay importable alone
+
+    if settings["storage_backend"] not in BACKENDS:
+        raise SettingsError(f"storage_backend must be one of {', '.join(BACKENDS)}, got {settings['storage_backend']!r}")
+    if settings["storage_s3_addressing_style"] not in ("auto", "path", "virtual"):
+        raise SettingsError("storage_s3_addressing_style must be auto, path or virtual")
+    if settings["storage_s3_server_side_encryption"] not in ("", "AES256", "aws:kms"):
+        raise SettingsError('storage_s3_server_side_encryption must be "", "AES256" or "aws:kms"')
+    prefix = settings["storage_s3_prefix"]
+    if prefix and (not prefix.endswith("/") or prefix.startswith("/") or "//" in prefix):
+        raise SettingsError('storage_s3_prefix must be empty or end in "/" (e.g. "edc/"), without a leading "/"')
+    for name in ("storage_s3_timeout_seconds", "storage_s3_max_attempts"):
+        if settings[name] < 1:
+            raise SettingsError(f"{name} must be at least 1")
+    if settings["storage_backend"] == "s3" and not settings["storage_s3_bucket"]:
+        raise SettingsError("storage_backend s3 needs storage_s3_bucket")
+    if settings["storage_s3_endpoint_url"] and _base_url_scheme(settings["storage_s3_endpoint_url"]) is None:
+        raise SettingsError("storage_s3_endpoint_url must be scheme://host[:port], e.g. https://minio.internal:9000")
 
 
 def _validate_mail(settings: Mapping[str, Any]) -> None:

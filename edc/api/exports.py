@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, send_file, url_for
+from flask import Response, url_for
 from marshmallow import Schema, fields, validate
 
 from edc.api.common import current_actor, page_args
+from edc.api.downloads import stored_file
 from edc.api.parsing import Blueprint
 from edc.api.schemas import PageArgs, PageOut
 from edc.extensions import db
@@ -56,6 +57,9 @@ class ExportOut(Schema):
     finished_at = fields.DateTime(allow_none=True)
     attempts = fields.Integer()
     error = fields.String(allow_none=True)
+    files_missing = fields.Boolean(metadata={
+        "description": "a completed export whose files are no longer in export storage (e.g. after a restore): "
+                       "its downloads answer 410; ask for the export again"})
     links = fields.Dict(metadata={"description": "self, and once completed: manifest and files"})
 
 
@@ -64,13 +68,17 @@ class ExportPage(PageOut):
 
 
 def view(job: ExportJob) -> dict[str, Any]:
+    missing = exports.files_missing(db.session, job)
     links = {"self": url_for("exports.get_export", job_id=job.id)}
     if job.state == "completed" and job.manifest:
         links["manifest"] = url_for("exports.get_manifest", job_id=job.id)
-        links["files"] = [url_for("exports.get_file", job_id=job.id, name=f["name"]) for f in exports.all_files(job.manifest)]
+        if not missing:
+            links["files"] = [url_for("exports.get_file", job_id=job.id, name=f["name"])
+                              for f in exports.all_files(job.manifest)]
     return {"id": job.id, "format": job.format, "state": job.state, "progress": exports.progress_of(job),
             "filters": job.parameters, "requested_at": job.requested_at, "started_at": job.started_at,
-            "finished_at": job.finished_at, "attempts": job.attempts, "error": job.error, "links": links}
+            "finished_at": job.finished_at, "attempts": job.attempts, "error": job.error, "files_missing": missing,
+            "links": links}
 
 
 @blp.post("")
@@ -124,10 +132,11 @@ def get_manifest(job_id):
 @blp.get("/<job_id>/files/<name>")
 @requires("exports:create")
 def get_file(job_id, name):
-    """One file of a completed export, streamed from disk (ETag: its SHA-256)."""
-    path, listed = exports.file_path(db.session, current_actor(), job_id, name)
-    response: Response = send_file(path, mimetype=listed["media_type"], as_attachment=True, download_name=name,
-                                   etag=listed["sha256"], conditional=True)
+    """One file of a completed export, streamed from export storage (ETag: its SHA-256); 410 once storage no
+    longer has it."""
+    stream, listed = exports.open_file(db.session, current_actor(), job_id, name)
+    response: Response = stored_file(stream, media_type=listed["media_type"], size=listed["bytes"],
+                                     sha256=listed["sha256"], download_name=name)
     return response
 
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import Response, request, send_file, url_for
+from flask import Response, request, url_for
 
 from edc.api.common import current_actor, public_request_url, public_url
+from edc.api.downloads import stored_file
 from edc.api.parsing import Blueprint
 from edc.errors import fhir_response, operation_outcome
 from edc.ecrf.inputs import date_problem
@@ -131,6 +132,7 @@ def export_status(job_id):
         return Response(status=202, headers={"X-Progress": note[:99], "Retry-After": str(RETRY_AFTER_SECONDS)})
     if job.state != "completed":
         return operation_outcome(500, f"The export {job.state}: {job.error or 'no files were produced'}")
+    exports.ensure_files_present(db.session, job)  # 410 after a restore without the files: kick off again
     return _manifest(job)
 
 
@@ -156,6 +158,6 @@ def cancel_export(job_id):
 @blp.route("/bulk-files/<job_id>/<name>", methods=["GET"])
 @requires("fhir:read")
 def export_file(job_id, name):
-    """One NDJSON file of a completed bulk export."""
-    path, listed = exports.file_path(db.session, current_actor(), job_id, name, bulk=True)
-    return send_file(path, mimetype=NDJSON, etag=listed["sha256"], conditional=True)
+    """One NDJSON file of a completed bulk export (410 once export storage no longer has it)."""
+    stream, listed = exports.open_file(db.session, current_actor(), job_id, name, bulk=True)
+    return stored_file(stream, media_type=NDJSON, size=listed["bytes"], sha256=listed["sha256"])
