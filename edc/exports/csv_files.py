@@ -2,7 +2,8 @@
 
 Files (described in docs/exports.md):
 - `<form>.csv`: one row per entry, one column per item (union of the form versions in use), with
-  `<ITEM>_LABEL` beside coded items and `<ITEM>_MISSING` beside items that take a missing-data code;
+  `<ITEM>_LABEL` beside coded items, `<ITEM>_MISSING` beside items that take a missing-data code, and
+  `<ITEM>_UTCOFFSET` beside date-times (written in UTC, so a column mixing sites parses as one time zone);
 - `<form>__<group>.csv`: one row per row of a repeating group;
 - `items_long.csv`: one row per stored item value;
 - `dictionary.csv`, `codelists.csv`, and `audit_trail.csv` and `signatures.csv` when asked for.
