@@ -287,6 +287,8 @@ class _Renderer:
             return
         if row_of is not None:   # a FHIRPath over the whole response cannot tell one row's answers from another's
             self._server_condition(rendered, show_if)
+            if missing:
+                rendered["enableWhen"] = [missing]
             return
         expression = f" {'and' if joiner == '&&' else 'or'} ".join(f"({c.fhirpath})" for c in clauses)
         if missing:
