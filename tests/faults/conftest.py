@@ -1,0 +1,303 @@
+"""Fixtures of the fault tests: a gunicorn server of the test's database that can be killed and restarted,
+a TCP proxy in front of PostgreSQL that can be cut (an outage of the database for edc's processes only, since
+the suite's PostgreSQL is shared), and the checks that nothing was lost or half-written.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import PROJECT_ROOT
+
+READY_SECONDS = 60
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_call(port: int, method: str, path: str, body=None, headers=None, timeout: float = 10.0):
+    """One request on a fresh connection: (status, headers, parsed body or None). OSError when nobody answers."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        sent = {"Accept": "application/json", **(headers or {})}
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            sent["Content-Type"] = "application/json"
+        conn.request(method, path, body=payload, headers=sent)
+        response = conn.getresponse()
+        raw = response.read()
+        try:
+            parsed = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = None
+        return response.status, dict(response.getheaders()), parsed
+    finally:
+        conn.close()
+
+
+class Gunicorn:
+    """gunicorn serving wsgi.py in a process group of its own, on a fixed free port across restarts."""
+
+    def __init__(self, env: dict[str, str], log: Path, workers: int = 2, threads: int = 4) -> None:
+        self.port = free_port()
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("EDC_")}
+        self.env.update(env, EDC_BIND=f"127.0.0.1:{self.port}", EDC_WORKERS=str(workers), EDC_THREADS=str(threads),
+                        PYTHONUNBUFFERED="1")
+        self.log = log
+        self.process: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "wsgi:app"],
+                cwd=PROJECT_ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True)  # its own process group: the test kills only gunicorn's processes
+        self.starts += 1
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if http_call(self.port, "GET", "/readyz", timeout=2)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"gunicorn not ready within {READY_SECONDS} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
+
+    def workers(self) -> list[int]:
+        """The master's live children (its workers)."""
+        master = self.process.pid
+        children = Path(f"/proc/{master}/task/{master}/children")
+        return [int(pid) for pid in children.read_text().split()] if children.exists() else []
+
+    def kill_worker(self) -> int:
+        """SIGKILL one worker; the master starts another."""
+        victim = self.workers()[0]
+        os.kill(victim, signal.SIGKILL)
+        return victim
+
+    def kill_master(self) -> None:
+        """SIGKILL the master, then whatever workers outlive it (they notice their parent is gone within a
+        second or so; the rest are killed as a machine reboot would), so the port is free for a restart."""
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+        self._kill_group()
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # quick shutdown: the test is over
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self._kill_group()
+        self.process = None
+
+    def _kill_group(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # wait until the group is gone and the port is free again
+            try:
+                os.killpg(self.process.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+
+
+class TcpProxy:
+    """A TCP forwarder to PostgreSQL that can be cut: every open connection is dropped and new ones are refused
+    (accepted and closed at once, as a stopped server's address would), until it is restored."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.up = True
+        self.closing = False
+        self.lock = threading.Lock()
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        self.thread = threading.Thread(target=self._accept, name="pg-proxy", daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.closing:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.up or self.closing:
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.pairs.append((client, server))
+            threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
+
+    def _pump(self, client: socket.socket, server: socket.socket) -> None:
+        ends = {client: server, server: client}
+        try:
+            while True:
+                readable, _, _ = select.select(list(ends), [], [], 0.2)
+                if not self.up or self.closing:
+                    return
+                for end in readable:
+                    data = end.recv(65536)
+                    if not data:
+                        return
+                    ends[end].sendall(data)
+        except OSError:
+            return
+        finally:
+            for end in (client, server):
+                _close(end)
+            with self.lock:
+                if (client, server) in self.pairs:
+                    self.pairs.remove((client, server))
+
+    def cut(self) -> None:
+        self.up = False
+        with self.lock:
+            pairs, self.pairs = list(self.pairs), []
+        for client, server in pairs:
+            _close(client)
+            _close(server)
+
+    def restore(self) -> None:
+        self.up = True
+
+    def close(self) -> None:
+        self.closing = True
+        self.cut()
+        _close(self.listener)
+        self.thread.join(timeout=5)
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
+@pytest.fixture
+def pg_proxy(database_url):
+    url = sa.make_url(database_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    proxy.url = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def gunicorn_env(database_url, keys_dir, tmp_path) -> dict[str, str]:
+    """Settings of a gunicorn on the test's database (the demo forms of config/testing.toml)."""
+    return {"EDC_ENV": "testing", "EDC_DATABASE_URL": database_url, "EDC_KEYS_DIR": keys_dir,
+            "EDC_PUBLIC_BASE_URL": "http://127.0.0.1", "EDC_EXPORT_DIR": str(tmp_path / "exports")}
+
+
+@pytest.fixture
+def gunicorn(gunicorn_env, tmp_path, app):
+    """A gunicorn of the test's database, stopped (and its processes killed) before the database is emptied."""
+    server = Gunicorn(gunicorn_env, tmp_path / "gunicorn.log")
+    yield server
+    server.stop()
+
+
+# --- nothing lost, nothing half-written ---------------------------------------------------------
+
+def _rows(session, table, skip=("updated_at",)) -> dict[tuple, dict]:
+    keys = [c.name for c in table.primary_key]
+    return {tuple(row[k] for k in keys): {k: v for k, v in row.items() if k not in skip}
+            for row in session.execute(sa.select(table)).mappings()}
+
+
+def recount_differences(app) -> dict[str, list]:
+    """Recount every form-status cell and subject summary with the services that keep them, inside a transaction
+    that is rolled back; the cells and rows whose stored values differ from the recount."""
+    from edc import runtime
+    from edc.extensions import db
+    from edc.models.entries import Entry, FormStatus
+    from edc.models.subjects import Subject, SubjectSummary
+    from edc.services import status_table, summaries
+
+    with app.app_context():
+        session = db.session
+        runtime.bind(session, runtime.for_app(app))
+        try:
+            stored = {t.name: _rows(session, t) for t in (FormStatus.__table__, SubjectSummary.__table__)}
+            for subject in session.scalars(sa.select(Subject)).all():
+                cells = set(session.execute(sa.select(Entry.event_key, Entry.form_id).where(Entry.subject_id == subject.id)))
+                cells |= set(session.execute(sa.select(FormStatus.event_key, FormStatus.form_id)
+                                             .where(FormStatus.subject_id == subject.id)))
+                for event_key, form_id in cells:
+                    status_table.refresh(session, subject, event_key, form_id)
+                summaries.refresh(session, subject)
+            session.flush()
+            recounted = {t.name: _rows(session, t) for t in (FormStatus.__table__, SubjectSummary.__table__)}
+        finally:
+            session.rollback()
+    return {name: [key for key in stored[name].keys() | recounted[name].keys()
+                   if stored[name].get(key) != recounted[name].get(key)] for name in stored}
+
+
+def half_written(app) -> dict[str, int]:
+    """Entries without their creation record, creation records without their entry, entries recorded as created
+    more than once, and audit values without their record: all must be 0."""
+    from collections import Counter
+
+    from edc.extensions import db
+    from edc.models.audit import AuditRecord, AuditValue
+    from edc.models.entries import Entry
+
+    with app.app_context():
+        session = db.session
+        entries = {str(i) for i in session.scalars(sa.select(Entry.id))}
+        created = Counter(session.scalars(sa.select(AuditRecord.entity_id).where(AuditRecord.action == "entry_created")))
+        orphans = session.scalar(sa.select(sa.func.count(AuditValue.id)).where(
+            ~sa.exists().where(AuditRecord.id == AuditValue.record_id)))
+        session.rollback()
+    return {"entries without an entry_created record": len(entries - created.keys()),
+            "entry_created records without their entry": len(created.keys() - entries),
+            "entries created more than once": sum(1 for n in created.values() if n > 1),
+            "audit values without their record": orphans}
+
+
+def audit_verify(app) -> tuple[int, str]:
+    """`flask edc audit verify`: (exit code, output)."""
+    result = app.test_cli_runner().invoke(args=["edc", "audit", "verify"])
+    return result.exit_code, result.output
