@@ -1,6 +1,7 @@
 """Fixtures of the fault tests: a gunicorn server of the test's database that can be killed and restarted,
 a TCP proxy in front of PostgreSQL that can be cut (an outage of the database for edc's processes only, since
-the suite's PostgreSQL is shared), and the checks that nothing was lost or half-written.
+the suite's PostgreSQL is shared), clients saving entries, and the checks that nothing was lost or half-written
+(bench/integrity.py, which bench/fault_kill.py runs too).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def free_port() -> int:
 
 
 def http_call(port: int, method: str, path: str, body=None, headers=None, timeout: float = 10.0):
-    """One request on a fresh connection: (status, headers, parsed body or None). OSError when nobody answers."""
+    """One request on a fresh connection: (status, headers, parsed body or None). OSError or HTTPException when
+    nobody answers (refused, reset, cut short)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         sent = {"Accept": "application/json", **(headers or {})}
@@ -182,8 +184,8 @@ class Gunicorn:
         return victim
 
     def kill_master(self) -> None:
-        """SIGKILL the master, then whatever workers outlive it (they notice their parent is gone within a
-        second or so; the rest are killed as a machine reboot would), so the port is free for a restart."""
+        """SIGKILL the master, then its workers (which would otherwise go on serving a while: as a machine crash
+        would), so the port is free for a restart."""
         os.kill(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
         self._kill_group()
