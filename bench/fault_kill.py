@@ -63,10 +63,10 @@ class Load:
             body = {"form": eb.FORM_ID, "data": {**self.data, "COMMENT": note}, "complete": True}
             try:
                 status, doc = hb.http_call(self.setup.port, "POST", path, body, token=self.token)
-            except (OSError, http.client.HTTPException):  # killed mid-request, or restarting: no answer
+            except (OSError, http.client.HTTPException) as exc:  # killed mid-request, restarting, or too slow
                 with self.lock:
                     self.unanswered.add(note)
-                    self.statuses["no answer"] += 1
+                    self.statuses[f"no answer: {type(exc).__name__}"] += 1
                 time.sleep(0.1)
                 continue
             with self.lock:
