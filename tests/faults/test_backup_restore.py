@@ -21,7 +21,7 @@ from edc.extensions import db
 from edc.security import keyring
 from edc.services.demo import DEMO_PASSWORD
 from exports.conftest import START
-from faults.conftest import audit_verify
+from faults.harness import audit_verify
 from test_demo_subjects import TRIAL_FORMS, invoke
 
 START_KEY = "demo study, 3 subjects, seed 2, at START"  # the same seed as tests/exports' `demo` fixture

@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from conftest import bearer, login
-from faults.conftest import WriteLoad, audit_verify, half_written, recount_differences, stored_terms
+from faults.harness import WriteLoad, audit_verify, half_written, recount_differences, stored_terms
 
 CLIENTS = 8
 PROGRESS = 10  # saves answered between two faults: the server is shown to take writes again each time

@@ -21,8 +21,8 @@ import sqlalchemy as sa
 from conftest import PASSWORD, bearer, login, make_app
 from edc.exports import csv_files
 from edc.extensions import db
-from faults.conftest import AE as WRITER_AE
-from faults.conftest import WriteLoad, half_written, http_call, stored_terms
+from faults.harness import AE as WRITER_AE
+from faults.harness import WriteLoad, half_written, http_call, stored_terms
 
 SUBJECT = {"site": "ES01", "birth_year": 2016, "birth_month": 4, "sex": "F", "consent_date": "2026-11-02"}
 AE = {**WRITER_AE, "AETERM": "Fever"}
