@@ -297,9 +297,9 @@ class _Table:
         return self._writer is not None
 
     def close(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()  # a failing final flush (disk full) still closes the file, then raises
 
 
 class _LineFeedRows:
@@ -331,8 +331,16 @@ class _Tables:
         return table
 
     def close(self) -> None:
+        """Close every table even when one fails to (disk full: its last flush fails), then raise the first failure:
+        a worker meeting a full disk again and again must not leak a descriptor per file."""
+        failures = []
         for table in self.by_name.values():
-            table.close()
+            try:
+                table.close()
+            except OSError as exc:
+                failures.append(exc)
+        if failures:
+            raise failures[0]
 
     def described(self, order: list[str]) -> list[ExportFile]:
         return [describe(table.path, records=table.records, media_type=MEDIA_TYPE, description=table.description)

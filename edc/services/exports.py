@@ -360,7 +360,7 @@ def run_job(session: Session, job: ExportJob) -> None:
     """Write the export (reading one consistent snapshot), then publish it atomically (commits)."""
     work = _work_directory(session, job)
     attempt = job.attempts
-    try:
+    try:  # an export directory that cannot be made (no space, a path through a file) fails the job like any error
         work.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         work.mkdir(mode=0o700)
         with _snapshot(session) as reader:
