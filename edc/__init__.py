@@ -102,3 +102,4 @@ def _wire(app: Flask, settings: dict[str, Any], study: Any) -> None:
     register_hooks(app)
     errors.register(app)  # after flask-smorest, so ours replace its handlers
     cli.register(app)
+    app.wsgi_app = logs.RequestLog(app.wsgi_app)  # type: ignore[method-assign]  # outermost: sees what is sent

@@ -21,6 +21,7 @@ from flask import Response, request, send_file, url_for
 
 from edc.api.common import current_actor, public_request_url, public_url
 from edc.api.parsing import Blueprint
+from edc.api.transaction import commit
 from edc.errors import fhir_response, operation_outcome
 from edc.ecrf.inputs import date_problem
 from edc.exports.fhir_ndjson import RESOURCE_TYPES
@@ -72,11 +73,10 @@ def _kick_off(level: str) -> Response:
     since = _instant(args.get("_since"))
     wanted = exports.ExportRequest(format="fhir", since=since, types=tuple(types))
     job = exports.request_export(db.session, current_actor(), wanted, bulk=True, request_url=public_request_url())
-    db.session.commit()
     status_url = public_url(url_for("fhir_bulk.export_status", job_id=job.id))
-    return fhir_response({"resourceType": "OperationOutcome", "issue": [
+    return commit(fhir_response({"resourceType": "OperationOutcome", "issue": [
         {"severity": "information", "code": "informational", "diagnostics": "Export accepted; poll Content-Location."}]},
-        202, {"Content-Location": status_url})
+        202, {"Content-Location": status_url}))
 
 
 def _types(value: str | None, allowed: list[str]) -> list[str]:
@@ -149,8 +149,7 @@ def _manifest(job: ExportJob) -> Response:
 def cancel_export(job_id):
     """Cancel a running bulk export, or delete a finished one and its files."""
     exports.cancel(db.session, current_actor(), job_id, bulk=True)
-    db.session.commit()
-    return Response(status=202)
+    return commit(Response(status=202))
 
 
 @blp.route("/bulk-files/<job_id>/<name>", methods=["GET"])

@@ -11,6 +11,7 @@ from marshmallow import Schema, fields, validate
 
 from edc.api.common import current_actor
 from edc.api.parsing import Blueprint
+from edc.api.transaction import commit_with_answer
 from edc.extensions import db
 from edc.models.monitoring import SIGNATURE_MEANINGS
 from edc.security.permissions import requires
@@ -59,7 +60,7 @@ def sign_entry(data, entry_id: uuid.UUID):
     """Sign one entry as the site's principal investigator (username and password again)."""
     view = signatures.sign_entry(db.session, current_actor(), entry_id, **_sign_args(data))
     body = _out(view)
-    db.session.commit()
+    commit_with_answer()
     return body, 201
 
 
@@ -71,7 +72,7 @@ def sign_casebook(data, number: str):
     """Sign a subject's whole casebook as the site's principal investigator (username and password again)."""
     view = signatures.sign_casebook(db.session, current_actor(), number, **_sign_args(data))
     body = _out(view)
-    db.session.commit()
+    commit_with_answer()
     return body, 201
 
 
