@@ -170,9 +170,11 @@ def handle_integrity_error(exc: sqlalchemy.exc.IntegrityError):
     return problem_response(409, "Conflict", "The request conflicts with an existing record.")
 
 
-def handle_database_unavailable(exc: sqlalchemy.exc.OperationalError):
+def handle_database_unavailable(exc: sqlalchemy.exc.OperationalError | sqlalchemy.exc.TimeoutError):
+    # Unreachable, restarting, or stuck past a time limit (statement or lock timeout, no free pooled connection).
     roll_back_quietly()
-    log.error("database unavailable: %s", type(exc.orig).__name__ if exc.orig else "unknown")
+    cause = getattr(exc, "orig", None) or exc
+    log.error("database unavailable: %s", type(cause).__name__)
     return problem_response(503, "Service Unavailable", "The database is unavailable; try again shortly.",
                             headers={"Retry-After": "5"})
 
@@ -193,4 +195,5 @@ def register(app: Flask) -> None:
     app.register_error_handler(SecurityError, handle_untrusted_host)
     app.register_error_handler(sqlalchemy.exc.IntegrityError, handle_integrity_error)
     app.register_error_handler(sqlalchemy.exc.OperationalError, handle_database_unavailable)
+    app.register_error_handler(sqlalchemy.exc.TimeoutError, handle_database_unavailable)
     app.register_error_handler(Exception, handle_unexpected)

@@ -4,6 +4,8 @@ SQLAlchemy event hook, not a mock."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -45,15 +47,19 @@ class CommitBreaker:
         sa.event.remove(self.engine, "rollback", self._on_rollback)
 
     @contextmanager
-    def after_next_commit(self) -> Iterator[CommitBreaker]:
-        self.armed, self.tripped, self.failures = True, False, []
+    def after_next_commit(self, *, skip: int = 0) -> Iterator[CommitBreaker]:
+        """Break after the next commit, or after the one `skip` commits later (skip=1: a request that
+        commits its Idempotency-Key claim first, then its writes)."""
+        self.armed, self.tripped, self.failures, self.skip = True, False, [], skip
         try:
             yield self
         finally:
             self.armed = self.tripped = False
 
     def _on_commit(self, _connection) -> None:
-        if self.armed:
+        if self.armed and self.skip:
+            self.skip -= 1
+        elif self.armed:
             self.tripped = True
             self.commits_seen += 1
 
@@ -82,3 +88,36 @@ def commit_breaker(monitoring) -> Iterator[CommitBreaker]:  # noqa: F811
         yield breaker
     finally:
         breaker.remove()
+
+
+class HeldLock:
+    """Another connection holding the lock every request needs: SQLite's write lock (BEGIN IMMEDIATE), or on
+    PostgreSQL an exclusive lock on the accounts table (authentication reads it). Released after `seconds`
+    at the latest, so code without time limits fails the test instead of hanging it."""
+
+    def __init__(self, database_url: str, seconds: float = 8.0) -> None:
+        self.url, self.seconds = sa.make_url(database_url), seconds
+        self.released = threading.Event()
+
+    def __enter__(self) -> HeldLock:
+        if self.url.get_backend_name() == "sqlite":
+            self.connection = sqlite3.connect(self.url.database, isolation_level=None, check_same_thread=False)
+            self.connection.execute("BEGIN IMMEDIATE")
+        else:
+            import psycopg
+
+            self.connection = psycopg.connect(self.url.set(drivername="postgresql").render_as_string(hide_password=False))
+            self.connection.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        self.timer = threading.Timer(self.seconds, self.release)
+        self.timer.start()
+        return self
+
+    def release(self) -> None:
+        if not self.released.is_set():
+            self.released.set()
+            self.connection.rollback()
+            self.connection.close()
+
+    def __exit__(self, *exc) -> None:
+        self.timer.cancel()
+        self.release()
