@@ -7,6 +7,7 @@ import uuid
 from flask import url_for
 
 from edc.api.common import current_actor, etag, if_match
+from edc.api.idempotency import idempotent
 from edc.api.parsing import Blueprint
 from edc.api.transaction import commit_with_answer
 from edc.api.schemas import AuditRecordOut, EntryIn, EntryListArgs, EntryOut, EntryPutIn
@@ -33,6 +34,7 @@ def _out(entry, values, outcome=None) -> dict:
 
 @blp.post("/subjects/<number>/entries")
 @requires("entries:write")
+@idempotent
 @blp.arguments(EntryIn)
 @blp.response(201, EntryOut)
 def create_entry(data, number):

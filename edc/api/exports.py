@@ -11,6 +11,7 @@ from flask import Response, send_file, url_for
 from marshmallow import Schema, fields, validate
 
 from edc.api.common import current_actor, page_args
+from edc.api.idempotency import idempotent
 from edc.api.parsing import Blueprint
 from edc.api.transaction import commit_with_answer
 from edc.api.schemas import PageArgs, PageOut
@@ -76,6 +77,7 @@ def view(job: ExportJob) -> dict[str, Any]:
 
 @blp.post("")
 @requires("exports:create")
+@idempotent
 @blp.arguments(ExportIn)
 @blp.response(202, ExportOut)
 def create_export(body):

@@ -10,8 +10,8 @@ from flask import Flask, current_app, g, request
 
 from edc import runtime
 from edc.errors import is_fhir_request
-from edc.logs import REQUEST_FIELDS
 from edc.extensions import db
+from edc.logs import REQUEST_FIELDS
 from edc.problems import Forbidden, Unauthorized, UnsupportedMediaType
 from edc.security.permissions import AUTHENTICATED, PUBLIC, declared_permission
 from edc.services import auth

@@ -13,6 +13,7 @@ from marshmallow import RAISE, Schema, fields, validate
 
 from edc import clock
 from edc.api.common import current_actor, etag, page_args
+from edc.api.idempotency import idempotent
 from edc.api.parsing import Blueprint, multiline
 from edc.api.transaction import commit_with_answer
 from edc.api.schemas import SITE_CODE, PageArgs, PageOut, QueryOut
@@ -141,6 +142,7 @@ def list_queries(args):
 
 @blp.post("")
 @requires("queries:manage")
+@idempotent
 @blp.arguments(QueryIn)
 @blp.response(201, QueryDetailOut)
 def open_query(data):

@@ -10,6 +10,7 @@ import uuid
 from marshmallow import Schema, fields, validate
 
 from edc.api.common import current_actor
+from edc.api.idempotency import idempotent
 from edc.api.parsing import Blueprint
 from edc.api.transaction import commit_with_answer
 from edc.extensions import db
@@ -54,6 +55,7 @@ def _out(view: signatures.SignatureView) -> dict:
 
 @blp.post("/entries/<uuid:entry_id>/signatures")
 @requires("signatures:sign")
+@idempotent
 @blp.arguments(SignIn)
 @blp.response(201, SignatureOut)
 def sign_entry(data, entry_id: uuid.UUID):
@@ -66,6 +68,7 @@ def sign_entry(data, entry_id: uuid.UUID):
 
 @blp.post("/subjects/<number>/signatures")
 @requires("signatures:sign")
+@idempotent
 @blp.arguments(SignIn)
 @blp.response(201, SignatureOut)
 def sign_casebook(data, number: str):

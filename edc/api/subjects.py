@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import url_for
 
 from edc.api.common import current_actor, etag, if_match, page_args
+from edc.api.idempotency import idempotent
 from edc.api.parsing import Blueprint
 from edc.api.transaction import commit_with_answer
 from edc.api.schemas import (AuditHistoryArgs, AuditRecordOut, CasebookOut, SubjectIn, SubjectListArgs, SubjectOut,
@@ -18,6 +19,7 @@ blp = Blueprint("subjects", __name__, url_prefix="/api/v1/subjects", description
 
 @blp.post("")
 @requires("subjects:enrol")
+@idempotent
 @blp.arguments(SubjectIn)
 @blp.response(201, SubjectOut)
 def enrol_subject(data):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from flask import Response, g
 
+from edc.api.idempotency import store_answer
 from edc.extensions import db
 
 PENDING = "edc_commit_pending"
@@ -22,8 +23,10 @@ def commit_with_answer() -> None:
 
 
 def commit(response: Response) -> Response:
-    """Commit the request's transaction; the response is already built and stands as it is."""
+    """Commit the request's transaction, with the answer under its Idempotency-Key if it has one; the
+    response is already built and stands as it is."""
     g.pop(PENDING, None)
+    store_answer(response)
     db.session.commit()
     return response
 
