@@ -1,6 +1,6 @@
 """What SQLite's synchronous=FULL costs an entry save, against NORMAL: the save of bench/save_profile.py
 (a `POST /api/v1/subjects/{number}/entries` of the entry benchmark's form `bench30`, through the app in this
-process with Flask's test client), on two SQLite databases of the same set-up, one per setting.
+process with Flask's test client), on two copies of one SQLite database, one per setting.
 
     .venv/bin/python bench/sqlite_sync.py [--subjects 8] [--prior 5] [--saves 200] [--rounds 4] [--json | --json-out PATH]
 
@@ -9,14 +9,17 @@ Each database gets its own app (`sqlite_synchronous` NORMAL or FULL; WAL in both
 (alternating, so a change of the machine's load hits both alike). Reported: median and 90th percentile per
 save, and FULL's extra time per save (difference of the medians). The databases live in a temporary directory
 on the same file system as the system's temporary files (its fsync cost is what FULL adds: run it on the disk
-the service uses). Nothing here is a target or an assertion. See docs/benchmarks.md.
+the service uses); each round also times bare commits (one INSERT per transaction, no app) in each setting, the
+floor of what FULL adds. Nothing here is a target or an assertion. See docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy as copy_module
 import json
 import os
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -46,12 +49,22 @@ def parse_args(argv=None):
     return args
 
 
-def prepare(args, setting: str, directory: Path, today) -> tuple[eb.EntrySetup, sp.InProcess]:
+def prepare(args, directory: Path) -> eb.EntrySetup:
+    """The entry benchmark's set-up (keys, forms copy with bench30, migrated and seeded database) once, on SQLite."""
     setup = eb.EntrySetup(args)
-    setup.app_url = f"sqlite:///{directory / f'edc-{setting.lower()}.sqlite3'}"
+    setup.app_url = f"sqlite:///{directory / 'edc-prepared.sqlite3'}"
     setup.prepare_app()
-    setup.env["EDC_SQLITE_SYNCHRONOUS"] = setting
-    proc = sp.InProcess(setup, today, args.subjects)
+    return setup
+
+
+def app_on_copy(setup: eb.EntrySetup, setting: str, directory: Path, args, today) -> sp.InProcess:
+    """An app on a copy of the prepared database, running `synchronous=setting`, with its subjects and prior entries."""
+    target = directory / f"edc-{setting.lower()}.sqlite3"
+    with sqlite3.connect(setup.app_url.removeprefix("sqlite:///")) as source, sqlite3.connect(target) as copy:
+        source.backup(copy)
+    own = copy_module.copy(setup)
+    own.env = {**setup.env, "EDC_DATABASE_URL": f"sqlite:///{target}", "EDC_SQLITE_SYNCHRONOUS": setting}
+    proc = sp.InProcess(own, today, args.subjects)
     with proc.app.app_context():
         level = proc.db.session.execute(proc.db.text("PRAGMA synchronous")).scalar()
         proc.db.session.remove()
@@ -59,7 +72,7 @@ def prepare(args, setting: str, directory: Path, today) -> tuple[eb.EntrySetup, 
         raise RuntimeError(f"the app runs synchronous={level}, not {setting}")
     for _ in range(args.prior * args.subjects):
         proc.save()
-    return setup, proc
+    return proc
 
 
 def timed(proc: sp.InProcess, saves: int) -> list[float]:
@@ -71,34 +84,56 @@ def timed(proc: sp.InProcess, saves: int) -> list[float]:
     return times
 
 
+def bare_commits(directory: Path, setting: str, count: int) -> list[float]:
+    """The floor: one small INSERT committed per transaction, with the app's pragmas and nothing else (what a
+    commit's fsync costs on this disk)."""
+    connection = sqlite3.connect(directory / f"bare-{setting.lower()}.sqlite3", isolation_level=None)
+    for pragma in ("journal_mode=WAL", f"synchronous={setting}"):
+        connection.execute(f"PRAGMA {pragma}")
+    connection.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v TEXT)")
+    times = []
+    for i in range(count):
+        started = time.perf_counter()
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("INSERT INTO t (v) VALUES (?)", (f"row {i}",))
+        connection.execute("COMMIT")
+        times.append((time.perf_counter() - started) * 1000)
+    connection.close()
+    return times
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     today = datetime.now(timezone.utc).date()
     load_at_start = [round(x, 2) for x in os.getloadavg()]
-    setups, procs = [], {}
+    setup, procs = None, {}
     with tempfile.TemporaryDirectory(prefix="edc-sqlite-sync-") as tmp:
         try:
+            print("preparing the database ...", file=sys.stderr)
+            setup = prepare(args, Path(tmp))
             for setting in SETTINGS:
-                print(f"preparing the {setting} database ...", file=sys.stderr)
-                setup, procs[setting] = prepare(args, setting, Path(tmp), today)
-                setups.append(setup)
+                procs[setting] = app_on_copy(setup, setting, Path(tmp), args, today)
             times: dict[str, list[float]] = {s: [] for s in SETTINGS}
+            bare: dict[str, list[float]] = {s: [] for s in SETTINGS}
             for round_ in range(args.rounds):
                 for setting in SETTINGS if round_ % 2 == 0 else reversed(SETTINGS):
                     times[setting] += timed(procs[setting], args.saves)
+                    bare[setting] += bare_commits(Path(tmp), setting, args.saves)
         finally:
             for proc in procs.values():
                 proc.close()
-            for setup in setups:
+            if setup is not None:
                 setup.close()
-    figures = {s: {"median_ms": statistics.median(t), "p90_ms": statistics.quantiles(t, n=10)[-1], "saves": len(t)}
+    figures = {s: {"median_ms": statistics.median(t), "p90_ms": statistics.quantiles(t, n=10)[-1], "saves": len(t),
+                   "bare_commit_median_ms": statistics.median(bare[s])}
                for s, t in times.items()}
     extra = figures["FULL"]["median_ms"] - figures["NORMAL"]["median_ms"]
     result = {"settings": figures, "full_extra_ms": extra, "full_ratio": figures["FULL"]["median_ms"] / figures["NORMAL"]["median_ms"],
               "subjects": args.subjects, "prior": args.prior, "rounds": args.rounds, "load_at_start": load_at_start,
               "load_at_end": [round(x, 2) for x in os.getloadavg()]}
     for setting, f in figures.items():
-        print(f"synchronous={setting:6}  median {f['median_ms']:.2f} ms  p90 {f['p90_ms']:.2f} ms  ({f['saves']} saves)")
+        print(f"synchronous={setting:6}  median {f['median_ms']:.2f} ms  p90 {f['p90_ms']:.2f} ms  ({f['saves']} saves); "
+              f"bare commit median {f['bare_commit_median_ms']:.2f} ms")
     print(f"FULL costs {extra:+.2f} ms per save at the median (x{result['full_ratio']:.2f})")
     if args.json or args.json_out:
         out = Path(args.json_out) if args.json_out else hb.RESULTS_DIR / "sqlite_sync.json"
