@@ -95,8 +95,8 @@ class HeldLock:
     PostgreSQL an exclusive lock on the accounts table (authentication reads it). Released after `seconds`
     at the latest, so code without time limits fails the test instead of hanging it."""
 
-    def __init__(self, database_url: str, seconds: float = 8.0) -> None:
-        self.url, self.seconds = sa.make_url(database_url), seconds
+    def __init__(self, database_url: str, seconds: float = 8.0, table: str = "users") -> None:
+        self.url, self.seconds, self.table = sa.make_url(database_url), seconds, table
         self.released = threading.Event()
 
     def __enter__(self) -> HeldLock:
@@ -107,7 +107,7 @@ class HeldLock:
             import psycopg
 
             self.connection = psycopg.connect(self.url.set(drivername="postgresql").render_as_string(hide_password=False))
-            self.connection.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+            self.connection.execute(f"LOCK TABLE {self.table} IN ACCESS EXCLUSIVE MODE")
         self.timer = threading.Timer(self.seconds, self.release)
         self.timer.start()
         return self

@@ -16,10 +16,14 @@ from faults.conftest import HeldLock
 BOUND_SECONDS = 5  # far above the limits set here, far below the 8 s the lock is held at most
 
 
-def _me(client, headers):
+def _timed(client, path, headers):
     started = time.monotonic()
-    response = client.get("/api/v1/me", headers=headers)
+    response = client.get(path, headers=headers)
     return response, time.monotonic() - started
+
+
+def _me(client, headers):
+    return _timed(client, "/api/v1/me", headers)
 
 
 def _unavailable(response, elapsed: float) -> None:
@@ -93,3 +97,18 @@ def test_time_limits_that_would_wait_forever_are_refused(settings, message):
 def test_production_refuses_sqlite_without_full_durability():
     with pytest.raises(SettingsError, match="sqlite_synchronous NORMAL"):
         validate({**load_settings({"env": "development"}, environ={}), "env": "production", "sqlite_synchronous": "normal"})
+
+
+@pytest.mark.postgresql_only
+def test_reports_wait_under_their_own_longer_limit_where_a_request_gets_503(app_factory, staff, database_url):
+    limits = {"database_lock_timeout_ms": 60000, "database_statement_timeout_ms": 300,
+              "database_long_statement_timeout_ms": 60000}
+    client = app_factory(**limits).test_client()
+    headers = bearer(login(client, staff["monitor"]))
+    with HeldLock(database_url, seconds=1.5, table="subjects"):
+        response, elapsed = _timed(client, "/api/v1/subjects", headers)
+        _unavailable(response, elapsed)
+    with HeldLock(database_url, seconds=1.0, table="subjects"):  # released after 1 s: the report waits for it
+        report, elapsed = _timed(client, "/api/v1/reports/enrolment", headers)
+    assert report.status_code == 200, report.get_data(as_text=True)
+    assert elapsed >= 0.9
