@@ -12,7 +12,9 @@ from marshmallow import Schema, fields, validate
 
 from edc.api.common import current_actor, page_args
 from edc.api.downloads import stored_file
+from edc.api.idempotency import idempotent
 from edc.api.parsing import Blueprint
+from edc.api.transaction import commit_with_answer
 from edc.api.schemas import PageArgs, PageOut
 from edc.extensions import db
 from edc.models.exports import ExportJob
@@ -83,6 +85,7 @@ def view(job: ExportJob) -> dict[str, Any]:
 
 @blp.post("")
 @requires("exports:create")
+@idempotent
 @blp.arguments(ExportIn)
 @blp.response(202, ExportOut)
 def create_export(body):
@@ -92,7 +95,7 @@ def create_export(body):
         statuses=_tuple(body["statuses"]), since=body["since"], include_audit=body["include_audit"],
         data_cut=body["data_cut"], types=_tuple(body["types"]), spreadsheet_safe=body["spreadsheet_safe"])
     job = exports.request_export(db.session, current_actor(), wanted)
-    db.session.commit()
+    commit_with_answer()
     return view(job), 202, {"Location": url_for("exports.get_export", job_id=job.id)}
 
 
@@ -146,4 +149,4 @@ def get_file(job_id, name):
 def delete_export(job_id):
     """Cancel a queued or running export, or delete a finished one and its files."""
     exports.cancel(db.session, current_actor(), job_id)
-    db.session.commit()
+    commit_with_answer()

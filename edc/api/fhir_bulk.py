@@ -25,6 +25,7 @@ from flask import Response, json, request, url_for
 from edc.api.common import current_actor, public_request_url, public_url
 from edc.api.downloads import stored_file
 from edc.api.parsing import Blueprint
+from edc.api.transaction import commit
 from edc.errors import fhir_response, operation_outcome
 from edc.ecrf.inputs import date_problem
 from edc.exports.fhir_ndjson import RESOURCE_TYPES
@@ -76,11 +77,10 @@ def _kick_off(level: str) -> Response:
     since = _instant(args.get("_since"))
     wanted = exports.ExportRequest(format="fhir", since=since, types=tuple(types))
     job = exports.request_export(db.session, current_actor(), wanted, bulk=True, request_url=public_request_url())
-    db.session.commit()
     status_url = public_url(url_for("fhir_bulk.export_status", job_id=job.id))
     accepted = {"severity": "information", "code": "informational", "diagnostics": "Export accepted; poll Content-Location."}
-    return fhir_response({"resourceType": "OperationOutcome", "issue": [accepted, *_ignored_issues(refused)]},
-                         202, {"Content-Location": status_url})
+    return commit(fhir_response({"resourceType": "OperationOutcome", "issue": [accepted, *_ignored_issues(refused)]},
+                                202, {"Content-Location": status_url}))
 
 
 def _ignored_issues(names: list[str]) -> list[dict[str, str]]:
@@ -170,10 +170,9 @@ def _manifest(job: ExportJob) -> Response:
 def cancel_export(job_id):
     """Cancel a running bulk export, or delete a finished one and its files."""
     job = exports.cancel(db.session, current_actor(), job_id, bulk=True)
-    db.session.commit()
     done = "cancelled" if job.state == "cancelled" else "deleted with its files"
-    return fhir_response({"resourceType": "OperationOutcome", "issue": [
-        {"severity": "information", "code": "informational", "diagnostics": f"The export was {done}."}]}, 202)
+    return commit(fhir_response({"resourceType": "OperationOutcome", "issue": [
+        {"severity": "information", "code": "informational", "diagnostics": f"The export was {done}."}]}, 202))
 
 
 @blp.route("/bulk-errors/<job_id>/OperationOutcome.ndjson", methods=["GET"])

@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from edc import clock, runtime
-from edc.database import READ_ONLY_SNAPSHOT
+from edc.database import READ_ONLY_SNAPSHOT, allow_long_statements
 from edc.exports import csv_files, fhir_ndjson, odm, source
 from edc.exports.files import Cancelled, ExportFile, describe
 from edc.models.exports import ACTIVE_STATES, EXPORT_FORMATS, ExportJob
@@ -403,6 +403,7 @@ class _snapshot:
             bind = bind.execution_options(**{READ_ONLY_SNAPSHOT: True})
         self.reader = Session(bind)
         runtime.bind(self.reader, runtime.of(session))
+        allow_long_statements(self.reader, runtime.of(session).settings["database_long_statement_timeout_ms"])
 
     def __enter__(self) -> Session:
         return self.reader
