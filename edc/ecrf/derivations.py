@@ -9,6 +9,10 @@ A derivation is `fn(values, subject, params) -> value | None`:
 - `params`: the item's `params` mapping from the form file (thresholds live there, not in Python).
 It returns a value of the item's `value_type`, or None when it cannot derive one. It must not
 raise for missing inputs, and reads nothing but its arguments.
+
+A derivation may also register a note, `fn(values, subject, params) -> str | None`: why it derives nothing
+although its inputs are there (a CTCAE grade whose reference range is missing). A note opens an automatic
+query on the derived item, which is answered once the note is gone.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from .expressions import age_in_months
 Derivation = Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]], Any]
 _REGISTRY: dict[str, Derivation] = {}
 _REFERENCES: dict[str, tuple[str, ...]] = {}   # derivation -> the reference data (forms/reference/<name>.yaml) it reads
+_NOTES: dict[str, Derivation] = {}
 
 
 def register_derivation(name: str, reference: str | tuple[str, ...] | None = None) -> Callable[[Derivation], Derivation]:
@@ -40,6 +45,19 @@ def register_derivation(name: str, reference: str | tuple[str, ...] | None = Non
         _REFERENCES[name] = references
         return fn
     return register
+
+
+def register_derivation_note(name: str) -> Callable[[Derivation], Derivation]:
+    """Register `fn(values, subject, params) -> message | None` as the note of derivation `name` (decorator)."""
+    def register(fn: Derivation) -> Derivation:
+        _NOTES[name] = fn
+        return fn
+    return register
+
+
+def get_derivation_note(name: str) -> Derivation | None:
+    """Return the note function of derivation `name`, or None."""
+    return _NOTES.get(name)
 
 
 def get_derivation(name: str) -> Derivation | None:

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from .definitions import CheckDef, FormDef, GroupDef, ItemDef
-from .derivations import get_derivation
+from .derivations import get_derivation, get_derivation_note
 from .expressions import AGE_MONTHS, ENTRIES, FORMS, SUBJECT, SUBJECT_FACTS, Expression, age_months_function, cel_date
 from .values import (
     MISSING,
@@ -104,6 +104,7 @@ def validate_entry(form: FormDef, data: Any, *, complete: bool, context: Validat
         run.capture(run.top, data)
         run.resolve(run.top, form.plan)
         run.soft_ranges()
+        run.derivation_notes()
         run.apply_checks(warnings_only=False)
     run.find_missing_required(complete)
     return ValidationResult(run.values(), run.errors, run.warnings, run.missing_required, run.hidden_ids(), not run.errors)
@@ -114,6 +115,7 @@ def evaluate_warnings(form: FormDef, values: Mapping[str, Any], context: Validat
     run = _Run(form, context)
     run.load_stored(values)
     run.soft_ranges()
+    run.derivation_notes()
     run.apply_checks(warnings_only=True)
     return run.warnings
 
@@ -298,6 +300,21 @@ class _Run:
                     self.warnings.append({"check": "soft_range", "key": f"soft_range:{pointer}", "kind": "soft_range",
                                           "message": message, "items": [scope.path + item.id], "pointers": [pointer],
                                           "critical": False})
+
+    def derivation_notes(self) -> None:
+        """Warn where a derivation says why it derived nothing (a grade without its reference range)."""
+        for item in self.form.noted_items:
+            note = get_derivation_note(item.derivation)
+            for scope in self._scopes_of(item.group):
+                if item.id in scope.hidden or item.id in scope.stored:
+                    continue
+                inputs = {name: natural(self.form.items[name], scope.env[name]) for name in item.inputs if name in scope.env}
+                message = note(inputs, self.context.subject, item.params) if note is not None else None
+                if message:
+                    pointer = scope.pointer(item.id)
+                    self.warnings.append({"check": f"{item.derivation}_note", "key": f"derivation:{pointer}",
+                                          "kind": "derivation", "message": message, "items": [scope.path + item.id],
+                                          "pointers": [pointer], "critical": False})
 
     def apply_checks(self, *, warnings_only: bool, subject_scope_only: bool = False) -> None:
         """Evaluate the form's checks (row checks once per row); skip those with missing inputs."""
