@@ -17,6 +17,10 @@ from typing import Any
 import pytest
 
 from conftest import count_rows, problem
+from edc import runtime
+from edc.exports.csv_files import write_csv
+from edc.exports.source import Selection
+from edc.extensions import db
 
 LB = {"LBDAT": "2026-11-03", "WBC": 1.2, "ANC": 0.4, "LYM": 0.3, "HGB": 7.9, "PLT": 20, "SODIUM": 138, "K": 2.9,
       "CREAT": 0.5, "ALT": 28, "AST": 30, "BILI": 0.6, "FIBRINO": 45, "INR": 1.3, "CRP": 85.0, "FERRITIN": 2500,
@@ -286,3 +290,23 @@ def test_a_grade_that_needs_a_missing_range_opens_a_query_answered_once_it_can_b
     trial.update(body["id"], {"LBDAT": "2023-06-01", "ANC": 0.4, "INR": 1.3})
     assert trial.entry(body["id"])["data"]["ANC_TOXGR"] == 4                                    # < 0.5: no range needed
     assert not open_on(trial, number, body["id"], check) and answered(trial, number, body["id"], check)
+
+
+def test_the_grade_and_what_decided_it_reach_the_fhir_and_csv_exports(trial, tmp_path):
+    """ALT 151 U/L against an abnormal screening ALT of 50: >3.0 - 5.0 x baseline, grade 2 decided by the baseline."""
+    number = trial.enrol()
+    trial.saved(number, "lb", {"LBDAT": "2026-11-02", "ALT": 50}, event="SCR")
+    trial.saved(number, "lb", {"LBDAT": "2026-11-03", "ALT": 151}, event="UNS")
+    bundle = trial.client.get(f"/fhir/Patient/{number}/$everything", headers=trial.headers["statistician"]).get_json()
+    alt = [entry["resource"] for entry in bundle["entry"] if entry["resource"]["resourceType"] == "Observation"
+           and entry["resource"]["code"]["coding"][0]["code"] == "1742-6"]
+    graded = {o["valueQuantity"]["value"]: [c.get("valueInteger", c.get("valueCodeableConcept", {}).get("coding", [{}])[0]
+                                                .get("code")) for c in o["component"]] for o in alt}
+    assert graded == {50: [1, "ULN"], 151: [2, "BASELINE"]}
+    app = trial.client.application
+    with app.app_context():
+        runtime.bind(db.session, runtime.for_app(app))
+        files = {f.name: f for f in write_csv(db.session, Selection(), tmp_path)}
+    with (tmp_path / "lb.csv").open(encoding="utf-8", newline="") as handle:
+        rows = {row["ALT"]: (row["ALT_TOXGR"], row["ALT_TOXBASIS"]) for row in csv.DictReader(handle)}
+    assert "lb.csv" in files and rows == {"50": ("1", "ULN"), "151": ("2", "BASELINE")}
