@@ -141,6 +141,7 @@ class FormDef:
     plan: tuple[ItemDef | GroupDef, ...] = ()  # show_if, computed items and groups in dependency order
     soft_items: tuple[ItemDef, ...] = ()
     noted_items: tuple[ItemDef, ...] = ()     # derived items whose derivation can say why it derived nothing
+    rechecked_items: tuple[ItemDef, ...] = ()  # derived items re-derived on stored values (they read other entries)
     missing_code_labels: dict[str, Labels] = field(default_factory=dict)
     text_max_length: int = 4000               # the study's limit for text without max_length, and for notes
 

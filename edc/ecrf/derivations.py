@@ -26,15 +26,21 @@ Derivation = Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]],
 _REGISTRY: dict[str, Derivation] = {}
 _REFERENCES: dict[str, tuple[str, ...]] = {}   # derivation -> the reference data (forms/reference/<name>.yaml) it reads
 _NOTES: dict[str, Derivation] = {}
+_RECHECKED: set[str] = set()     # derivations whose value depends on other entries (a baseline): rechecked later
 
 
-def register_derivation(name: str, reference: str | tuple[str, ...] | None = None) -> Callable[[Derivation], Derivation]:
+def register_derivation(name: str, reference: str | tuple[str, ...] | None = None,
+                        recheck: bool = False) -> Callable[[Derivation], Derivation]:
     """Register `fn(values, subject, params)` under `name` for derived items (decorator).
 
     `reference`: the name(s) of the reference data the derivation reads (forms/reference/<name>.yaml). The loader
     then passes them in `params["reference"]` as {name: data}; the item's own params (what its form's content
     hash covers) stay as written.
+    `recheck`: the value also depends on the subject's other entries (a lab baseline). A stored value is then
+    re-derived when those change, and a difference opens a query; the entry itself is never rewritten.
     """
+    if recheck:
+        _RECHECKED.add(name)
     references = (reference,) if isinstance(reference, str) else tuple(reference or ())
 
     def register(fn: Derivation) -> Derivation:
@@ -53,6 +59,11 @@ def register_derivation_note(name: str) -> Callable[[Derivation], Derivation]:
         _NOTES[name] = fn
         return fn
     return register
+
+
+def derivation_rechecked(name: str) -> bool:
+    """Whether derivation `name` is re-run on stored values when the subject's other entries change."""
+    return name in _RECHECKED
 
 
 def get_derivation_note(name: str) -> Derivation | None:

@@ -171,7 +171,7 @@ def _graded(values: Values, subject: Values, params: Values) -> _Graded:
     return _Graded(best.grade, best.basis or NO_CRITERION)
 
 
-@register_derivation("ctcae_lab_grade", reference=(LAB_RANGES, CTCAE))
+@register_derivation("ctcae_lab_grade", reference=(LAB_RANGES, CTCAE), recheck=True)
 def ctcae_lab_grade(values: Values, subject: Values, params: Values) -> int | None:
     """CTCAE grade 0-4 of the `value` item by the laboratory criteria of `terms`, with the range in force."""
     return _graded(values, subject, params).grade
@@ -183,7 +183,7 @@ def ctcae_lab_grade_note(values: Values, subject: Values, params: Values) -> str
     return _graded(values, subject, params).missing_range
 
 
-@register_derivation("ctcae_lab_basis", reference=(LAB_RANGES, CTCAE))
+@register_derivation("ctcae_lab_basis", reference=(LAB_RANGES, CTCAE), recheck=True)
 def ctcae_lab_basis(values: Values, subject: Values, params: Values) -> str | None:
     """What decided the grade of ctcae_lab_grade with the same params: ULN, LLN, BASELINE, ABSOLUTE or NONE."""
     return _graded(values, subject, params).basis

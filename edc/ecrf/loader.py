@@ -325,6 +325,10 @@ class _Loader:
             for pending in build.expressions:
                 for fact in pending.program.subject_facts:
                     study.subject_fact_dependencies.setdefault(fact, set()).add(build.form.id)
+        rule = study.lab_baseline
+        if rule is not None:   # a lab result's baseline reads the lab form's other entries and the treatment dates
+            for source in (rule["form"], rule["before"]["form"]):
+                study.cross_form_dependencies.setdefault(source, set()).add(rule["form"])
 
     def _check_schedule(self, study: Study) -> None:
         reader = self.reader(STUDY_FILE)

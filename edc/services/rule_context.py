@@ -90,23 +90,30 @@ def validation_context(session: Session, subject: Subject, form_id: str, *, excl
     """What the rules of an entry of form_id at event_key read besides its own values: the subject's facts and
     visit window, and the subject's other entries of the forms its cross-form checks read (not `exclude`, the
     entry itself). `loaded` is a preloaded superset of those entries (from load_values)."""
-    latest, every = _other_entries(session, subject, form_id, exclude, loaded)
     study = _study(session)
+    rule = study.lab_baseline
+    graded = rule is not None and rule["form"] == form_id
+    if graded and loaded is None:   # one read for the cross-form checks and the baselines
+        loaded = load_values(session, subject, forms_read_by(study, form_id) | {rule["form"], rule["before"]["form"]})
+    latest, every = _other_entries(session, subject, form_id, exclude, loaded)
     facts = subject_facts(subject, event_key, study)
-    if study.lab_baseline is not None and study.lab_baseline["form"] == form_id:
-        facts[LAB_BASELINES] = lab_baselines(session, subject, exclude)
+    if graded:
+        facts[LAB_BASELINES] = lab_baselines(session, subject, exclude, loaded)
     return ValidationContext(subject=facts, other_forms=latest, other_entries=every,
                              today=clock.utcnow().date())
 
 
-def lab_baselines(session: Session, subject: Subject, exclude: uuid.UUID | None = None) -> dict[str, tuple[float, date]]:
+def lab_baselines(session: Session, subject: Subject, exclude: uuid.UUID | None = None,
+                  loaded: list[tuple[Entry, dict[str, Any]]] | None = None) -> dict[str, tuple[float, date]]:
     """The subject's CTCAE baseline of each numeric item of the lab form (study.yaml lab_baseline), as
     item -> (value, sample date): the last value sampled before the first day of treatment (the earliest `before`
-    date), else the value of the entry at the fallback event. `exclude`: the entry being saved."""
+    date), else the value of the entry at the fallback event. `exclude`: the entry being saved; `loaded`: a preloaded
+    superset of the entries read (from load_values)."""
     study = _study(session)
     rule = study.lab_baseline
     lab_form, before = rule["form"], rule["before"]
-    loaded = load_values(session, subject, {lab_form, before["form"]})
+    if loaded is None:
+        loaded = load_values(session, subject, {lab_form, before["form"]})
     start = min((day for entry, values in loaded if entry.form_id == before["form"]
                  for day in _dates(values, before["date"])), default=None)
     earlier: dict[str, tuple[float, date]] = {}

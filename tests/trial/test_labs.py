@@ -310,3 +310,19 @@ def test_the_grade_and_what_decided_it_reach_the_fhir_and_csv_exports(trial, tmp
     with (tmp_path / "lb.csv").open(encoding="utf-8", newline="") as handle:
         rows = {row["ALT"]: (row["ALT_TOXGR"], row["ALT_TOXBASIS"]) for row in csv.DictReader(handle)}
     assert "lb.csv" in files and rows == {"50": ("1", "ULN"), "151": ("2", "BASELINE")}
+
+
+def test_a_grade_whose_baseline_changes_later_is_queried_not_rewritten(trial):
+    """Correcting the screening ALT from 20 (normal) to 50 (abnormal) turns the Day 3 ALT 76 from >3.0 - 5.0 x ULN
+    (grade 2) into 1.5 - 3.0 x baseline (grade 1): the Day 3 entry keeps its data and gets a query."""
+    number = trial.enrol()
+    screening = trial.saved(number, "lb", {"LBDAT": "2026-11-02", "ALT": 20}, event="SCR")
+    later = trial.saved(number, "lb", {"LBDAT": "2026-11-03", "ALT": 76}, event="UNS")
+    assert later["data"]["ALT_TOXGR"] == 2 and not open_on(trial, number, later["id"], "derived_out_of_date")
+    trial.update(screening["id"], {"LBDAT": "2026-11-02", "ALT": 50}, reason="transcription error")
+    assert trial.entry(later["id"])["data"]["ALT_TOXGR"] == 2
+    assert {q["item"] for q in open_on(trial, number, later["id"], "derived_out_of_date")} == {"ALT_TOXGR", "ALT_TOXBASIS"}
+    trial.update(later["id"], {"LBDAT": "2026-11-03", "ALT": 76}, reason="derive the grade again")
+    data = trial.entry(later["id"])["data"]
+    assert (data["ALT_TOXGR"], data["ALT_TOXBASIS"]) == (1, "BASELINE")
+    assert not open_on(trial, number, later["id"], "derived_out_of_date")
