@@ -4,6 +4,8 @@
 |---|---|---|
 | `lab_range_flag` | LOW / NORMAL / HIGH (CDISC LBNRIND) against the range in force | lab_ranges |
 | `ctcae_lab_grade` | CTCAE v5.0 grade 0-4 from the laboratory criteria of the given terms (LBTOXGR) | lab_ranges, ctcae_v5 |
+| `ctcae_lab_basis` | what decided that grade: ULN, LLN, BASELINE, ABSOLUTE or NONE (grade 0) | lab_ranges, ctcae_v5 |
+| `albumin_corrected_calcium` | calcium + factor x (normal albumin - albumin), in decimals | |
 | `lab_range_reference` | which range applied: "<laboratory> <effective_from> <age band>" (traceability) | lab_ranges |
 
 The range in force for a sample is that of the subject's site laboratory, from the range set with the
@@ -12,17 +14,22 @@ completed months at the sample date (counted from the 1st of the birth month, li
 A range applies from its lower limit to its upper limit inclusive: a value equal to a limit is NORMAL.
 
 A CTCAE laboratory grade is the highest grade whose threshold the value crosses (strictly below for a
-"decreased" term, strictly above for an "increased" one: CTCAE writes "<LLN", ">3.0 x ULN"), 0 when none;
-the thresholds (LLN, ULN, multiples of them, absolute values) are in forms/reference/ctcae_v5.yaml, not here.
-Only the laboratory criteria are derived: the clinical and baseline-relative alternatives of a grade
-("symptomatic", "transfusion indicated", "> 3 x baseline") are for the investigator's AE grade. Several
-terms (hypo- and hyperkalaemia) give the highest of their grades.
+"decreased" term, strictly above for an "increased" one: CTCAE writes "<LLN", ">3.0 x ULN"; inclusive where
+the data say so), 0 when none; the thresholds (LLN, ULN, the baseline, multiples of them or amounts added,
+absolute values) are in forms/reference/ctcae_v5.yaml, not here. Values and limits are compared as decimals.
+The baseline-relative criteria use the subject fact `lab_baselines` (result item -> (value, sample date)),
+which the service computes by the study's lab_baseline rule; a baseline dated on or after the sample is not
+used, and a term's abnormal-baseline criteria apply when the baseline was beyond its limit of normal in the
+range in force on the baseline's date. Without a range in force the absolute criteria still grade; when a
+criterion on the missing range could change the grade, the grade is None and the derivation's note
+(an automatic query) names the missing range. Clinical alternatives ("symptomatic", "transfusion
+indicated", "on anticoagulation") are for the investigator's AE grade. Several terms (hypo- and
+hyperkalaemia) give the highest of their grades.
 
 Params: `value` and `date` name the form's result and sample-date items; `analyte` (flag) names a
-lab_ranges analyte; `terms` (grade) lists CTCAE term names with laboratory criteria. Subject facts:
-site, birth_year, birth_month. Each derivation returns None, never raises, when a fact or input is
-missing or no range is in force (no site laboratory, sample before its first range set, age outside
-its bands).
+lab_ranges analyte, (grade) which of a term's criteria apply; `terms` (grade) lists CTCAE term names with
+laboratory criteria. Subject facts: site, birth_year, birth_month, lab_baselines. Each derivation returns
+None, never raises, when a fact or input is missing.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ name (`lab_ranges.yaml` -> `lab_ranges`) and of the kind its `kind:` key declare
   (a range set applies from its date until the next set's date), per age band in months
   (`from <= age < to`), per analyte `[low, high]` in the analyte's study unit (`null`: no limit);
 - `kind: ctcae` — CTCAE term names, SOC names and grade texts 1-5 (no MedDRA codes), and for the terms
-  a laboratory value grades, the thresholds per grade: `LLN`, `ULN`, `<k> x LLN`, `<k> x ULN` or an
-  absolute value in the analyte's study unit (several alternatives in a list: any one suffices).
+  a laboratory value grades, the thresholds per grade: `LLN`, `ULN`, `<k> x LLN|ULN|baseline`,
+  `ULN|baseline + <k>` or an absolute value in the analyte's study unit (several alternatives in a list: any
+  one suffices; `>=`/`<=` in front: inclusive), and those that replace them after an abnormal baseline.
 
 `load_reference` parses and checks every file ("file:line: message" problems, like form files) and
 returns name -> parsed data (`LabRanges`, `Ctcae`). A derivation registered with
