@@ -52,11 +52,13 @@ import functools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
+from decimal import Decimal
 from itertools import product
 from typing import Any
 
 from .derivations import Answers, Calculation, register_derivation, register_fhirpath
 from .expressions import age_in_months
+from .reference import decimal_of
 
 Values = Mapping[str, Any]
 
@@ -114,6 +116,18 @@ def _check_number(name: str, value: Any, *, minimum: float | None = None, above:
     if above is not None and value <= above:
         raise DomainError(f"{name} must be above {above}")
     return float(value)
+
+
+def _check_decimal(name: str, value: Any, *, minimum: float | None = None, above: float | None = None) -> Decimal:
+    """A number checked like _check_number, kept as the decimal it was written as: clinical limits are compared
+    (and scaled to other units) as decimals, so that 0.7 % is exactly a limit of 0.007."""
+    _check_number(name, float(value) if isinstance(value, Decimal) else value, minimum=minimum, above=above)
+    return decimal_of(value)
+
+
+def _scaled(value: float | None, unit: float) -> Decimal | None:
+    """`value` in a unit `unit` times the core's, as a decimal."""
+    return None if value is None else decimal_of(value) * decimal_of(unit)
 
 
 def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
@@ -390,11 +404,11 @@ def cns_status(*, csf_blasts: bool | None, csf_wbc: float | None, csf_rbc: float
     """
     signs = None if clinical_signs is None else _check_bool("clinical_signs", clinical_signs)
     blasts = None if csf_blasts is None else _check_bool("csf_blasts", csf_blasts)
-    wbc = None if csf_wbc is None else _check_number("csf_wbc", csf_wbc, minimum=0)
-    rbc = None if csf_rbc is None else _check_number("csf_rbc", csf_rbc, minimum=0)
-    pb_wbc = None if blood_wbc is None else _check_number("blood_wbc", blood_wbc, minimum=0)
-    pb_rbc = None if blood_rbc is None else _check_number("blood_rbc", blood_rbc, above=0)
-    rbc_min = None if traumatic_rbc_min is None else _check_number("traumatic_rbc_min", traumatic_rbc_min, above=0)
+    wbc = None if csf_wbc is None else _check_decimal("csf_wbc", csf_wbc, minimum=0)
+    rbc = None if csf_rbc is None else _check_decimal("csf_rbc", csf_rbc, minimum=0)
+    pb_wbc = None if blood_wbc is None else _check_decimal("blood_wbc", blood_wbc, minimum=0)
+    pb_rbc = None if blood_rbc is None else _check_decimal("blood_rbc", blood_rbc, above=0)
+    rbc_min = None if traumatic_rbc_min is None else _check_decimal("traumatic_rbc_min", traumatic_rbc_min, above=0)
     if signs:
         return "CNS3"
     status = _cns_from_csf(blasts, wbc, rbc, pb_wbc, pb_rbc, rbc_min)
@@ -403,8 +417,8 @@ def cns_status(*, csf_blasts: bool | None, csf_wbc: float | None, csf_rbc: float
     return status
 
 
-def _cns_from_csf(blasts: bool | None, wbc: float | None, rbc: float | None, pb_wbc: float | None,
-                  pb_rbc: float | None, rbc_min: float | None) -> str | None:
+def _cns_from_csf(blasts: bool | None, wbc: Decimal | None, rbc: Decimal | None, pb_wbc: Decimal | None,
+                  pb_rbc: Decimal | None, rbc_min: Decimal | None) -> str | None:
     if blasts is None:
         return None
     if not blasts:
@@ -420,7 +434,8 @@ def _cns_from_csf(blasts: bool | None, wbc: float | None, rbc: float | None, pb_
         return "CNS3"
     if pb_wbc is None or pb_rbc is None:
         return None
-    return "CNS3" if wbc / rbc > 2 * (pb_wbc / pb_rbc) else "CNS2"
+    # CSF WBC/RBC > 2 x blood WBC/RBC, multiplied out (both RBC counts are positive here): exact in decimals
+    return "CNS3" if wbc * pb_rbc > 2 * pb_wbc * rbc else "CNS2"
 
 
 # ---------------------------------------------------------------- MRD (§5)
@@ -434,10 +449,11 @@ def mrd_negative(*, value: float | None, sensitivity: float | None, undetectable
     below the assay's sensitivity (or reported undetectable) and, when `required_sensitivity` [P] is
     given, the assay reaches it (sensitivity <= required); positive when detected (value >= sensitivity).
     """
-    lod = None if sensitivity is None else _check_number("sensitivity", sensitivity, above=0)
-    measured = None if value is None else _check_number("value", value, minimum=0)
+    lod = None if sensitivity is None else _check_decimal("sensitivity", sensitivity, above=0)
+    measured = None if value is None else _check_decimal("value", value, minimum=0)
     flag = None if undetectable is None else _check_bool("undetectable", undetectable)
-    required = None if required_sensitivity is None else _check_number("required_sensitivity", required_sensitivity, above=0)
+    required = None if required_sensitivity is None else _check_decimal("required_sensitivity", required_sensitivity,
+                                                                         above=0)
     if flag is False:
         return False                                   # detected
     if measured is not None and lod is not None and measured >= lod:
@@ -462,17 +478,17 @@ def derived_response(*, bm_blasts_pct: float | None, pb_blasts: bool | None, emd
     `anc_min`, platelets >= `platelets_min` and no recent transfusion; CRi: the same except the counts
     (or transfusion); NOT_CR otherwise. Thresholds [P] are in the units of the inputs.
     """
-    blast_limit = _check_number("blasts_below_pct", blasts_below_pct, above=0)
-    anc_limit = _check_number("anc_min", anc_min, minimum=0)
-    platelet_limit = _check_number("platelets_min", platelets_min, minimum=0)
-    blasts = None if bm_blasts_pct is None else _check_number("bm_blasts_pct", bm_blasts_pct, minimum=0)
+    blast_limit = _check_decimal("blasts_below_pct", blasts_below_pct, above=0)
+    anc_limit = _check_decimal("anc_min", anc_min, minimum=0)
+    platelet_limit = _check_decimal("platelets_min", platelets_min, minimum=0)
+    blasts = None if bm_blasts_pct is None else _check_decimal("bm_blasts_pct", bm_blasts_pct, minimum=0)
     if blasts is not None and blasts > 100:
         raise DomainError("bm_blasts_pct must be at most 100")
     status = None if cns is None else _check_code("cns", cns, CNS_STATUSES)
     flags = {name: None if flag is None else not _check_bool(name, flag)
              for name, flag in (("pb_blasts", pb_blasts), ("emd", emd), ("transfused", transfused))}
-    counts = [None if anc is None else _check_number("anc", anc, minimum=0) >= anc_limit,
-              None if platelets is None else _check_number("platelets", platelets, minimum=0) >= platelet_limit,
+    counts = [None if anc is None else _check_decimal("anc", anc, minimum=0) >= anc_limit,
+              None if platelets is None else _check_decimal("platelets", platelets, minimum=0) >= platelet_limit,
               flags["transfused"]]
     disease_free = _all3([None if blasts is None else blasts < blast_limit, flags["pb_blasts"], flags["emd"],
                           None if status is None else status == "CNS1"])
@@ -501,11 +517,11 @@ def b_cell_recovery(*, abs_count: float | None, pct: float | None, abs_threshold
     for name, value, threshold in (("abs_count", abs_count, abs_threshold), ("pct", pct, pct_threshold)):
         if threshold is None:
             continue
-        limit = _check_number(f"{name} threshold", threshold, minimum=0)
+        limit = _check_decimal(f"{name} threshold", threshold, minimum=0)
         if value is None:
             reached.append(None)
             continue
-        measured = _check_number(name, value, minimum=0)
+        measured = _check_decimal(name, value, minimum=0)
         reached.append(measured > limit if strict else measured >= limit)
     if True in reached:
         return True
@@ -935,9 +951,9 @@ def cns_status_derivation(values: Values, subject: Values, params: Values) -> st
     """
     blood_wbc, blood_rbc = _number_input(values, params, "blood_wbc"), _number_input(values, params, "blood_rbc")
     if blood_wbc is not None:
-        blood_wbc *= _unit(params, "blood_wbc_unit", COUNT_UNITS)
+        blood_wbc = _scaled(blood_wbc, _unit(params, "blood_wbc_unit", COUNT_UNITS))
     if blood_rbc is not None:
-        blood_rbc *= _unit(params, "blood_rbc_unit", COUNT_UNITS)
+        blood_rbc = _scaled(blood_rbc, _unit(params, "blood_rbc_unit", COUNT_UNITS))
     status = cns_status(csf_blasts=_flag(_input(values, params, "csf_blasts"), params),
                         csf_wbc=_number_input(values, params, "csf_wbc"),
                         csf_rbc=_number_input(values, params, "csf_rbc"),
@@ -961,12 +977,11 @@ def mrd_negative_derivation(values: Values, subject: Values, params: Values) -> 
     value = _number_input(values, params, "value")
     sensitivity = _number_input(values, params, "sensitivity")
     lod_scale = _unit(params, "sensitivity_unit", MRD_UNITS)
-    if value is not None:
-        value *= _unit(params, "value_unit", MRD_UNITS)
+    value = _scaled(value, _unit(params, "value_unit", MRD_UNITS))
     required = _optional_param_number(params, "required_sensitivity")
-    result = mrd_negative(value=value, sensitivity=None if sensitivity is None else sensitivity * lod_scale,
+    result = mrd_negative(value=value, sensitivity=_scaled(sensitivity, lod_scale),
                           undetectable=_flag(_input(values, params, "undetectable"), params),
-                          required_sensitivity=None if required is None else required * lod_scale)
+                          required_sensitivity=_scaled(required, lod_scale))
     return _output(result, params, (True, False))
 
 

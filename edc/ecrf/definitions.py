@@ -140,6 +140,8 @@ class FormDef:
     top_level: tuple[str, ...] = ()          # top-level item and group ids in display order
     plan: tuple[ItemDef | GroupDef, ...] = ()  # show_if, computed items and groups in dependency order
     soft_items: tuple[ItemDef, ...] = ()
+    noted_items: tuple[ItemDef, ...] = ()     # derived items whose derivation can say why it derived nothing
+    rechecked_items: tuple[ItemDef, ...] = ()  # derived items re-derived on stored values (they read other entries)
     missing_code_labels: dict[str, Labels] = field(default_factory=dict)
     text_max_length: int = 4000               # the study's limit for text without max_length, and for notes
 
@@ -185,6 +187,8 @@ class Study:
     canonical_url: str
     source: str
     exclusive_forms: set[str] = field(default_factory=set)   # entered only by their form_roles, not site staff
+    # The CTCAE baseline of a lab result (study.yaml lab_baseline): {form, date, before: {form, date}, fallback_event}
+    lab_baseline: dict[str, Any] | None = None
     # Source data verification per form: "all" items, "none", or a tuple of critical top-level item ids.
     sdv_default: str = "all"
     sdv_forms: dict[str, str | tuple[str, ...]] = field(default_factory=dict)

@@ -9,6 +9,10 @@ A derivation is `fn(values, subject, params) -> value | None`:
 - `params`: the item's `params` mapping from the form file (thresholds live there, not in Python).
 It returns a value of the item's `value_type`, or None when it cannot derive one. It must not
 raise for missing inputs, and reads nothing but its arguments.
+
+A derivation may also register a note, `fn(values, subject, params) -> str | None`: why it derives nothing
+although its inputs are there (a CTCAE grade whose reference range is missing). A note opens an automatic
+query on the derived item, which is answered once the note is gone.
 """
 
 from __future__ import annotations
@@ -22,15 +26,22 @@ from .expressions import age_in_months
 Derivation = Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]], Any]
 _REGISTRY: dict[str, Derivation] = {}
 _REFERENCES: dict[str, tuple[str, ...]] = {}   # derivation -> the reference data (forms/reference/<name>.yaml) it reads
+_NOTES: dict[str, Derivation] = {}
+_RECHECKED: set[str] = set()     # derivations whose value depends on other entries (a baseline): rechecked later
 
 
-def register_derivation(name: str, reference: str | tuple[str, ...] | None = None) -> Callable[[Derivation], Derivation]:
+def register_derivation(name: str, reference: str | tuple[str, ...] | None = None,
+                        recheck: bool = False) -> Callable[[Derivation], Derivation]:
     """Register `fn(values, subject, params)` under `name` for derived items (decorator).
 
     `reference`: the name(s) of the reference data the derivation reads (forms/reference/<name>.yaml). The loader
     then passes them in `params["reference"]` as {name: data}; the item's own params (what its form's content
     hash covers) stay as written.
+    `recheck`: the value also depends on the subject's other entries (a lab baseline). A stored value is then
+    re-derived when those change, and a difference opens a query; the entry itself is never rewritten.
     """
+    if recheck:
+        _RECHECKED.add(name)
     references = (reference,) if isinstance(reference, str) else tuple(reference or ())
 
     def register(fn: Derivation) -> Derivation:
@@ -41,6 +52,24 @@ def register_derivation(name: str, reference: str | tuple[str, ...] | None = Non
         _REFERENCES[name] = references
         return fn
     return register
+
+
+def register_derivation_note(name: str) -> Callable[[Derivation], Derivation]:
+    """Register `fn(values, subject, params) -> message | None` as the note of derivation `name` (decorator)."""
+    def register(fn: Derivation) -> Derivation:
+        _NOTES[name] = fn
+        return fn
+    return register
+
+
+def derivation_rechecked(name: str) -> bool:
+    """Whether derivation `name` is re-run on stored values when the subject's other entries change."""
+    return name in _RECHECKED
+
+
+def get_derivation_note(name: str) -> Derivation | None:
+    """Return the note function of derivation `name`, or None."""
+    return _NOTES.get(name)
 
 
 def get_derivation(name: str) -> Derivation | None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .definitions import CAPTURED_TYPES, COMPUTED_TYPES, NUMERIC_TYPES, CheckDef, FormDef, GroupDef, ItemDef, SectionDef
-from .derivations import get_derivation
+from .derivations import derivation_rechecked, get_derivation, get_derivation_note
 from .expressions import FUNCTIONS, KNOWN_FUNCTIONS, SUBJECT_FACTS, Expression, ExpressionError, cel_constant, compile_expression
 from .reading import (
     BadValue,
@@ -168,6 +168,10 @@ class FormFileBuilder:
             study_id=self.basics.study_id, canonical_url=self.basics.canonical_url,
             top_level=tuple(self.top_level), plan=plan,
             soft_items=tuple(item for item in self.items.values() if item.soft_min is not None or item.soft_max is not None),
+            noted_items=tuple(item for item in self.items.values()
+                              if item.type == "derived" and get_derivation_note(item.derivation or "") is not None),
+            rechecked_items=tuple(item for item in self.items.values()
+                                  if item.type == "derived" and derivation_rechecked(item.derivation or "")),
             missing_code_labels=self.basics.missing_code_labels, text_max_length=self.basics.text_max_length,
         )
         return FormBuild(form, self.pending, self.broken, self.reader)

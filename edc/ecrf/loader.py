@@ -35,7 +35,8 @@ from .reference import REFERENCE_DIR, item_problems, load_reference, reference_f
 STUDY_FILE, CODELISTS_FILE, RELEASED_FILE = "study.yaml", "codelists.yaml", "released.yaml"
 _STUDY_FILES = (STUDY_FILE, CODELISTS_FILE, RELEASED_FILE)
 STUDY_KEYS = {"id", "title", "languages", "canonical_url", "parameters", "settings", "missing_codes", "events",
-              "subject_logs", "repeating_forms", "form_roles", "anchors", "sdv", "safety", "fhir", "exports"}
+              "subject_logs", "repeating_forms", "form_roles", "anchors", "sdv", "safety", "fhir", "exports",
+              "lab_baseline"}
 EVENT_KEYS = {"id", "label", "anchor", "day", "window_before", "window_after", "forms", "repeatable", "optional"}
 REPEATING_FORM_KEYS = {"anchor", "from_day", "to_day", "date_item"}
 SETTINGS: dict[str, tuple[Any, Any]] = {  # name -> (parser, default)
@@ -126,10 +127,12 @@ class _Loader:
             repeating_forms=self._repeating_forms(reader, fields), form_roles=fields.get("form_roles", _form_roles, {}),
             exclusive_forms=fields.get("form_roles", _exclusive_forms, set()),
             anchors=fields.get("anchors", _anchors, {}),
+            lab_baseline=fields.get("lab_baseline", _lab_baseline, None),
             sdv_default=sdv_default, sdv_forms=sdv_forms,
             code_lists=code_lists, canonical_url=fields.get("canonical_url", _url, f"urn:edc:{study_id}"),
             source=reader.file)
-        self._study_lines = {key: fields.line(key) for key in ("subject_logs", "repeating_forms", "form_roles", "anchors", "sdv")}
+        self._study_lines = {key: fields.line(key) for key in ("subject_logs", "repeating_forms", "form_roles", "anchors", "sdv",
+                                                               "lab_baseline")}
         self._mapping = MappingReader(reader)   # what the engine reads of the forms: checked once they are loaded
         if fields.has("safety"):
             study.safety = self._mapping.read_safety(node["safety"], fields.line("safety"))
@@ -322,6 +325,10 @@ class _Loader:
             for pending in build.expressions:
                 for fact in pending.program.subject_facts:
                     study.subject_fact_dependencies.setdefault(fact, set()).add(build.form.id)
+        rule = study.lab_baseline
+        if rule is not None:   # a lab result's baseline reads the lab form's other entries and the treatment dates
+            for source in (rule["form"], rule["before"]["form"]):
+                study.cross_form_dependencies.setdefault(source, set()).add(rule["form"])
 
     def _check_schedule(self, study: Study) -> None:
         reader = self.reader(STUDY_FILE)
@@ -349,12 +356,27 @@ class _Loader:
                                                                        for f in e.forms}:
                 reader.error(self._study_lines["anchors"], f"anchors: {anchor}: form {source['form']!r} is not at event "
                                                            f"{source['event']!r}")
+        self._check_lab_baseline(study, reader)
         attached = event_forms | set(study.subject_logs) | set(study.repeating_forms)
         for form_id, versions in study.all_forms.items():
             if form_id not in attached:
                 latest = versions[next(reversed(versions))]
                 self.reader(Path(latest.source).relative_to(self.root).as_posix()).error(
                     1, f"form {form_id!r} is in no event, subject log or repeating form of {STUDY_FILE}")
+
+    def _check_lab_baseline(self, study: Study, reader: FileReader) -> None:
+        """lab_baseline: its forms, date items and event must exist (the sample date a top-level full date)."""
+        rule = study.lab_baseline
+        if rule is None:
+            return
+        line = self._study_lines["lab_baseline"]
+        for source, top_level in ((rule, True), (rule["before"], False)):
+            form = study.all_forms.get(source["form"])
+            item = form[next(reversed(form))].items.get(source["date"]) if form else None
+            if item is None or item.value_kind != "date" or item.partial or (top_level and item.group is not None):
+                reader.error(line, f"lab_baseline: {source['form']}.{source['date']} is not a full date item of a form")
+        if not any(event.id == rule["fallback_event"] and rule["form"] in event.forms for event in study.events):
+            reader.error(line, f"lab_baseline: form {rule['form']!r} is not at event {rule['fallback_event']!r}")
 
     def _check_sdv(self, study: Study, reader: FileReader) -> None:
         """sdv: every form must exist, and every critical item be a top-level item (or group) of its latest version."""
@@ -551,6 +573,20 @@ def _anchors(value: Any) -> dict[str, dict[str, str]]:
         anchors[anchor] = {"form": identifier(source["form"]), "item": identifier(source["item"]),
                            "event": identifier(source["event"]) if "event" in source else None}
     return anchors
+
+
+def _lab_baseline(value: Any) -> dict[str, Any]:
+    """lab_baseline: {form: lb, date: LBDAT, before: {form: ld, date: ECSTDAT}, fallback_event: SCR}: a result's
+    baseline is its last value sampled before the earliest `before` date, else its value at `fallback_event`."""
+    keys = {"form", "date", "before", "fallback_event"}
+    if not isinstance(value, dict) or set(value) != keys:
+        raise BadValue("must be {form: <lab form>, date: <sample date item>, before: {form, date}, fallback_event: <event>}")
+    before = value["before"]
+    if not isinstance(before, dict) or set(before) != {"form", "date"}:
+        raise BadValue("before must be {form: <form id>, date: <date item id>} (the first day of treatment)")
+    return {"form": identifier(value["form"]), "date": identifier(value["date"]),
+            "before": {"form": identifier(before["form"]), "date": identifier(before["date"])},
+            "fallback_event": identifier(value["fallback_event"])}
 
 
 def _url(value: Any) -> str:

@@ -7,8 +7,9 @@ name (`lab_ranges.yaml` -> `lab_ranges`) and of the kind its `kind:` key declare
   (a range set applies from its date until the next set's date), per age band in months
   (`from <= age < to`), per analyte `[low, high]` in the analyte's study unit (`null`: no limit);
 - `kind: ctcae` — CTCAE term names, SOC names and grade texts 1-5 (no MedDRA codes), and for the terms
-  a laboratory value grades, the thresholds per grade: `LLN`, `ULN`, `<k> x LLN`, `<k> x ULN` or an
-  absolute value in the analyte's study unit (several alternatives in a list: any one suffices).
+  a laboratory value grades, the thresholds per grade: `LLN`, `ULN`, `<k> x LLN|ULN|baseline`,
+  `ULN|baseline + <k>` or an absolute value in the analyte's study unit (several alternatives in a list: any
+  one suffices; `>=`/`<=` in front: inclusive), and those that replace them after an abnormal baseline.
 
 `load_reference` parses and checks every file ("file:line: message" problems, like form files) and
 returns name -> parsed data (`LabRanges`, `Ctcae`). A derivation registered with
@@ -29,6 +30,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -154,10 +156,11 @@ class LabRanges:
 
 
 def range_flag(value: float, low: float | None, high: float | None) -> str:
-    """LOW below the lower limit, HIGH above the upper limit, else NORMAL (a limit itself is normal)."""
-    if low is not None and value < low:
+    """LOW below the lower limit, HIGH above the upper limit, else NORMAL (a limit itself is normal);
+    compared as the decimals written."""
+    if low is not None and decimal_of(value) < decimal_of(low):
         return LOW
-    if high is not None and value > high:
+    if high is not None and decimal_of(value) > decimal_of(high):
         return HIGH
     return NORMAL
 
@@ -165,50 +168,136 @@ def range_flag(value: float, low: float | None, high: float | None) -> str:
 # ================================================================ CTCAE
 
 
+def decimal_of(value: int | float | Decimal | str) -> Decimal:
+    """A number as the decimal it was written as: 0.7 is 0.7, not 0.6999999999999999555910790149937.
+
+    Values and limits are compared and multiplied as decimals, so that 1.05 is exactly 1.5 x 0.70 (a binary
+    float gives 1.0499999999999998 and would grade the value one step too high)."""
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, float):
+        return Decimal(repr(value))         # the shortest text that reads back as the same float: what was entered
+    return Decimal(value)
+
+
+BASELINE = "baseline"
+# What decided a derived grade (the ctcae_lab_basis derivation's codes).
+BASIS_CODES = {None: "ABSOLUTE", "LLN": "LLN", "ULN": "ULN", BASELINE: "BASELINE"}
+NO_CRITERION = "NONE"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a threshold may be relative to: the range's lower and upper limits and the subject's baseline value
+    (None: no range in force, or no baseline)."""
+
+    low: Decimal | None = None
+    high: Decimal | None = None
+    baseline: Decimal | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Threshold:
-    """An absolute value (basis None) or a multiple of the lower/upper limit of normal (basis LLN/ULN)."""
+    """An absolute value (basis None), or a multiple of the lower/upper limit of normal or of the baseline
+    (basis LLN/ULN/baseline), or an amount added to one of them (offset: "ULN + 2").
 
-    factor: float
+    A value beyond the threshold reaches its grade (CTCAE's ">3.0 x ULN", "<LLN"); `inclusive`: a value equal
+    to it does too (CTCAE's "1.5 - 3.0 x baseline", "25% decrease from baseline")."""
+
+    factor: Decimal
     basis: str | None = None
+    offset: bool = False
+    inclusive: bool = False
 
-    def value(self, low: float | None, high: float | None) -> float | None:
+    def value(self, limits: Limits) -> Decimal | None:
         if self.basis is None:
             return self.factor
-        limit = low if self.basis == "LLN" else high
-        return None if limit is None else self.factor * limit
+        limit = {"LLN": limits.low, "ULN": limits.high, BASELINE: limits.baseline}[self.basis]
+        if limit is None:
+            return None
+        return limit + self.factor if self.offset else self.factor * limit
 
     def __str__(self) -> str:
+        factor = format(self.factor.normalize(), "f")
         if self.basis is None:
-            return f"{self.factor:g}"
-        return self.basis if self.factor == 1 else f"{self.factor:g} x {self.basis}"
+            text = factor
+        elif self.offset:
+            text = f"{self.basis} + {factor}"
+        else:
+            text = self.basis if self.factor == 1 else f"{factor} x {self.basis}"
+        return f"{text} (inclusive)" if self.inclusive else text
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """A value's grade by one set of criteria: the grade (0: none reached), what decided it (the basis of the
+    threshold reached, a BASIS_CODES key; None with grade 0), and the highest grade whose threshold could not be
+    computed for want of a reference range (0: none), so the grade is only known when `undecided <= grade`."""
+
+    grade: int
+    basis: str | None
+    undecided: int = 0
+
+    @property
+    def decided(self) -> bool:
+        return self.undecided <= self.grade
 
 
 @dataclass(frozen=True, slots=True)
 class LabCriteria:
     """How a laboratory value grades a CTCAE term: grade g if the value is below (low) or above (high)
-    any of grade g's thresholds; the grade is the highest such g, 0 when none applies."""
+    any of grade g's thresholds; the grade is the highest such g, 0 when none applies.
+
+    `abnormal_baseline`: the thresholds that replace `thresholds` when the subject's baseline value was itself
+    abnormal (beyond the limit of normal on the term's side), as CTCAE writes for the transaminases, alkaline
+    phosphatase, bilirubin and fibrinogen. Thresholds relative to the baseline inside `thresholds` are further
+    alternatives (creatinine: "> 1.5 - 3.0 x baseline; > 1.5 - 3.0 x ULN", the higher grade stands); without a
+    baseline they do not apply."""
 
     analyte: str
     direction: str                          # "low" or "high"
     unit: str
     thresholds: Mapping[int, tuple[Threshold, ...]]
     line: int = 0
+    abnormal_baseline: Mapping[int, tuple[Threshold, ...]] | None = None
 
     def bases(self) -> set[str]:
-        return {t.basis for alternatives in self.thresholds.values() for t in alternatives if t.basis}
+        tables = [self.thresholds, *([self.abnormal_baseline] if self.abnormal_baseline else [])]
+        return {t.basis for table in tables for alternatives in table.values() for t in alternatives
+                if t.basis in ("LLN", "ULN")}
 
+    def beyond(self, value: Decimal, limit: Decimal, inclusive: bool = False) -> bool:
+        """Whether `value` lies beyond `limit` on this term's side (at it counts only when inclusive)."""
+        if inclusive and value == limit:
+            return True
+        return value < limit if self.direction == "low" else value > limit
+
+    def abnormal(self, value: Decimal, low: Decimal | None, high: Decimal | None) -> bool | None:
+        """Whether a (baseline) value is outside the range on this term's side; None without that limit."""
+        limit = low if self.direction == "low" else high
+        return None if limit is None else self.beyond(value, limit)
+
+    def assess(self, value: Decimal, limits: Limits, baseline_abnormal: bool = False) -> Assessment:
+        """The grade of `value`: the highest grade one of whose thresholds it crosses."""
+        table = self.abnormal_baseline if baseline_abnormal and self.abnormal_baseline else self.thresholds
+        grade, basis, undecided = 0, None, 0
+        for level, alternatives in table.items():
+            for threshold in alternatives:
+                limit = threshold.value(limits)
+                if limit is None:
+                    if threshold.basis != BASELINE:         # no baseline: that alternative does not apply
+                        undecided = max(undecided, level)
+                    continue
+                if level > grade and self.beyond(value, limit, threshold.inclusive):
+                    grade, basis = level, threshold.basis
+        return Assessment(grade, BASIS_CODES[basis] if grade else None, undecided)
+
+    # Kept for callers that grade with a range and no baseline.
     def grade(self, value: float, low: float | None, high: float | None) -> int | None:
         """The grade of `value` given the range's limits; None when a limit it needs is missing."""
-        graded = 0
-        for grade, alternatives in self.thresholds.items():
-            for threshold in alternatives:
-                limit = threshold.value(low, high)
-                if limit is None:
-                    return None
-                if (value < limit) if self.direction == "low" else (value > limit):
-                    graded = max(graded, grade)
-        return graded
+        limits = Limits(None if low is None else decimal_of(low), None if high is None else decimal_of(high))
+        found = self.assess(decimal_of(value), limits)
+        return found.grade if found.decided else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,12 +309,24 @@ class CtcaeTerm:
     definition: str | None = None
     note: str | None = None
     verify: bool = False
-    lab: LabCriteria | None = None
+    labs: tuple[LabCriteria, ...] = ()      # one per analyte the term is graded on (corrected or ionised calcium)
     line: int = 0
+    analyte: str | None = None              # a laboratory term whose grade is not derived: the analyte it concerns
 
     @property
     def name(self) -> str:
         return f"{self.term}: {self.specify}" if self.specify else self.term
+
+    @property
+    def lab(self) -> LabCriteria | None:
+        """The term's first (usually only) laboratory criteria."""
+        return self.labs[0] if self.labs else None
+
+    def criteria(self, analyte: str | None = None) -> LabCriteria | None:
+        """The criteria on `analyte` (None: the first)."""
+        if analyte is None:
+            return self.lab
+        return next((criteria for criteria in self.labs if criteria.analyte == analyte), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +339,7 @@ class Ctcae:
     source: str = ""
 
     def lab_terms(self) -> dict[str, CtcaeTerm]:
-        return {name: term for name, term in self.terms.items() if term.lab is not None}
+        return {name: term for name, term in self.terms.items() if term.labs}
 
 
 # ================================================================ loading and checking
@@ -489,9 +590,12 @@ def _ranges(reader: FileReader, band_fields, analytes: Mapping[str, Analyte]) ->
 
 
 CTCAE_KEYS = {"kind", "version", "title", "source", "note", "terms"}
-TERM_KEYS = {"term", "specify", "soc", "definition", "note", "verify", "grades", "lab"}
-LAB_KEYS = {"analyte", "direction", "unit", "grades"}
-_THRESHOLD = re.compile(r"(?:([0-9]+(?:\.[0-9]+)?)\s*x\s*)?(LLN|ULN)")
+TERM_KEYS = {"term", "specify", "soc", "definition", "note", "verify", "grades", "lab", "analyte"}
+LAB_KEYS = {"analyte", "direction", "unit", "grades", "abnormal_baseline"}
+_NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+_THRESHOLD = re.compile(rf"(>=|<=)?\s*(?:({_NUMBER})\s*x\s*)?(LLN|ULN|baseline)(?:\s*\+\s*({_NUMBER}))?")
+THRESHOLD_FORMS = ("a number, LLN, ULN, '<k> x LLN|ULN|baseline' or 'ULN|baseline + <k>', "
+                   "with '>=' (direction high) or '<=' (low) in front when a value at the threshold reaches the grade")
 
 
 def _parse_ctcae(reader: FileReader, name: str, node: YamlMap) -> Ctcae | None:
@@ -525,12 +629,31 @@ def _term(reader: FileReader, entry: Any, line: int) -> CtcaeTerm | None:
         fields.error("soc", f"unknown system organ class {soc!r}")
         soc = None
     grades = _grades(reader, fields) if fields.has("grades") else None
-    lab = _lab_criteria(reader, fields) if fields.has("lab") else None
+    labs = _term_labs(reader, fields) if fields.has("lab") else ()
     verify = fields.get("verify", _true, False)
-    if term is None or soc is None or grades is None or (fields.has("lab") and lab is None):
+    if term is None or soc is None or grades is None or labs is None:
         return None
     return CtcaeTerm(term, soc, grades, specify=fields.get("specify", text), definition=fields.get("definition", text),
-                     note=fields.get("note", text), verify=verify, lab=lab, line=fields.line())
+                     note=fields.get("note", text), verify=verify, labs=labs, line=fields.line(),
+                     analyte=fields.get("analyte", identifier))
+
+
+def _term_labs(reader: FileReader, fields) -> tuple[LabCriteria, ...] | None:
+    """`lab:` one criteria mapping, or a list of them on different analytes (corrected or ionised calcium)."""
+    node, line = fields.node["lab"], fields.line("lab")
+    entries = [(node, line)] if not isinstance(node, list) else [(entry, node.item_line(index))
+                                                                 for index, entry in enumerate(node)]
+    if not entries:
+        reader.error(line, "lab: give the criteria, or leave lab out")
+        return None
+    labs = [_lab_criteria(reader, entry, entry_line) for entry, entry_line in entries]
+    if None in labs:
+        return None
+    analytes = [criteria.analyte for criteria in labs]
+    if len(set(analytes)) != len(analytes):
+        reader.error(line, "lab: one criteria per analyte")
+        return None
+    return tuple(labs)
 
 
 def _true(value: Any) -> bool:
@@ -565,31 +688,46 @@ def _grades(reader: FileReader, fields) -> dict[int, str | None] | None:
     return grades if ok else None
 
 
-def _threshold(value: Any) -> Threshold:
+def _threshold(value: Any, direction: str | None) -> Threshold:
     if isinstance(value, bool):
-        raise BadValue("a threshold is a number, LLN, ULN or '<k> x LLN' / '<k> x ULN'")
+        raise BadValue(f"a threshold is {THRESHOLD_FORMS}")
     if isinstance(value, (int, float)):
         if value < 0:
             raise BadValue("a threshold must not be negative")
-        return Threshold(float(value))
+        return Threshold(decimal_of(value))
     match = _THRESHOLD.fullmatch(value.strip()) if isinstance(value, str) else None
     if match is None:
-        raise BadValue(f"{value!r} is not a threshold (a number, LLN, ULN or '<k> x LLN' / '<k> x ULN')")
-    factor = float(match.group(1)) if match.group(1) else 1.0
+        raise BadValue(f"{value!r} is not a threshold ({THRESHOLD_FORMS})")
+    mark, multiple, basis, added = match.groups()
+    if multiple and added:
+        raise BadValue(f"{value!r}: a threshold multiplies a limit or adds to it, not both")
+    if mark and mark != {"high": ">=", "low": "<="}.get(direction or ""):
+        raise BadValue(f"{value!r}: write '>=' for a direction high term, '<=' for a direction low one")
+    factor = Decimal(multiple or added or "1")
     if factor <= 0:
-        raise BadValue("a multiple of LLN or ULN must be positive")
-    return Threshold(factor, match.group(2))
+        raise BadValue("a multiple of a limit or the baseline must be positive")
+    return Threshold(factor, basis, offset=added is not None, inclusive=mark is not None)
 
 
-def _lab_criteria(reader: FileReader, fields) -> LabCriteria | None:
-    lab_fields = _fields(reader, fields.node["lab"], fields.line("lab"), "lab", LAB_KEYS, LAB_KEYS)
+def _lab_criteria(reader: FileReader, node: Any, line: int) -> LabCriteria | None:
+    lab_fields = _fields(reader, node, line, "lab", LAB_KEYS, ("analyte", "direction", "unit", "grades"))
     if lab_fields is None:
         return None
     analyte = lab_fields.get("analyte", identifier)
     direction = lab_fields.get("direction", _direction)
     unit = lab_fields.get("unit", _ucum)
-    node = reader.mapping(lab_fields.node.get("grades"), lab_fields.line("grades"), "lab grades") \
-        if lab_fields.has("grades") else None
+    thresholds = _threshold_table(reader, lab_fields, "grades", direction)
+    abnormal = _threshold_table(reader, lab_fields, "abnormal_baseline", direction) \
+        if lab_fields.has("abnormal_baseline") else {}
+    if thresholds is None or abnormal is None or None in (analyte, direction, unit):
+        return None
+    return LabCriteria(analyte, direction, unit, thresholds, lab_fields.line(), abnormal_baseline=abnormal or None)
+
+
+def _threshold_table(reader: FileReader, lab_fields, key: str, direction: str | None,
+                     ) -> dict[int, tuple[Threshold, ...]] | None:
+    """grades 1-4 -> their thresholds (a list gives alternatives: any one suffices), ascending grades."""
+    node = reader.mapping(lab_fields.node.get(key), lab_fields.line(key), f"lab {key}") if lab_fields.has(key) else None
     thresholds: dict[int, tuple[Threshold, ...]] = {}
     ok = node is not None
     for grade, value in (node or {}).items():
@@ -599,7 +737,7 @@ def _lab_criteria(reader: FileReader, fields) -> LabCriteria | None:
             ok = False
             continue
         try:
-            thresholds[grade] = tuple(_threshold(item) for item in (value if isinstance(value, list) else [value]))
+            thresholds[grade] = tuple(_threshold(item, direction) for item in (value if isinstance(value, list) else [value]))
         except BadValue as exc:
             reader.error(line, f"grade {grade}: {exc}")
             ok = False
@@ -608,13 +746,11 @@ def _lab_criteria(reader: FileReader, fields) -> LabCriteria | None:
             reader.error(line, f"grade {grade} needs a threshold")
             ok = False
     if ok and node is not None and not thresholds:
-        reader.error(node.line, "lab grades need at least one grade")
+        reader.error(node.line, f"lab {key} need at least one grade")
         ok = False
     if ok and direction is not None:
         ok = _monotone(reader, node, direction, thresholds)
-    if not ok or None in (analyte, direction, unit):
-        return None
-    return LabCriteria(analyte, direction, unit, dict(sorted(thresholds.items())), lab_fields.line())
+    return dict(sorted(thresholds.items())) if ok else None
 
 
 def _direction(value: Any) -> str:
@@ -630,7 +766,7 @@ def _monotone(reader: FileReader, node: YamlMap, direction: str, thresholds: Map
     for (lower_grade, lower), (grade, higher) in zip(ordered, ordered[1:]):
         for a in lower:
             for b in higher:
-                if a.basis != b.basis:
+                if (a.basis, a.offset) != (b.basis, b.offset):
                     continue
                 wrong = b.factor >= a.factor if direction == "low" else b.factor <= a.factor
                 if wrong:
@@ -653,14 +789,14 @@ def _check_across_files(parsed: Mapping[str, Any], problems: Problems, unreadabl
             continue
         reader = FileReader(data.source, problems)
         for term in data.lab_terms().values():
-            criteria = term.lab
-            found = [problem for ranges in lab_ranges for problem in _criteria_problems(term, criteria, ranges)]
-            if not lab_ranges:
-                found = [f"term {term.name!r}: no lab_ranges reference data defines analyte {criteria.analyte!r}"]
-            for problem in found:
-                reader.error(criteria.line, problem)
-            if found and name not in failed:
-                failed.append(name)
+            for criteria in term.labs:
+                found = [problem for ranges in lab_ranges for problem in _criteria_problems(term, criteria, ranges)]
+                if not lab_ranges:
+                    found = [f"term {term.name!r}: no lab_ranges reference data defines analyte {criteria.analyte!r}"]
+                for problem in found:
+                    reader.error(criteria.line, problem)
+                if found and name not in failed:
+                    failed.append(name)
     return failed
 
 
@@ -829,7 +965,7 @@ def meddra_lookup(meddra_dir: Path, term: str, limit: int = 20) -> list[dict[str
 
 
 __all__ = [
-    "AgeBand", "Analyte", "Ctcae", "CtcaeTerm", "LabCriteria", "LabRanges", "Laboratory", "MeddraError",
-    "RangeInForce", "RangeSet", "Threshold", "item_problems", "load_meddra_file", "load_reference", "meddra_lookup",
+    "BASIS_CODES", "NO_CRITERION", "AgeBand", "Analyte", "Assessment", "Ctcae", "CtcaeTerm", "LabCriteria", "LabRanges",
+    "Laboratory", "Limits", "MeddraError", "RangeInForce", "RangeSet", "Threshold", "decimal_of", "item_problems", "load_meddra_file", "load_reference", "meddra_lookup",
     "parse_meddra_file", "range_flag", "reference_file_names", "register_item_check",
 ]

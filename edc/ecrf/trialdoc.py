@@ -32,6 +32,7 @@ import yaml
 
 from .definitions import CheckDef, FormDef, GroupDef, ItemDef, Study
 from .derivations import get_derivation, registered_derivations
+from .reference import Ctcae, LabCriteria
 
 GENERATOR_COMMAND = "flask edc forms doc"
 
@@ -514,7 +515,8 @@ class _Renderer:
                   "4. [Derivations](#4-derivations)",
                   "5. [Cross-form rules X1-X13](#5-cross-form-rules-x1-x13)",
                   "6. [Shared code lists](#6-shared-code-lists)",
-                  "7. [Data protection](#7-data-protection)", "")
+                  "7. [Data protection](#7-data-protection)",
+                  "8. [CTCAE laboratory grades](#8-ctcae-laboratory-grades)", "")
         self.schedule()
         self.parameters()
         self.form_sections()
@@ -522,6 +524,7 @@ class _Renderer:
         self.cross_form_index()
         self.code_lists()
         self.data_protection()
+        self.lab_grades()
         while self.out and self.out[-1] == "":
             self.out.pop()
         return "\n".join(self.out) + "\n"
@@ -844,6 +847,72 @@ class _Renderer:
         if rows:
             self.emit(*_table(["Form", "Item", "Label", "Class", "Reason"], rows), "")
         self.emit(f"The other {others} items are coded, numeric, dates or computed: plain.", "")
+
+
+    def lab_grades(self) -> None:
+        """Every CTCAE term whose grade a derived item computes, with the CTCAE wording, and the laboratory terms
+        that are not derived, with the reason (reference data `ctcae` and the `ctcae_lab_grade` items)."""
+        ctcae = next((data for data in self.study.reference.values() if isinstance(data, Ctcae)), None)
+        self.emit("## 8. CTCAE laboratory grades", "",
+                  "The CTCAE grade of a laboratory value is derived by `ctcae_lab_grade` from the CTCAE wording below "
+                  "(thresholds in the reference data, section 4), and `ctcae_lab_basis` records what decided it: "
+                  "`ULN` or `LLN` (a multiple of the limit of the range in force), `BASELINE` (relative to the subject's "
+                  "baseline value), `ABSOLUTE` (an absolute value), `NONE` (grade 0). CTCAE's bounds are strict "
+                  "(\">1.5 - 3.0 x ULN\": 1.5 x ULN itself is grade 1) except where CTCAE writes a closed range "
+                  "(\"1.5 - 3.0 x baseline\"); values and limits are compared as the decimals entered. Without a "
+                  "reference range in force the absolute criteria still grade; where a criterion on the missing range "
+                  "could change the grade, none is derived and an automatic query asks for the range (\"no reference "
+                  "range for <lab> at <site> on <date>\"). Only the value is graded: criteria that need symptoms, an "
+                  "intervention or anticoagulation are the investigator's, on the AE form.", "")
+        rule = self.study.lab_baseline
+        if rule is not None:
+            self.emit(f"Baseline (study.yaml `lab_baseline`): the last value of the analyte on `{rule['form']}` "
+                      f"(sample date `{rule['date']}`) sampled before the first day of treatment (the earliest "
+                      f"`{rule['before']['date']}` of `{rule['before']['form']}`), or the value of the "
+                      f"`{rule['fallback_event']}` visit if there is none. \"Baseline abnormal\" means beyond the limit "
+                      "of normal on the term's side in the range in force on the baseline's date. A sample on or before "
+                      "its baseline's date is graded on the range alone.", "")
+        if ctcae is None:
+            self.emit("No CTCAE reference data.", "")
+            return
+        graded: dict[str, list[str]] = {}
+        for form in self.forms:
+            for item in form.items.values():
+                if item.derivation == "ctcae_lab_grade":
+                    for name in item.params.get("terms") or ():
+                        graded.setdefault(name, []).append(f"`{form.id}.{item.id}`")
+        rows = []
+        for name, term in ctcae.terms.items():
+            if name not in graded:
+                continue
+            wording = "<br>".join(f"G{grade}: {_md(text)}" for grade, text in term.grades.items() if text and grade < 5)
+            criteria = "<br>".join(_criteria_text(criteria) for criteria in term.labs)
+            if term.note:
+                criteria += f"<br>Note: {_md(term.note)}"
+            rows.append([_md(name), ", ".join(graded[name]), wording, criteria])
+        self.emit(*_table(["CTCAE v5.0 term", "Derived by", "CTCAE v5.0 wording", "Laboratory criteria derived"], rows), "")
+        skipped = [[_md(term.name), f"`{term.analyte}`", _md(term.note)] for term in ctcae.terms.values()
+                   if term.analyte and not term.labs]
+        if skipped:
+            self.emit("Laboratory terms whose CTCAE v5.0 grade depends on clinical consequences or interventions: "
+                      "no grade is derived (the range flag still is).", "")
+            self.emit(*_table(["CTCAE v5.0 term", "Analyte", "Why not derived"], skipped), "")
+
+
+def _criteria_text(criteria: LabCriteria) -> str:
+    sign = "<" if criteria.direction == "low" else ">"
+
+    def table(thresholds) -> str:
+        return "; ".join(f"G{grade} {' or '.join(_threshold_text(t, sign) for t in alternatives)}"
+                         for grade, alternatives in thresholds.items())
+    text = f"`{criteria.analyte}` ({criteria.unit}): {table(criteria.thresholds)}"
+    if criteria.abnormal_baseline:
+        text += f"; baseline abnormal: {table(criteria.abnormal_baseline)}"
+    return text
+
+
+def _threshold_text(threshold, sign: str) -> str:
+    return f"{sign}= {threshold}".replace(" (inclusive)", "") if threshold.inclusive else f"{sign} {threshold}"
 
 
 def _protection(item: ItemDef) -> tuple[str, str] | None:

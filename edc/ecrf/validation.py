@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from .definitions import CheckDef, FormDef, GroupDef, ItemDef
-from .derivations import get_derivation
+from .derivations import get_derivation, get_derivation_note
 from .expressions import AGE_MONTHS, ENTRIES, FORMS, SUBJECT, SUBJECT_FACTS, Expression, age_months_function, cel_date
 from .values import (
     MISSING,
@@ -104,6 +104,7 @@ def validate_entry(form: FormDef, data: Any, *, complete: bool, context: Validat
         run.capture(run.top, data)
         run.resolve(run.top, form.plan)
         run.soft_ranges()
+        run.derivation_notes()
         run.apply_checks(warnings_only=False)
     run.find_missing_required(complete)
     return ValidationResult(run.values(), run.errors, run.warnings, run.missing_required, run.hidden_ids(), not run.errors)
@@ -114,6 +115,8 @@ def evaluate_warnings(form: FormDef, values: Mapping[str, Any], context: Validat
     run = _Run(form, context)
     run.load_stored(values)
     run.soft_ranges()
+    run.derivation_notes()
+    run.stale_derivations()
     run.apply_checks(warnings_only=True)
     return run.warnings
 
@@ -123,6 +126,7 @@ def evaluate_cross_form_warnings(form: FormDef, values: Mapping[str, Any], conte
     elsewhere in the casebook can move, so rechecking a dependant entry runs nothing else."""
     run = _Run(form, context)
     run.load_stored(values)
+    run.stale_derivations()
     run.apply_checks(warnings_only=True, subject_scope_only=True)
     return run.warnings
 
@@ -299,6 +303,41 @@ class _Run:
                                           "message": message, "items": [scope.path + item.id], "pointers": [pointer],
                                           "critical": False})
 
+    def derivation_notes(self) -> None:
+        """Warn where a derivation says why it derived nothing (a grade without its reference range)."""
+        for item in self.form.noted_items:
+            note = get_derivation_note(item.derivation)
+            for scope in self._scopes_of(item.group):
+                if item.id in scope.hidden or item.id in scope.stored:
+                    continue
+                inputs = {name: natural(self.form.items[name], scope.env[name]) for name in item.inputs if name in scope.env}
+                message = note(inputs, self.context.subject, item.params) if note is not None else None
+                if message:
+                    pointer = scope.pointer(item.id)
+                    self.warnings.append({"check": f"{item.derivation}_note", "key": f"derivation:{pointer}",
+                                          "kind": "derivation", "message": message, "items": [scope.path + item.id],
+                                          "pointers": [pointer], "critical": False})
+
+    def stale_derivations(self) -> None:
+        """Warn where a stored derived value that reads other entries (a lab grade and its baseline) would now be
+        derived differently: the entry is not rewritten, a query asks for it to be saved again."""
+        for item in self.form.rechecked_items:
+            for scope in self._scopes_of(item.group):
+                if item.id in scope.hidden:
+                    continue
+                inputs = {name: natural(self.form.items[name], scope.env[name]) for name in item.inputs if name in scope.env}
+                result = get_derivation(item.derivation)(inputs, self.context.subject, item.params)
+                now = None if result is None else coerce_result(item, result)[1]
+                before = scope.stored.get(item.id)
+                if now != before:
+                    pointer = scope.pointer(item.id)
+                    self.warnings.append({
+                        "check": "derived_out_of_date", "key": f"derived_out_of_date:{pointer}", "kind": "cross_form",
+                        "message": f"{item.id} was derived as {_shown(before)} and would now be {_shown(now)} after a "
+                                   "change elsewhere in the casebook (a baseline or treatment date): save the entry "
+                                   "again to derive it anew.",
+                        "items": [scope.path + item.id], "pointers": [pointer], "critical": False})
+
     def apply_checks(self, *, warnings_only: bool, subject_scope_only: bool = False) -> None:
         """Evaluate the form's checks (row checks once per row); skip those with missing inputs."""
         for check in self.form.checks:
@@ -441,6 +480,10 @@ class _Run:
         value = from_stored(item, stored)
         if value is not MISSING:
             scope.env[item.id] = value
+
+
+def _shown(value: Any) -> str:
+    return "nothing" if value is None else str(value)
 
 
 def _row_map(group: GroupDef, row: _Scope) -> dict[str, Any]:

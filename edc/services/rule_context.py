@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from edc import clock, runtime
 from edc.ecrf import Study, ValidationContext
+from edc.ecrf.labs import LAB_BASELINES
 from edc.models.entries import SUBJECT_LOG_KEY, Entry
 from edc.models.subjects import Subject
 from edc.services.sealing import unseal
@@ -89,7 +90,65 @@ def validation_context(session: Session, subject: Subject, form_id: str, *, excl
     """What the rules of an entry of form_id at event_key read besides its own values: the subject's facts and
     visit window, and the subject's other entries of the forms its cross-form checks read (not `exclude`, the
     entry itself). `loaded` is a preloaded superset of those entries (from load_values)."""
+    study = _study(session)
+    rule = study.lab_baseline
+    graded = rule is not None and rule["form"] == form_id
+    if graded and loaded is None:   # one read for the cross-form checks and the baselines
+        loaded = load_values(session, subject, forms_read_by(study, form_id) | {rule["form"], rule["before"]["form"]})
     latest, every = _other_entries(session, subject, form_id, exclude, loaded)
-    facts = subject_facts(subject, event_key, _study(session))
+    facts = subject_facts(subject, event_key, study)
+    if graded:
+        facts[LAB_BASELINES] = lab_baselines(session, subject, exclude, loaded)
     return ValidationContext(subject=facts, other_forms=latest, other_entries=every,
                              today=clock.utcnow().date())
+
+
+def lab_baselines(session: Session, subject: Subject, exclude: uuid.UUID | None = None,
+                  loaded: list[tuple[Entry, dict[str, Any]]] | None = None) -> dict[str, tuple[float, date]]:
+    """The subject's CTCAE baseline of each numeric item of the lab form (study.yaml lab_baseline), as
+    item -> (value, sample date): the last value sampled before the first day of treatment (the earliest `before`
+    date), else the value of the entry at the fallback event. `exclude`: the entry being saved; `loaded`: a preloaded
+    superset of the entries read (from load_values)."""
+    study = _study(session)
+    rule = study.lab_baseline
+    lab_form, before = rule["form"], rule["before"]
+    if loaded is None:
+        loaded = load_values(session, subject, {lab_form, before["form"]})
+    start = min((day for entry, values in loaded if entry.form_id == before["form"]
+                 for day in _dates(values, before["date"])), default=None)
+    earlier: dict[str, tuple[float, date]] = {}
+    fallback: dict[str, tuple[float, date]] = {}
+    for entry, values in loaded:
+        day = next(iter(_dates(values, rule["date"])), None)
+        if entry.form_id != lab_form or entry.id == exclude or day is None:
+            continue
+        numbers = _numbers(study.form(entry.form_id, entry.form_version), values)
+        if entry.event_key.split("/")[0] == rule["fallback_event"]:
+            fallback.update({item: (value, day) for item, value in numbers.items()})
+        if start is not None and day < start:
+            for item, value in numbers.items():
+                if item not in earlier or earlier[item][1] <= day:
+                    earlier[item] = (value, day)
+    return {**fallback, **earlier}
+
+
+def _dates(values: dict[str, Any], item: str) -> list[date]:
+    """The full dates of `item` in an entry, at its top level or in the rows of its groups."""
+    found = [values.get(item)]
+    for rows in values.values():
+        if isinstance(rows, list):
+            found += [row.get(item) for row in rows if isinstance(row, dict)]
+    days = []
+    for raw in found:
+        try:
+            days.append(date.fromisoformat(raw))
+        except (TypeError, ValueError):
+            continue
+    return days
+
+
+def _numbers(form, values: dict[str, Any]) -> dict[str, float]:
+    """The entry's answered top-level numeric results (not coded, not computed)."""
+    return {item_id: value for item_id, value in values.items()
+            if (item := form.items.get(item_id)) is not None and item.group is None and not item.computed
+            and item.value_kind in ("integer", "decimal") and type(value) in (int, float)}

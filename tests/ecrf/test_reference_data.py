@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import date, datetime, UTC
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,10 @@ from edc.ecrf.reference import (
     NORMAL,
     Ctcae,
     LabRanges,
+    Limits,
     MeddraError,
     Threshold,
+    decimal_of,
     load_meddra_file,
     load_reference,
     meddra_lookup,
@@ -62,6 +65,9 @@ def ranges(reference) -> LabRanges:
 @pytest.fixture(scope="module")
 def ctcae(reference) -> Ctcae:
     return reference[CTCAE]
+
+
+ANC_GRADE_TERMS = "terms: [Neutrophil count decreased]}\n        value_type: integer"    # ANC_TOXGR (not ANC_TOXBASIS)
 
 
 def replace_once(text: str, old: str, new: str) -> str:
@@ -140,11 +146,15 @@ def test_ctcae_data_has_names_and_grade_texts_but_no_meddra_codes(ctcae):
 
 def test_lb_form_has_a_flag_for_every_analyte_and_a_grade_for_every_graded_one(tmp_path, ranges, ctcae):
     form = load_study(make_study(tmp_path)).form("lb")
-    graded = {term.lab.analyte for term in ctcae.lab_terms().values()}
+    graded = {criteria.analyte for term in ctcae.lab_terms().values() for criteria in term.labs}
     for analyte in ranges.analytes:
         assert form.items[analyte].unit == ranges.analytes[analyte].unit
         assert form.items[f"{analyte}_NRIND"].derivation == "lab_range_flag"
-        assert (f"{analyte}_TOXGR" in form.items) == (analyte in graded), analyte
+        grade = "CACORR_TOXGR" if analyte == "CA" else f"{analyte}_TOXGR"     # total calcium: graded once corrected
+        assert (grade in form.items) == (analyte in graded), analyte
+        if grade in form.items:   # each grade says what decided it
+            basis = form.items[grade.replace("_TOXGR", "_TOXBASIS")]
+            assert basis.derivation == "ctcae_lab_basis" and basis.params == form.items[grade].params
     assert form.items["LBDAT"].required and form.items["IGG"].group is None
     assert form.items["ANC"].min == 0 and form.items["PLT"].min == 0 and form.items["WBC"].min == 0
 
@@ -260,7 +270,7 @@ def test_load_study_refuses_invalid_reference_data(tmp_path):
      "laboratory grades are 1 to 4, not 5"),
     ("      grades: {1: LLN, 2: 1.5, 3: 1.0, 4: 0.5}", "      grades: {1: LLN, 2: 1.5, 3: 1.0, 4: 1.2}",
      "grade 4 threshold 1.2 is not below grade 3's 1"),
-    ("      grades: {1: ULN, 2: 3.0 x ULN, 3: 5.0 x ULN, 4: 20.0 x ULN}\n  - term: Aspartate",
+    ("      grades: {1: ULN, 2: 3.0 x ULN, 3: 5.0 x ULN, 4: 20.0 x ULN}\n      abnormal_baseline: {1: \">= 1.5 x baseline\", 2: 3.0 x baseline, 3: 5.0 x baseline, 4: 20.0 x baseline}\n  - term: Aspartate",
      "      grades: {1: ULN, 2: 3.0 x ULN, 3: 2.0 x ULN, 4: 20.0 x ULN}\n  - term: Aspartate",
      "grade 3 threshold 2 x ULN is not above grade 2's 3 x ULN"),
     ("      grades: {1: LLN, 2: 75, 3: 50, 4: 25}", "      grades: {1: LLN, 2: 75, 3: 50, 4: quarter of LLN}",
@@ -286,7 +296,7 @@ def test_ctcae_criteria_must_match_the_lab_ranges(tmp_path):
     unit = replace_once(CTCAE_TEXT, "      unit: g/dL\n      grades: {1: LLN, 2: 10.0", "      unit: g/L\n      grades: {1: LLN, 2: 10.0")
     problems = problems_of(make_study(tmp_path / "unit", ctcae=unit))
     assert any("term 'Anemia': unit g/L differs from lab_ranges's g/dL for HGB" in p for p in problems), problems
-    analyte = replace_once(CTCAE_TEXT, "      analyte: HGB", "      analyte: HB")
+    analyte = replace_once(CTCAE_TEXT, "      analyte: HGB\n      direction: low", "      analyte: HB\n      direction: low")
     assert any("term 'Anemia': unknown analyte 'HB' (not in lab_ranges)" in p
                for p in problems_of(make_study(tmp_path / "analyte", ctcae=analyte)))
     # CRP has no lower limit, so no term may grade it on LLN.
@@ -311,14 +321,14 @@ def test_derived_item_params_are_checked_against_the_reference_data(tmp_path):
     assert any(p.startswith(f"forms/lb/1.yaml:{item_line}: derived item 'ANC_NRIND': params.analyte: unknown analyte 'NEUT'")
                for p in problems), problems
     assert len([p for p in problems if "ANC_NRIND" in p]) == 1       # no second report from the sample run
-    lb = replace_once(LB_TEXT, "terms: [Neutrophil count decreased]", "terms: [Neutropenia]")
+    lb = replace_once(LB_TEXT, ANC_GRADE_TERMS, ANC_GRADE_TERMS.replace("[Neutrophil count decreased]", "[Neutropenia]"))
     problems = problems_of(make_study(tmp_path / "term", lb=lb))
     assert any("derived item 'ANC_TOXGR': params.terms: 'Neutropenia' is not a CTCAE term with laboratory criteria" in p
                for p in problems), problems
-    lb = replace_once(LB_TEXT, "terms: [Neutrophil count decreased]", "terms: [Hypotension]")
+    lb = replace_once(LB_TEXT, ANC_GRADE_TERMS, ANC_GRADE_TERMS.replace("[Neutrophil count decreased]", "[Hypotension]"))
     assert any("'Hypotension' is not a CTCAE term with laboratory criteria" in p
                for p in problems_of(make_study(tmp_path / "nolab", lb=lb)))
-    lb = replace_once(LB_TEXT, "terms: [Neutrophil count decreased]", "terms: [Neutrophil count decreased, Anemia]")
+    lb = replace_once(LB_TEXT, ANC_GRADE_TERMS, ANC_GRADE_TERMS.replace("[Neutrophil count decreased]", "[Neutrophil count decreased, Anemia]"))
     assert any("params.terms grade different analytes (ANC, HGB)" in p for p in problems_of(make_study(tmp_path / "two", lb=lb)))
 
 
@@ -413,7 +423,7 @@ def test_flag_edges_for_every_site_version_band_and_analyte(reference, ranges):
                         assert flag(reference, high, day, analyte, who) == NORMAL
                         assert flag(reference, high + 0.01, day, analyte, who) == HIGH, (site, day, band.label, analyte)
                     checked += 1
-    assert checked == 26 * 4 * 5
+    assert checked == 27 * 4 * 5
 
 
 @pytest.mark.parametrize(("birth", "band_label"), [
@@ -475,10 +485,16 @@ def test_flags_give_none_when_a_fact_or_input_is_missing(reference):
 
 
 def test_threshold_values():
-    assert Threshold(1.5).value(None, None) == 1.5
-    assert Threshold(3.0, "ULN").value(5, 40) == 120 and Threshold(0.5, "LLN").value(180, 400) == 90
-    assert Threshold(1.0, "LLN").value(None, 40) is None
-    assert str(Threshold(1.0, "ULN")) == "ULN" and str(Threshold(2.5, "ULN")) == "2.5 x ULN" and str(Threshold(50.0)) == "50"
+    d = Decimal
+    assert Threshold(d("1.5")).value(Limits()) == d("1.5")
+    assert Threshold(d("3.0"), "ULN").value(Limits(d(5), d(40))) == 120
+    assert Threshold(d("0.5"), "LLN").value(Limits(d(180), d(400))) == 90
+    assert Threshold(d("1.5"), "ULN").value(Limits(d("0.1"), d("0.70"))) == d("1.05")      # exactly, as decimals
+    assert Threshold(d("1.0"), "LLN").value(Limits(None, d(40))) is None
+    assert Threshold(d("2"), "ULN", offset=True).value(Limits(d(11), d("15.5"))) == d("17.5")
+    assert Threshold(d("1.5"), "baseline").value(Limits(baseline=d("0.20"))) == d("0.30")
+    assert str(Threshold(d("1.0"), "ULN")) == "ULN" and str(Threshold(d("2.5"), "ULN")) == "2.5 x ULN"
+    assert str(Threshold(d("50.0"))) == "50"
 
 
 def test_grade_edges_for_every_graded_term_site_and_band(reference, ranges, ctcae):
@@ -490,13 +506,16 @@ def test_grade_edges_for_every_graded_term_site_and_band(reference, ranges, ctca
             for range_set in laboratory.range_sets:
                 for band in range_set.bands:
                     low, high = band.ranges[criteria.analyte]
+                    limits = Limits(*(None if x is None else decimal_of(x) for x in (low, high)))
                     for g, alternatives in criteria.thresholds.items():
                         for threshold in alternatives:
-                            limit = threshold.value(low, high)
-                            beyond = limit - 0.001 if criteria.direction == "low" else limit + 0.001
+                            limit = threshold.value(limits)
+                            if limit is None:           # relative to a baseline: none here
+                                continue
+                            beyond = limit - Decimal("0.001") if criteria.direction == "low" else limit + Decimal("0.001")
                             assert criteria.grade(beyond, low, high) >= g, (name, site, band.label, g)
                             # exactly at the limit this alternative does not hold: grade g only through another one
-                            others = [t.value(low, high) for t in alternatives if t is not threshold]
+                            others = [t.value(limits) for t in alternatives if t is not threshold and t.value(limits)]
                             other_holds = any((limit < o) if criteria.direction == "low" else (limit > o) for o in others)
                             assert criteria.grade(limit, low, high) != g or other_holds, (name, site, band.label, g)
                             checked += 1
@@ -541,8 +560,11 @@ def test_grade_gives_none_when_it_cannot_grade(reference):
     assert grade(reference, 0.4, day, anc) == 4
     assert grade(reference, None, day, anc) is None
     assert grade(reference, 0.4, None, anc) is None
-    assert grade(reference, 0.4, day, anc, subject(site="FR01")) is None
-    assert grade(reference, 0.4, date(2023, 1, 1), anc) is None
+    # Without a range in force, the absolute criteria still grade; a value only the LLN could grade does not.
+    assert grade(reference, 0.4, day, anc, subject(site="FR01")) == 4
+    assert grade(reference, 0.4, date(2023, 1, 1), anc) == 4
+    assert grade(reference, 1.6, day, anc, subject(site="FR01")) is None
+    assert grade(reference, 1.6, date(2023, 1, 1), anc) is None
     assert grade(reference, 0.4, day, []) is None
     assert grade(reference, 0.4, day, ["Hypotension"]) is None            # a term without laboratory criteria
     assert grade(reference, 0.4, day, ["No such term"]) is None
