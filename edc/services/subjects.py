@@ -123,7 +123,7 @@ def change_status(session: Session, actor: Actor, number: str, *, status: str, r
                   expected_etag: str) -> Subject:
     """Move a subject along its allowed status transitions."""
     subject = get_subject(session, actor, number, "subjects:status")
-    check_etag(subject, expected_etag, f"Subject {subject.number}")
+    check_etag(session, subject, expected_etag, f"Subject {subject.number}")
     if status not in TRANSITIONS[subject.status]:
         raise Conflict(f"A subject cannot go from {subject.status} to {status}.")
     if status in REASON_REQUIRED and not (reason or "").strip():

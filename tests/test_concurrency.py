@@ -1,0 +1,98 @@
+"""Simultaneous writers through the WSGI app: each thread has its own client, request context and database
+connection, and a barrier releases them together. One writer wins, every other gets a 4xx, never a 5xx."""
+
+import threading
+from collections import Counter
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import bearer, login, problem
+from edc.models import AuditRecord
+
+WRITERS = 8
+SUBJECT = {"site": "ES01", "birth_year": 2016, "birth_month": 4, "sex": "F", "consent_date": "2026-11-02"}
+VITALS = {"VSDAT": "2026-11-10", "TEMP": 37.2, "HR": 110, "SBP": 100, "DBP": 60, "SPO2": 98}
+
+
+def at_once(app, send, n=WRITERS) -> list:
+    """Send n requests together, send(client, i) each from its own thread; their responses in order."""
+    barrier = threading.Barrier(n)
+    responses: list = [None] * n
+
+    def run(i):
+        client = app.test_client()
+        barrier.wait()
+        try:
+            responses[i] = send(client, i)
+        except Exception as exc:  # noqa: BLE001 - an exception escaping the app is a failure to report
+            responses[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return responses
+
+
+def statuses(responses) -> Counter:
+    return Counter(getattr(r, "status_code", repr(r)) for r in responses)
+
+
+def one_winner(responses, winner: int, loser: int) -> None:
+    assert statuses(responses) == Counter({winner: 1, loser: len(responses) - 1}), statuses(responses)
+    for response in responses:
+        if response.status_code == loser:
+            problem(response, loser)
+
+
+def audit_count(session, action: str) -> int:
+    return session.scalar(sa.select(sa.func.count()).select_from(AuditRecord).where(AuditRecord.action == action))
+
+
+@pytest.fixture
+def inv(client, staff):
+    return bearer(login(client, staff["investigator"]))
+
+
+@pytest.fixture
+def number(client, inv):
+    return client.post("/api/v1/subjects", json=SUBJECT, headers=inv).get_json()["number"]
+
+
+# ------------------------------------------------------------------------------ versioned resources
+
+
+def test_simultaneous_saves_of_one_entry_one_wins_the_rest_get_412(app, client, inv, number, session):
+    created = client.post(f"/api/v1/subjects/{number}/entries", headers=inv,
+                          json={"form": "vitals", "event": "SCR", "data": VITALS, "complete": True})
+    entry, etag = created.get_json()["id"], created.headers["ETag"]
+
+    def save(c, i):
+        return c.put(f"/api/v1/entries/{entry}", headers={**inv, "If-Match": etag},
+                     json={"data": {**VITALS, "HR": 90 + i}, "complete": True, "reason": "transcription error"})
+
+    one_winner(at_once(app, save), 200, 412)
+    assert audit_count(session, "entry_updated") == 1
+
+
+def test_simultaneous_status_changes_of_one_subject_one_wins_the_rest_get_412(app, client, inv, number, session):
+    etag = client.get(f"/api/v1/subjects/{number}", headers=inv).headers["ETag"]
+
+    def change(c, i):
+        return c.post(f"/api/v1/subjects/{number}/status", json={"status": "enrolled"}, headers={**inv, "If-Match": etag})
+
+    one_winner(at_once(app, change), 200, 412)
+    assert audit_count(session, "subject_status_changed") == 1
+
+
+def test_simultaneous_site_changes_one_wins_the_rest_get_412(app, client, staff, session):
+    admin = bearer(login(client, staff["admin"]))
+    etag = client.get("/api/v1/sites/ES01", headers=admin).headers["ETag"]
+
+    def rename(c, i):
+        return c.patch("/api/v1/sites/ES01", json={"name": f"Hospital {i}"}, headers={**admin, "If-Match": etag})
+
+    one_winner(at_once(app, rename), 200, 412)
+    assert audit_count(session, "site_updated") == 1
