@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 import sqlalchemy as sa
 
-from conftest import bearer, login, problem
+from conftest import bearer, count_rows, login, problem
 from edc.models import AuditRecord
 
 WRITERS = 8
@@ -96,3 +96,18 @@ def test_simultaneous_site_changes_one_wins_the_rest_get_412(app, client, staff,
 
     one_winner(at_once(app, rename), 200, 412)
     assert audit_count(session, "site_updated") == 1
+
+
+# ------------------------------------------------------------------------------ duplicate enrolment
+
+
+def test_one_hospital_number_enrolled_at_once_registers_one_subject(app, inv, session):
+    def enrol(c, i):
+        return c.post("/api/v1/subjects", json={**SUBJECT, "hospital_number": "HN-4711"}, headers=inv)
+
+    responses = at_once(app, enrol)
+    one_winner(responses, 201, 409)
+    winner = next(r for r in responses if r.status_code == 201).get_json()["number"]
+    answers = {(b["detail"], b["existing"]) for b in (r.get_json() for r in responses if r.status_code == 409)}
+    assert answers == {(f"This hospital number is already registered as {winner}.", winner)}
+    assert count_rows(session, "subjects") == 1

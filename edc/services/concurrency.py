@@ -39,3 +39,12 @@ def check_locked_etag(record: Any, expected_etag: str, label: str) -> None:
     """check_etag for a record the caller has just locked and re-read (lock_current)."""
     if etag_of(record) != expected_etag:
         raise PreconditionFailed(STALE.format(label=label))
+
+
+def unique_violation(exc: sa.exc.IntegrityError, index: str, table: str, columns: tuple[str, ...]) -> bool:
+    """Is this the violation of that one unique index (not of another constraint of the statement)?"""
+    diag = getattr(exc.orig, "diag", None)
+    if diag is not None:  # PostgreSQL names the index
+        return diag.constraint_name == index
+    # SQLite names the index's columns
+    return str(exc.orig) == "UNIQUE constraint failed: " + ", ".join(f"{table}.{column}" for column in columns)
