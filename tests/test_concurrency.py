@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import bearer, count_rows, login, problem
-from edc.models import AuditRecord
+from edc.models import AuditRecord, LoginThrottle
 
 WRITERS = 8
 SUBJECT = {"site": "ES01", "birth_year": 2016, "birth_month": 4, "sex": "F", "consent_date": "2026-11-02"}
@@ -111,3 +111,49 @@ def test_one_hospital_number_enrolled_at_once_registers_one_subject(app, inv, se
     answers = {(b["detail"], b["existing"]) for b in (r.get_json() for r in responses if r.status_code == 409)}
     assert answers == {(f"This hospital number is already registered as {winner}.", winner)}
     assert count_rows(session, "subjects") == 1
+
+
+# ------------------------------------------------------------------------------ password guessing
+
+
+def wrong_passwords(app, username, path="/api/v1/auth/login", headers=None, body=None):
+    def guess(c, i):
+        return c.post(path, json=body or {"username": username, "password": f"wrong-password-{i}"}, headers=headers or {})
+
+    return at_once(app, guess, n=12)
+
+
+def test_a_burst_of_wrong_passwords_gets_no_more_checks_than_a_sequence(app, staff, session):
+    free = app.config["EDC"]["throttle_account_free_attempts"]
+    responses = wrong_passwords(app, staff["auditor"])
+    # A sequence: the free attempts, then the one that locks; every later one is refused unchecked.
+    assert statuses(responses) == Counter({401: free + 1, 429: 12 - free - 1}), statuses(responses)
+    assert audit_count(session, "login_failed") == free + 1
+    assert session.get(LoginThrottle, f"user:{staff['auditor']}@127.0.0.1").failures == free + 1
+
+
+def test_simultaneous_first_failures_are_all_counted_and_audited(app, staff, session, monkeypatch):
+    monkeypatch.setitem(app.config["EDC"], "throttle_account_free_attempts", 50)
+    responses = wrong_passwords(app, staff["auditor"])
+    assert statuses(responses) == Counter({401: 12})
+    assert audit_count(session, "login_failed") == 12
+    assert session.get(LoginThrottle, f"user:{staff['auditor']}@127.0.0.1").failures == 12
+
+
+def test_a_burst_of_wrong_current_passwords_is_throttled_like_logins(app, client, staff, session):
+    free = app.config["EDC"]["throttle_account_free_attempts"]
+    tokens = login(client, staff["auditor"])
+    responses = wrong_passwords(app, None, "/api/v1/auth/password", bearer(tokens),
+                                {"current_password": "not-the-password-1", "new_password": "a-brand-new-passphrase-42"})
+    assert statuses(responses) == Counter({422: free + 1, 429: 12 - free - 1}), statuses(responses)
+    assert audit_count(session, "login_failed") == free + 1
+
+
+def test_a_burst_of_wrong_signing_passwords_is_throttled_like_logins(app, client, inv, number, staff, session):
+    free = app.config["EDC"]["throttle_account_free_attempts"]
+    entry = client.post(f"/api/v1/subjects/{number}/entries", headers=inv,
+                        json={"form": "vitals", "event": "SCR", "data": VITALS, "complete": True}).get_json()["id"]
+    responses = wrong_passwords(app, None, f"/api/v1/entries/{entry}/signatures", inv,
+                                {"username": staff["investigator"], "password": "not-my-password-1", "meaning": "approval"})
+    assert statuses(responses) == Counter({401: free + 1, 429: 12 - free - 1}), statuses(responses)
+    assert audit_count(session, "login_failed") == free + 1 and count_rows(session, "signatures") == 0

@@ -58,13 +58,13 @@ def _reauthenticate(session: Session, actor: Actor, username: str | None, passwo
     """The signer's own username and password again; a wrong one counts toward the login throttle."""
     if not username or not password:
         raise Unauthorized(REAUTHENTICATE)
-    auth.check_throttle(session, actor.username, actor.client_address)
+    attempt = auth.count_password_check(session, actor.username, actor.client_address)
     user = session.get(User, actor.user_id)
     valid = runtime.of(session).password_hasher.verify(user.password_hash if user else None, password)
     if not (valid and user is not None and user.status == "active" and usernames.normalize(username) == actor.username):
         raise Unauthorized(REAUTHENTICATE, after_rollback=[
             auth.failed_login_writes(actor.username, actor.client_address, actor.user_id, actor.request_id)])
-    throttle.clear(session, throttle.account(actor.username), actor.client_address)
+    throttle.succeeded(session, attempt)
 
 
 # --- what is signed ----------------------------------------------------------------------------
