@@ -1,13 +1,18 @@
 """Simultaneous writers through the WSGI app: each thread has its own client, request context and database
 connection, and a barrier releases them together. One writer wins, every other gets a 4xx, never a 5xx."""
 
+import os
+import subprocess
+import sys
 import threading
+import uuid
 from collections import Counter
 
 import pytest
 import sqlalchemy as sa
 
-from conftest import bearer, count_rows, login, problem
+from conftest import BACKEND, bearer, count_rows, login, problem, project_root
+from edc.database import migration_heads
 from edc.models import AuditRecord, LoginThrottle
 
 WRITERS = 8
@@ -157,3 +162,38 @@ def test_a_burst_of_wrong_signing_passwords_is_throttled_like_logins(app, client
                                 {"username": staff["investigator"], "password": "not-my-password-1", "meaning": "approval"})
     assert statuses(responses) == Counter({401: free + 1, 429: 12 - free - 1}), statuses(responses)
     assert audit_count(session, "login_failed") == free + 1 and count_rows(session, "signatures") == 0
+
+
+# ------------------------------------------------------------------------------ nodes starting together
+
+
+@pytest.fixture
+def empty_database_url(tmp_path, test_database_url):
+    """A database no migration has touched: a new SQLite file, or a new schema of the PostgreSQL database."""
+    if BACKEND == "sqlite":
+        yield f"sqlite:///{tmp_path / 'new.sqlite3'}"
+        return
+    schema = f"init_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(test_database_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield sa.make_url(test_database_url).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+            hide_password=False)
+    finally:
+        with engine.connect() as connection:
+            connection.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()
+
+
+def test_two_inits_at_once_on_an_empty_database_both_succeed(empty_database_url, keys_dir):
+    env = {**os.environ, "EDC_ENV": "testing", "EDC_DATABASE_URL": empty_database_url, "EDC_KEYS_DIR": keys_dir}
+    command = [sys.executable, "-m", "flask", "--app", "edc:create_app", "edc", "init"]
+    nodes = [subprocess.Popen(command, cwd=project_root(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(2)]
+    outputs = [node.communicate(timeout=120)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], [output[-2000:] for output in outputs]
+    engine = sa.create_engine(empty_database_url)
+    with engine.connect() as connection:
+        assert tuple(connection.scalars(sa.text("SELECT version_num FROM alembic_version"))) == migration_heads()
+    engine.dispose()
