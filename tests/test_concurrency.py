@@ -7,12 +7,17 @@ import sys
 import threading
 import uuid
 from collections import Counter
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from conftest import BACKEND, bearer, count_rows, login, problem, project_root
+from edc import runtime
 from edc.database import migration_heads
+from edc.extensions import db
+from edc.models import ExportJob
+from edc.services import exports
 from edc.models import AuditRecord, LoginThrottle
 
 WRITERS = 8
@@ -197,3 +202,67 @@ def test_two_inits_at_once_on_an_empty_database_both_succeed(empty_database_url,
     with engine.connect() as connection:
         assert tuple(connection.scalars(sa.text("SELECT version_num FROM alembic_version"))) == migration_heads()
     engine.dispose()
+
+
+# ------------------------------------------------------------------------------ export workers on two hosts
+
+
+def ask_export(app, staff) -> uuid.UUID:
+    client = app.test_client()
+    response = client.post("/api/v1/exports", json={"format": "csv"}, headers=bearer(login(client, staff["statistician"])))
+    assert response.status_code == 202, response.get_json()
+    return uuid.UUID(response.get_json()["id"])
+
+
+def lease_runs_out(session, job_id: uuid.UUID) -> None:
+    """The job's worker has been silent longer than the lease (by the lease clock)."""
+    job = session.get(ExportJob, job_id, populate_existing=True)
+    job.heartbeat_at -= timedelta(seconds=runtime.of(session).settings["export_lease_seconds"] + 1)
+    session.commit()
+
+
+def worker_session(app):
+    runtime.bind(db.session, runtime.for_app(app))
+    return db.session
+
+
+def test_a_worker_taken_over_while_frozen_cannot_publish_over_the_newer_attempt(app_factory, staff, tmp_path,
+                                                                                 monkeypatch):
+    first, second = (app_factory(export_dir=str(tmp_path / host)) for host in ("host-a", "host-b"))
+    job_id = ask_export(first, staff)
+    manifest = exports._manifest
+
+    def freeze_then_wake(reader, job, selection, files):
+        # The first worker freezes before publishing; the lease runs out and a worker on another host takes over.
+        written = manifest(reader, job, selection, files)
+        db.session.commit()  # the frozen worker holds no transaction (SQLite: it would hold every writer off)
+        with second.app_context():
+            lease_runs_out(worker_session(second), job_id)
+            assert exports.claim_next(worker_session(second)).attempts == 2
+            db.session.remove()
+        return written
+
+    monkeypatch.setattr(exports, "_manifest", freeze_then_wake)
+    with first.app_context():
+        exports.run_job(worker_session(first), exports.claim_next(worker_session(first)))
+        job = db.session.get(ExportJob, job_id, populate_existing=True)
+        assert (job.state, job.attempts, job.manifest) == ("running", 2, None)
+        assert not (tmp_path / "host-a" / str(job_id)).exists()
+        db.session.remove()
+    monkeypatch.setattr(exports, "_manifest", manifest)
+    with second.app_context():
+        job = db.session.get(ExportJob, job_id)
+        exports.run_job(worker_session(second), job)
+        assert (job.state, job.attempts) == ("completed", 2)
+        db.session.remove()
+
+
+@pytest.mark.postgresql_only
+def test_a_worker_whose_clock_runs_fast_does_not_take_over_a_live_job(app_factory, staff, tmp_path, fake_clock):
+    app = app_factory(export_dir=str(tmp_path / "exports"))
+    job_id = ask_export(app, staff)
+    with app.app_context():
+        assert exports.claim_next(worker_session(app)).id == job_id
+        fake_clock.advance(hours=1)  # another host's clock: an hour ahead of the database's
+        assert exports.claim_next(worker_session(app)) is None
+        db.session.remove()
