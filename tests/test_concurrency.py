@@ -12,12 +12,12 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from conftest import BACKEND, bearer, count_rows, login, problem, project_root
+from conftest import BACKEND, PASSWORD, bearer, count_rows, login, problem, project_root
 from edc import runtime
 from edc.database import migration_heads
 from edc.extensions import db
 from edc.models import ExportJob
-from edc.services import exports
+from edc.services import exports, locking
 from edc.models import AuditRecord, LoginThrottle
 
 WRITERS = 8
@@ -87,6 +87,13 @@ def test_simultaneous_saves_of_one_entry_one_wins_the_rest_get_412(app, client, 
     assert audit_count(session, "entry_updated") == 1
 
 
+def test_a_write_that_misses_the_row_lock_still_answers_412_never_500(app, client, inv, number, session, monkeypatch):
+    # The backstop: should a write path compare a version read before its row lock, the versioned UPDATE
+    # that matches no row (StaleDataError) answers like a stale If-Match.
+    monkeypatch.setattr(locking, "lock_current", lambda session, record: None)
+    test_simultaneous_saves_of_one_entry_one_wins_the_rest_get_412(app, client, inv, number, session)
+
+
 def test_simultaneous_status_changes_of_one_subject_one_wins_the_rest_get_412(app, client, inv, number, session):
     etag = client.get(f"/api/v1/subjects/{number}", headers=inv).headers["ETag"]
 
@@ -106,6 +113,38 @@ def test_simultaneous_site_changes_one_wins_the_rest_get_412(app, client, staff,
 
     one_winner(at_once(app, rename), 200, 412)
     assert audit_count(session, "site_updated") == 1
+
+
+def test_a_signature_made_while_the_entry_is_saved_is_never_left_valid_over_old_data(app, client, inv, number, staff,
+                                                                                     session):
+    created = client.post(f"/api/v1/subjects/{number}/entries", headers=inv,
+                          json={"form": "vitals", "event": "SCR", "data": VITALS, "complete": True})
+    entry, etag = created.get_json()["id"], created.headers["ETag"]
+
+    def sign_or_save(c, i):
+        if i % 2:
+            return c.post(f"/api/v1/entries/{entry}/signatures", headers=inv,
+                          json={"username": staff["investigator"], "password": PASSWORD, "meaning": "approval"})
+        return c.put(f"/api/v1/entries/{entry}", headers={**inv, "If-Match": etag},
+                     json={"data": {**VITALS, "HR": 90 + i}, "complete": True, "reason": "transcription error"})
+
+    answers = statuses(at_once(app, sign_or_save))
+    assert answers == Counter({201: WRITERS // 2, 200: 1, 412: WRITERS // 2 - 1}), answers
+    version = session.scalar(sa.text("SELECT version FROM entries"))
+    valid = session.execute(sa.text("SELECT entry_version FROM signatures WHERE invalidated_at IS NULL")).scalars().all()
+    assert all(signed == version for signed in valid), (version, valid)
+
+
+def test_simultaneous_locks_of_one_entry_lock_it_once(app, client, inv, number, staff, session):
+    entry = client.post(f"/api/v1/subjects/{number}/entries", headers=inv,
+                        json={"form": "vitals", "event": "SCR", "data": VITALS, "complete": True}).get_json()["id"]
+    manager = bearer(login(client, staff["data_manager"]))
+
+    def lock(c, i):
+        return c.post(f"/api/v1/entries/{entry}/lock", json={"reason": "reviewed"}, headers=manager)
+
+    one_winner(at_once(app, lock), 200, 409)
+    assert audit_count(session, "entry_locked") == 1
 
 
 # ------------------------------------------------------------------------------ duplicate enrolment

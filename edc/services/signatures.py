@@ -23,6 +23,7 @@ from edc.problems import Conflict, Forbidden, NotFound, Unauthorized
 from edc.security import crypto, usernames
 from edc.security.permissions import Actor, require
 from edc.services import audit, auth, sdv, status_table, throttle
+from edc.services.concurrency import lock_current
 from edc.services.scope import get_subject
 from edc.services.sealing import unseal
 
@@ -158,6 +159,9 @@ def sign_entry(session: Session, actor: Actor, entry_id: uuid.UUID, *, username:
     subject = entry.subject
     _require_principal_investigator(actor, subject.site_id)
     _reauthenticate(session, actor, username, password)
+    # Sign what the entry holds under its row lock: a save at the same moment either lands first (and is what
+    # is signed) or waits, and then finds this signature to invalidate.
+    lock_current(session, entry)
     _check_signable(session, [entry], "The entry")
     signed_at = clock.utcnow()
     payload = _entry_payload(session, entry, signer=actor.username, meaning=meaning, signed_at=signed_at)
