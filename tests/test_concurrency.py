@@ -115,6 +115,16 @@ def test_simultaneous_site_changes_one_wins_the_rest_get_412(app, client, staff,
     assert audit_count(session, "site_updated") == 1
 
 
+def test_simultaneous_disables_of_one_account_disable_it_once(app, client, staff, session):
+    admin = bearer(login(client, staff["admin"]))
+
+    def disable(c, i):
+        return c.post(f"/api/v1/users/{staff['monitor']}/disable", json={"reason": "left the trial"}, headers=admin)
+
+    one_winner(at_once(app, disable), 200, 409)
+    assert audit_count(session, "user_disabled") == 1
+
+
 def test_a_signature_made_while_the_entry_is_saved_is_never_left_valid_over_old_data(app, client, inv, number, staff,
                                                                                      session):
     created = client.post(f"/api/v1/subjects/{number}/entries", headers=inv,
