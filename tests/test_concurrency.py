@@ -218,6 +218,16 @@ def test_a_burst_of_wrong_signing_passwords_is_throttled_like_logins(app, client
     assert audit_count(session, "login_failed") == free + 1 and count_rows(session, "signatures") == 0
 
 
+def test_signatures_refused_after_a_right_password_never_lock_the_signer(app, client, inv, number, staff):
+    # Each check is counted before it is made; a right one gives its count back even when the signature is
+    # then refused (here: a draft entry).
+    entry = client.post(f"/api/v1/subjects/{number}/entries", headers=inv,
+                        json={"form": "vitals", "event": "SCR", "data": VITALS, "complete": False}).get_json()["id"]
+    for _ in range(app.config["EDC"]["throttle_account_free_attempts"] + 2):
+        problem(client.post(f"/api/v1/entries/{entry}/signatures", headers=inv,
+                            json={"username": staff["investigator"], "password": PASSWORD, "meaning": "approval"}), 409)
+
+
 # ------------------------------------------------------------------------------ nodes starting together
 
 

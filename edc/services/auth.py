@@ -154,6 +154,13 @@ def count_password_check(session: Session, username: str, client_address: str | 
     return attempt
 
 
+def password_check_passed(session: Session, attempt: throttle.Attempt) -> None:
+    """Give a right password's count back and commit it on its own, for a request that may still be refused
+    after the check (a signature of an entry with open queries): its count must not stay behind."""
+    throttle.succeeded(session, attempt)
+    session.commit()
+
+
 def _revoke_family(session_id: uuid.UUID, reason: str, request_id: str | None, client_address: str | None):
     def write(session: Session) -> None:
         auth_session = session.get(AuthSession, session_id)

@@ -22,7 +22,7 @@ from edc.models.users import User
 from edc.problems import Conflict, Forbidden, NotFound, Unauthorized
 from edc.security import crypto, usernames
 from edc.security.permissions import Actor, require
-from edc.services import audit, auth, sdv, status_table, throttle
+from edc.services import audit, auth, sdv, status_table
 from edc.services.concurrency import lock_current
 from edc.services.scope import get_subject
 from edc.services.sealing import unseal
@@ -65,7 +65,7 @@ def _reauthenticate(session: Session, actor: Actor, username: str | None, passwo
     if not (valid and user is not None and user.status == "active" and usernames.normalize(username) == actor.username):
         raise Unauthorized(REAUTHENTICATE, after_rollback=[
             auth.failed_login_writes(actor.username, actor.client_address, actor.user_id, actor.request_id)])
-    throttle.succeeded(session, attempt)
+    auth.password_check_passed(session, attempt)
 
 
 # --- what is signed ----------------------------------------------------------------------------
