@@ -7,16 +7,16 @@ import sys
 import threading
 import uuid
 from collections import Counter
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 import sqlalchemy as sa
 
-from conftest import BACKEND, PASSWORD, bearer, count_rows, login, problem, project_root
+from conftest import BACKEND, PASSWORD, bearer, make_app, count_rows, login, problem, project_root
 from edc import runtime
 from edc.database import migration_heads
 from edc.extensions import db
-from edc.models import ExportJob
+from edc.models import ExportJob, Site, Subject
 from edc.services import exports, locking
 from edc.models import AuditRecord, LoginThrottle
 
@@ -170,6 +170,24 @@ def test_one_hospital_number_enrolled_at_once_registers_one_subject(app, inv, se
     answers = {(b["detail"], b["existing"]) for b in (r.get_json() for r in responses if r.status_code == 409)}
     assert answers == {(f"This hospital number is already registered as {winner}.", winner)}
     assert count_rows(session, "subjects") == 1
+
+
+def test_the_upgrade_stops_at_a_hospital_number_held_twice_and_names_the_subjects(empty_database_url, keys_dir):
+    from alembic import command
+    from flask_migrate import upgrade
+
+    app = make_app(empty_database_url, keys_dir)
+    with app.app_context():
+        upgrade(revision="0009")
+        site = Site(code="ES01", name="Hospital ES01", country="ES", time_zone="Europe/Madrid", status="active")
+        db.session.add_all([site, *(Subject(site=site, seq=n, number=f"ES01-000{n}", birth_year=2016, birth_month=4,
+                                            sex="F", consent_date=date(2026, 11, 2), registration_date=date(2026, 11, 2),
+                                            duplicate_index="same-blind-index", created_by="tests") for n in (1, 2))])
+        db.session.commit()
+        with pytest.raises(RuntimeError, match="ES01-0001, ES01-0002"):
+            command.upgrade(app.extensions["migrate"].migrate.get_config(), "head")
+        db.session.remove()
+        db.engine.dispose()
 
 
 # ------------------------------------------------------------------------------ password guessing
