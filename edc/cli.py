@@ -11,6 +11,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from edc import runtime
+from edc.database import migration_lock
 from edc.extensions import db
 from edc.problems import Problem
 from edc.security import keyring
@@ -46,12 +47,15 @@ def _run(action):
 
 @edc_cli.command("init")
 def init_command():
-    """Apply all migrations (creates the database if it is a new SQLite file)."""
+    """Apply all migrations (creates the database if it is a new SQLite file).
+
+    Any number of nodes may run it at once: they take turns under the database's migration lock."""
     from flask_migrate import upgrade
 
-    upgrade()
-    click.echo("database at migration head")
-    written = _run(lambda s: summaries.refresh_outdated(s, commit=db.session.commit))
+    with migration_lock(db.engine):
+        upgrade()
+        click.echo("database at migration head")
+        written = _run(lambda s: summaries.refresh_outdated(s, commit=db.session.commit))
     click.echo(f"subject summaries: {written} recounted")
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import stat
+from collections.abc import Iterator
 
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
@@ -16,6 +18,8 @@ MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 
 READ_ONLY_SNAPSHOT = "edc_read_only_snapshot"  # execution option: a transaction that only reads
 SYNCHRONOUS = {"FULL": "FULL", "EXTRA": "EXTRA", "NORMAL": "NORMAL"}  # the only values ever put into the PRAGMA
+MIGRATION_LOCK_KEY = 0x6564_635F_6D69_6772  # 'edc_migr': the PostgreSQL advisory lock that serialises migrations
+MIGRATION_LOCK_SUFFIX = ".migration-lock"  # SQLite: the lock file next to the database file
 
 
 def allow_long_statements(session, timeout_ms: int) -> None:
@@ -78,3 +82,32 @@ def restrict_to_owner(database: str) -> None:
 @functools.cache
 def migration_heads() -> tuple[str, ...]:
     return tuple(sorted(ScriptDirectory(str(MIGRATIONS_DIR)).get_heads()))
+
+
+@contextlib.contextmanager
+def migration_lock(engine: sa.Engine) -> Iterator[None]:
+    """Hold the database's migration lock: of several nodes starting at once, one migrates while the others
+    wait, then find the schema at head and have nothing to do.
+
+    PostgreSQL: a session advisory lock on a connection of its own (released by the server too if the
+    process dies). SQLite: an exclusive lock on a file next to the database (released when the process ends)."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            connection.commit()  # the lock outlives the transaction; the connection stays idle while it is held
+            try:
+                yield
+            finally:
+                connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                connection.commit()
+    elif engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        import fcntl  # POSIX only, like the deployments SQLite is allowed in
+
+        descriptor = os.open(f"{engine.url.database}{MIGRATION_LOCK_SUFFIX}", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)  # closing releases the lock
+    else:
+        yield

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 import sqlalchemy.exc
+import sqlalchemy.orm.exc
 from flask import Flask, g, has_request_context, request
 from werkzeug.exceptions import HTTPException, SecurityError
 
@@ -170,6 +171,15 @@ def handle_integrity_error(exc: sqlalchemy.exc.IntegrityError):
     return problem_response(409, "Conflict", "The request conflicts with an existing record.")
 
 
+def handle_stale_version(exc: sqlalchemy.orm.exc.StaleDataError):
+    # A versioned row changed between this request's read and its write, past the row-lock comparison the
+    # services make (concurrency.check_etag): the same answer as a stale If-Match, never a 500.
+    roll_back_quietly()
+    log.warning("stale version mapped to 412", extra={"request_id": g.get("request_id")})
+    return problem_response(412, "Precondition Failed",
+                            "The record has changed since you read it; read it again and reapply your change.")
+
+
 def handle_database_unavailable(exc: sqlalchemy.exc.OperationalError | sqlalchemy.exc.TimeoutError):
     # Unreachable, restarting, or stuck past a time limit (statement or lock timeout, no free pooled connection).
     roll_back_quietly()
@@ -194,6 +204,7 @@ def register(app: Flask) -> None:
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(SecurityError, handle_untrusted_host)
     app.register_error_handler(sqlalchemy.exc.IntegrityError, handle_integrity_error)
+    app.register_error_handler(sqlalchemy.orm.exc.StaleDataError, handle_stale_version)
     app.register_error_handler(sqlalchemy.exc.OperationalError, handle_database_unavailable)
     app.register_error_handler(sqlalchemy.exc.TimeoutError, handle_database_unavailable)
     app.register_error_handler(Exception, handle_unexpected)

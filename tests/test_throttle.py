@@ -141,6 +141,15 @@ def test_guessing_spread_over_many_addresses_meets_the_account_ceiling(client, s
     problem(attempt(client, staff["auditor"], PASSWORD, OWNER), 429)
 
 
+def test_a_right_password_gives_its_count_back(client, staff, session):
+    # Every check is counted before it is made; a right one leaves the counters as they were.
+    for _ in range(2):
+        problem(attempt(client, "ghost-user", "wrong-password-x"), 401)
+    login(client, staff["auditor"])
+    assert {row.key: row.failures for row in session.scalars(sa.select(LoginThrottle))} == {
+        "user:ghost-user@127.0.0.1": 2, "user:ghost-user": 2, "addr:127.0.0.1": 2}
+
+
 # ------------------------------------------------------------------------------ pruning
 
 

@@ -13,6 +13,7 @@ from edc.models.sites import Site
 from edc.models.types import JSONDocument
 
 SUBJECT_STATUSES = ("screening", "enrolled", "screen_failed", "withdrawn", "completed", "deceased")
+DUPLICATE_INDEX = "uq_subjects_site_duplicate_index"  # the unique index a duplicate enrolment meets
 
 
 class SubjectCounter(Base):
@@ -33,6 +34,8 @@ class Subject(IdMixin, TimestampMixin, Base):
         sa.CheckConstraint("birth_month BETWEEN 1 AND 12", name="birth_month"),
         sa.UniqueConstraint("site_id", "seq"),
         sa.Index("ix_subjects_site_status", "site_id", "status"),
+        # One subject per hospital number and site, whatever the timing of two enrolments (services/subjects.py).
+        sa.Index(DUPLICATE_INDEX, "site_id", "duplicate_index", unique=True),
     )
 
     site_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("sites.id"))
@@ -48,7 +51,7 @@ class Subject(IdMixin, TimestampMixin, Base):
     planned_infusion_date: Mapped[date | None]
     day0: Mapped[date | None]
     # Truncated keyed hash of the site hospital number: finds duplicates, stores no number.
-    duplicate_index: Mapped[str | None] = mapped_column(sa.String(32), index=True)
+    duplicate_index: Mapped[str | None] = mapped_column(sa.String(32))
     created_by: Mapped[str] = mapped_column(sa.String(64))
     version: Mapped[int] = mapped_column(default=1)
     # A locked subject's casebook is read-only, new entries included, until a data manager unlocks it.

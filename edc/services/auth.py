@@ -70,10 +70,10 @@ def _is_registry_account(user: User) -> bool:
 
 
 def failed_login_writes(username: str, client_address: str | None, user_id: uuid.UUID | None, request_id: str | None):
-    """The writes a failed login leaves behind, run after the request's rollback."""
+    """The write a failed password check leaves behind, run after the request's rollback: its audit record
+    (the attempt was counted before the check: count_password_check)."""
 
     def write(session: Session) -> None:
-        throttle.record_failure(session, throttle.account(username), client_address)
         who = Actor(username=usernames.normalize(username)[:64] if user_id else "(unknown)", display_name="", user_id=user_id,
                     request_id=request_id, client_address=client_address)
         audit.record(session, who, "login_failed", entity_type="user", entity_id=user_id)
@@ -117,7 +117,7 @@ def _pair(session: Session, user: User, auth_session: AuthSession, refresh: str,
 
 def login(session: Session, *, username: str, password: str, client_address: str | None, request_id: str | None) -> TokenPair:
     """Check a username and password; answer unknown users exactly like wrong passwords."""
-    check_throttle(session, username, client_address)
+    attempt = count_password_check(session, username, client_address)
     user = _user_by_name(session, username)
     hasher = runtime.of(session).password_hasher
     valid = hasher.verify(user.password_hash if user else None, password)
@@ -125,7 +125,7 @@ def login(session: Session, *, username: str, password: str, client_address: str
     if not (valid and user is not None and user.status == "active" and not _is_registry_account(user)):
         raise Unauthorized(INVALID_LOGIN, after_rollback=[failed_login_writes(username, client_address, user.id if user else None, request_id)])
     now = clock.utcnow()
-    throttle.clear(session, throttle.account(username), client_address)
+    throttle.succeeded(session, attempt)
     if hasher.needs_rehash(user.password_hash):
         user.password_hash = hasher.hash(password)
     auth_session, refresh, refresh_row = _start_session(session, user, now)
@@ -139,6 +139,26 @@ def check_throttle(session: Session, username: str, client_address: str | None) 
     wait = throttle.seconds_locked(session, throttle.account(username), client_address)
     if wait:
         raise TooManyRequests(THROTTLED, retry_after=wait)
+
+
+def count_password_check(session: Session, username: str, client_address: str | None) -> throttle.Attempt:
+    """Count a password check before making it, and commit the count on its own (the request has only read
+    so far): simultaneous guesses see each other's count, so a burst gets no more passwords checked than a
+    sequence. 429, counting nothing, while the throttle holds this account or address. A right password
+    gives the count back (throttle.succeeded)."""
+    attempt = throttle.count_attempt(session, throttle.account(username), client_address)
+    if attempt is None:
+        raise TooManyRequests(THROTTLED, retry_after=max(1, throttle.seconds_locked(
+            session, throttle.account(username), client_address)))
+    session.commit()
+    return attempt
+
+
+def password_check_passed(session: Session, attempt: throttle.Attempt) -> None:
+    """Give a right password's count back and commit it on its own, for a request that may still be refused
+    after the check (a signature of an entry with open queries): its count must not stay behind."""
+    throttle.succeeded(session, attempt)
+    session.commit()
 
 
 def _revoke_family(session_id: uuid.UUID, reason: str, request_id: str | None, client_address: str | None):
@@ -270,12 +290,13 @@ def _check_policy(new_password: str, username: str, pointer: str = "/new_passwor
 def change_password(session: Session, actor: Actor, *, current_password: str, new_password: str) -> None:
     """Change one's own password; every other session of the user is revoked.
 
-    The current password is a password guess like a login: throttled first, counted when wrong, and every
+    The current password is a password guess like a login: throttled first, counted before it is checked, and every
     check that does not need it runs before it, so no answer tells a right current password from a wrong one."""
     check_throttle(session, actor.username, actor.client_address)
     _check_policy(new_password, actor.username)
     if new_password == current_password:
         raise UnprocessableContent(errors=[field_error("/new_password", "Must differ from the current password.")])
+    attempt = count_password_check(session, actor.username, actor.client_address)
     user = session.get(User, actor.user_id, with_for_update=True)
     hasher = runtime.of(session).password_hasher
     if not hasher.verify(user.password_hash, current_password):
@@ -284,6 +305,7 @@ def change_password(session: Session, actor: Actor, *, current_password: str, ne
             errors=[field_error("/current_password", "Does not match the current password.")],
             after_rollback=[failed_login_writes(user.username, actor.client_address, user.id, actor.request_id)],
         )
+    throttle.succeeded(session, attempt)
     user.password_hash = hasher.hash(new_password)
     user.password_changed_at = clock.utcnow()
     user.must_change_password = False

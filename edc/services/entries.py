@@ -21,7 +21,7 @@ from edc.models.subjects import Subject
 from edc.problems import Conflict, Forbidden, NotFound, UnprocessableContent, field_error
 from edc.security.permissions import Actor, require
 from edc.services import audit, form_registry, identifying, locking, queries, safety, signatures, status_table, summaries
-from edc.services.concurrency import check_etag
+from edc.services.concurrency import check_locked_etag
 from edc.services.rule_context import forms_read_by, load_values, validation_context
 from edc.services.scope import get_subject, in_scope
 from edc.services.sealing import seal, unseal
@@ -235,8 +235,8 @@ def update_entry(session: Session, actor: Actor, entry_id: uuid.UUID, *, data: d
     study = _study(session)
     entry = _scope_entry(session, actor, entry_id, "entries:write")
     _writer_check(actor, study, entry.form_id)
-    locking.ensure_writable(session, entry.subject, entry)
-    check_etag(entry, expected_etag, "This entry")
+    locking.ensure_writable(session, entry.subject, entry)  # takes the entry's row lock and re-reads it
+    check_locked_etag(entry, expected_etag, "This entry")
     subject = entry.subject
     form_def = study.form(entry.form_id, entry.form_version)
     old_values = unseal(session, form_def, entry)

@@ -332,7 +332,8 @@ def claim_next(session: Session) -> ExportJob | None:
     settings = runtime.of(session).settings
     while True:
         now = clock.utcnow()
-        stale = now - timedelta(seconds=settings["export_lease_seconds"])
+        lease_now = lease_clock(session)
+        stale = lease_now - timedelta(seconds=settings["export_lease_seconds"])
         job = session.scalars(
             sa.select(ExportJob)
             .where(ExportJob.deleted_at.is_(None),
@@ -350,7 +351,7 @@ def claim_next(session: Session) -> ExportJob | None:
         if job.state == "running":
             log.warning("export %s: worker stopped during attempt %d; running it again", job.id, job.attempts)
         job.state, job.attempts = "running", job.attempts + 1
-        job.started_at = job.heartbeat_at = now
+        job.started_at, job.heartbeat_at = now, lease_now
         job.subjects_done, job.error = 0, None
         session.commit()
         return job
@@ -369,7 +370,7 @@ def run_job(session: Session, job: ExportJob) -> None:
             session.commit()
             files = _write(reader, job, selection, work, _progress(session, job, attempt))
             manifest = _manifest(reader, job, selection, files)
-        _publish(session, job, work, manifest)
+        _publish(session, job, work, manifest, attempt)
     except Cancelled:
         shutil.rmtree(work, ignore_errors=True)
         session.rollback()
@@ -438,7 +439,7 @@ def _progress(session: Session, job: ExportJob, attempt: int) -> Callable[[int],
         if job.state != "running" or job.attempts != attempt:
             session.rollback()
             raise Cancelled()
-        job.subjects_done, job.heartbeat_at = done, now
+        job.subjects_done, job.heartbeat_at = done, lease_clock(session)
         session.commit()
 
     return report
@@ -473,11 +474,19 @@ def _manifest(reader: Session, job: ExportJob, selection: source.Selection, file
     }
 
 
-def _publish(session: Session, job: ExportJob, work: Path, manifest: dict[str, Any]) -> None:
-    """Write the manifest (and the CSV archive), rename the work directory into place, mark the job complete."""
-    session.refresh(job, with_for_update=True)
-    if job.state != "running":
+def _publish(session: Session, job: ExportJob, work: Path, manifest: dict[str, Any], attempt: int) -> None:
+    """Write the manifest (and the CSV archive), rename the work directory into place, mark the job complete.
+
+    Only the attempt that holds the lease publishes: one statement checks the attempt number and takes the
+    job's row lock until the commit, so a worker that froze and was taken over finds no row and leaves the
+    newer attempt alone, and no takeover can begin while this one publishes."""
+    held = session.execute(
+        sa.update(ExportJob).where(ExportJob.id == job.id, ExportJob.state == "running", ExportJob.attempts == attempt)
+        .values(heartbeat_at=lease_clock(session)).execution_options(synchronize_session=False)
+    ).rowcount
+    if not held:
         raise Cancelled()
+    session.refresh(job)
     (work / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     if job.format == "csv":
         manifest["archive"] = _zip(work, [f["name"] for f in manifest["files"]], f"{manifest['study']}-csv.zip")
@@ -488,6 +497,14 @@ def _publish(session: Session, job: ExportJob, work: Path, manifest: dict[str, A
     audit.record(session, SYSTEM, "export_completed", entity_type="export", entity_id=job.id,
                  changes=[audit.change("files", None, [[f["name"], f["sha256"]] for f in all_files(manifest)])])
     session.commit()
+
+
+def lease_clock(session: Session) -> datetime:
+    """The clock leases are written and judged by: the database's (PostgreSQL's now()), one clock for every
+    worker whatever the skew between their hosts. SQLite serves one host, whose clock it is."""
+    if session.get_bind().dialect.name == "postgresql":
+        return session.scalar(sa.select(sa.func.now()))
+    return clock.utcnow()
 
 
 def _restrict_to_owner(work: Path) -> None:

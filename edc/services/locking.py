@@ -25,6 +25,7 @@ from edc.models.subjects import Subject
 from edc.problems import Conflict, NotFound, UnprocessableContent, field_error
 from edc.security.permissions import Actor, require
 from edc.services import audit, status_table
+from edc.services.concurrency import lock_current
 from edc.services.scope import get_subject
 from edc.services.sealing import StoredDocument, seal, unseal
 
@@ -78,15 +79,15 @@ def ensure_writable(session: Session, subject: Subject, entry: Entry | None = No
     out-of-scope data stay 404) and before any write."""
     ensure_study_open(session, study_locked_at)
     if entry is not None:
-        # Re-read the lock flags under a row lock: a lock committed since the entry was loaded wins.
-        flags = session.execute(sa.select(Entry.locked_at, Entry.frozen_by_cut).where(Entry.id == entry.id)
-                                .with_for_update()).one()
-        if flags.frozen_by_cut is not None:
-            cut = session.get(DataCut, flags.frozen_by_cut)
-            raise Conflict(f"This entry is frozen by data cut {cut.name if cut else flags.frozen_by_cut}; "
+        # Re-read the entry under its row lock: a lock committed since it was loaded wins, and the version the
+        # caller compares with the ETag is the one its write will replace.
+        lock_current(session, entry)
+        if entry.frozen_by_cut is not None:
+            cut = session.get(DataCut, entry.frozen_by_cut)
+            raise Conflict(f"This entry is frozen by data cut {cut.name if cut else entry.frozen_by_cut}; "
                            "a data manager must unlock it (with a reason) before it can change.",
                            data_cut=cut.name if cut else None)
-        if flags.locked_at is not None:
+        if entry.locked_at is not None:
             raise Conflict("This entry is locked; a data manager must unlock it (with a reason) before it can change.")
     if subject.locked_at is not None:
         raise Conflict(f"Subject {subject.number} is locked; its casebook is read-only until a data manager unlocks it.")

@@ -26,7 +26,7 @@ from edc.models.subjects import Subject
 from edc.problems import Conflict, NotFound, UnprocessableContent, field_error
 from edc.security.permissions import MATRIX, Actor, require
 from edc.services import audit, outbox, status_table
-from edc.services.concurrency import check_etag
+from edc.services.concurrency import check_locked_etag
 from edc.services.pagination import Page, paginate
 from edc.services.rule_context import validation_context
 from edc.services.scope import get_subject
@@ -311,7 +311,7 @@ def transition(session: Session, actor: Actor, query_id: uuid.UUID, action: str,
     rule = TRANSITIONS[action]
     query = _scoped_query(session, actor, query_id, rule.permission, for_update=True)
     if expected_etag is not None:
-        check_etag(query, expected_etag, "This query")
+        check_locked_etag(query, expected_etag, "This query")  # read under its row lock just above
     if query.state not in rule.sources:
         raise Conflict(f"A query that is {query.state} cannot be {action_past(action)}.", state=query.state)
     now, before = clock.utcnow(), query.state

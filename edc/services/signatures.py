@@ -22,7 +22,8 @@ from edc.models.users import User
 from edc.problems import Conflict, Forbidden, NotFound, Unauthorized
 from edc.security import crypto, usernames
 from edc.security.permissions import Actor, require
-from edc.services import audit, auth, sdv, status_table, throttle
+from edc.services import audit, auth, sdv, status_table
+from edc.services.concurrency import lock_current
 from edc.services.scope import get_subject
 from edc.services.sealing import unseal
 
@@ -58,13 +59,13 @@ def _reauthenticate(session: Session, actor: Actor, username: str | None, passwo
     """The signer's own username and password again; a wrong one counts toward the login throttle."""
     if not username or not password:
         raise Unauthorized(REAUTHENTICATE)
-    auth.check_throttle(session, actor.username, actor.client_address)
+    attempt = auth.count_password_check(session, actor.username, actor.client_address)
     user = session.get(User, actor.user_id)
     valid = runtime.of(session).password_hasher.verify(user.password_hash if user else None, password)
     if not (valid and user is not None and user.status == "active" and usernames.normalize(username) == actor.username):
         raise Unauthorized(REAUTHENTICATE, after_rollback=[
             auth.failed_login_writes(actor.username, actor.client_address, actor.user_id, actor.request_id)])
-    throttle.clear(session, throttle.account(actor.username), actor.client_address)
+    auth.password_check_passed(session, attempt)
 
 
 # --- what is signed ----------------------------------------------------------------------------
@@ -158,6 +159,9 @@ def sign_entry(session: Session, actor: Actor, entry_id: uuid.UUID, *, username:
     subject = entry.subject
     _require_principal_investigator(actor, subject.site_id)
     _reauthenticate(session, actor, username, password)
+    # Sign what the entry holds under its row lock: a save at the same moment either lands first (and is what
+    # is signed) or waits, and then finds this signature to invalidate.
+    lock_current(session, entry)
     _check_signable(session, [entry], "The entry")
     signed_at = clock.utcnow()
     payload = _entry_payload(session, entry, signer=actor.username, meaning=meaning, signed_at=signed_at)

@@ -49,7 +49,7 @@ def create_site(session: Session, actor: Actor, *, code: str, name: str, country
 def update_site(session: Session, actor: Actor, code: str, *, expected_etag: str, changes: dict[str, Any]) -> Site:
     require(actor, "sites:manage")
     site = get_site(session, actor, code)
-    check_etag(site, expected_etag, f"Site {site.code}")
+    check_etag(session, site, expected_etag, f"Site {site.code}")
     if site.status == "closed":
         raise Conflict(f"Site {site.code} is closed.")
     diffs = []
@@ -68,7 +68,7 @@ def update_site(session: Session, actor: Actor, code: str, *, expected_etag: str
 def close_site(session: Session, actor: Actor, code: str, *, expected_etag: str, reason: str) -> Site:
     require(actor, "sites:manage")
     site = get_site(session, actor, code)
-    check_etag(site, expected_etag, f"Site {site.code}")
+    check_etag(session, site, expected_etag, f"Site {site.code}")
     if site.status == "closed":
         raise Conflict(f"Site {site.code} is already closed.")
     site.status = "closed"

@@ -13,12 +13,12 @@ from sqlalchemy.orm import Session
 
 from edc import clock, runtime
 from edc.models.sites import Site
-from edc.models.subjects import Subject, SubjectCounter
+from edc.models.subjects import DUPLICATE_INDEX, Subject, SubjectCounter
 from edc.problems import Conflict, NotFound, UnprocessableContent, field_error
 from edc.security import crypto
 from edc.security.permissions import Actor, require
 from edc.services import audit, locking, summaries
-from edc.services.concurrency import check_etag
+from edc.services.concurrency import check_etag, unique_violation
 from edc.services.pagination import Page, paginate
 from edc.services.scope import get_subject
 
@@ -55,6 +55,15 @@ def _next_number(session: Session, site: Site) -> int:
     return counter.last_number
 
 
+def _refuse_duplicate(session: Session, site: Site, duplicate_index: str) -> None:
+    """409 when the site has registered this hospital number: the same answer whether this check or the
+    database's unique index (an enrolment committed at the same moment) finds the other subject."""
+    existing = session.scalar(sa.select(Subject.number).where(Subject.site_id == site.id,
+                                                              Subject.duplicate_index == duplicate_index))
+    if existing:
+        raise Conflict(f"This hospital number is already registered as {existing}.", existing=existing)
+
+
 def _check_birth(birth_year: int, birth_month: int, consent_date: date) -> None:
     today = clock.utcnow().date()
     errors = []
@@ -82,17 +91,22 @@ def enrol(session: Session, actor: Actor, *, site: str, birth_year: int, birth_m
     duplicate_index = None
     if hospital_number:
         duplicate_index = crypto.blind_index(runtime.of(session).keyring, f"{DUPLICATE_PURPOSE}:{site_row.code}", hospital_number)
-        existing = session.scalar(sa.select(Subject.number).where(Subject.site_id == site_row.id, Subject.duplicate_index == duplicate_index))
-        if existing:
-            raise Conflict(f"This hospital number is already registered as {existing}.", existing=existing)
+        _refuse_duplicate(session, site_row, duplicate_index)
     seq = _next_number(session, site_row)
     subject = Subject(
         id=uuid.uuid4(), site=site_row, seq=seq, number=f"{site_row.code}-{seq:04d}", status="screening",
         birth_year=birth_year, birth_month=birth_month, sex=sex, consent_date=consent_date,
         registration_date=clock.utcnow().date(), duplicate_index=duplicate_index, created_by=actor.username,
     )
-    session.add(subject)
-    session.flush()
+    try:
+        with session.begin_nested():  # a duplicate enrolled at the same moment fails here, not the whole transaction
+            session.add(subject)
+            session.flush()
+    except sa.exc.IntegrityError as exc:
+        if duplicate_index is None or not unique_violation(exc, DUPLICATE_INDEX, "subjects", ("site_id", "duplicate_index")):
+            raise
+        _refuse_duplicate(session, site_row, duplicate_index)
+        raise
     audit.record(session, actor, "subject_enrolled", entity_type="subject", entity_id=subject.id,
                  chain=audit.subject_chain(subject.id), site_code=site_row.code,
                  changes=[audit.change(name, None, _plain(getattr(subject, name)))
@@ -123,7 +137,7 @@ def change_status(session: Session, actor: Actor, number: str, *, status: str, r
                   expected_etag: str) -> Subject:
     """Move a subject along its allowed status transitions."""
     subject = get_subject(session, actor, number, "subjects:status")
-    check_etag(subject, expected_etag, f"Subject {subject.number}")
+    check_etag(session, subject, expected_etag, f"Subject {subject.number}")
     if status not in TRANSITIONS[subject.status]:
         raise Conflict(f"A subject cannot go from {subject.status} to {status}.")
     if status in REASON_REQUIRED and not (reason or "").strip():

@@ -7,14 +7,23 @@ Three counters per failure, each with its own free attempts before it locks:
 - the account from anywhere ('user:mfg'): a ceiling against guessing spread over many addresses, set far
   higher (throttle_account_ceiling_attempts) so that locking a user out takes a botnet, not a script.
 A name that breaks the username rules is never stored: it counts under the address only. Rows whose last
-failure is older than throttle_forget_seconds (and whose lock has ended) are deleted at the next failure.
+failure is older than throttle_forget_seconds (and whose lock has ended) are deleted at the next count.
+
+A password check is counted before it is made (count_attempt): one upsert per counter that returns the new
+count (INSERT ... ON CONFLICT DO UPDATE ... RETURNING, on PostgreSQL and SQLite alike), committed by the
+caller before the check. Simultaneous guesses therefore see each other's count: a burst gets no more
+passwords checked than a sequence, no two first failures collide on a counter's key, and a failure leaves
+nothing to write after the request's rollback but its audit record. A check that succeeds gives its count
+back (succeeded).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from edc import clock, runtime
@@ -22,6 +31,7 @@ from edc.models.auth import LoginThrottle
 from edc.security import usernames
 
 ADDRESS_CHARS = 48  # an IPv6 address in text is at most 45
+THROTTLES = LoginThrottle.__table__
 
 
 def account(username: str) -> str | None:
@@ -31,7 +41,7 @@ def account(username: str) -> str | None:
 
 
 def keys_for(principal: str | None, client_address: str | None) -> list[tuple[str, str]]:
-    """Throttle keys with the setting that gives each its free attempts."""
+    """Throttle keys with the setting that gives each its free attempts (always in this order: see succeeded)."""
     address = client_address[:ADDRESS_CHARS] if client_address else None
     keys = []
     if principal:
@@ -51,30 +61,95 @@ def seconds_locked(session: Session, principal: str | None, client_address: str 
     return int(max(waits, default=0) + 0.999)
 
 
-def record_failure(session: Session, principal: str | None, client_address: str | None) -> None:
-    """Count a failure; beyond the free attempts lock for base * 2^n seconds, capped."""
-    settings = runtime.of(session).settings
+@dataclass(frozen=True)
+class Attempt:
+    """A password check counted before it is made, and the locks its count set: what a success gives back."""
+
+    keys: tuple[str, ...]
+    pair_key: str | None  # the account from this address: forgotten on success
+    locks: dict[str, tuple[datetime, datetime | None]] = field(default_factory=dict)  # key: (lock set, lock before)
+
+
+def count_attempt(session: Session, principal: str | None, client_address: str | None) -> Attempt | None:
+    """Count a password check on every counter before it is made; None while a counter holds a lock.
+
+    None leaves this attempt's counts in the session's transaction: the caller refuses (429) and rolls back,
+    so a refused attempt counts nowhere. Otherwise the caller commits before checking the password."""
     now = clock.utcnow()
-    forget = timedelta(seconds=settings["throttle_forget_seconds"])
-    _prune(session, now - forget, now)
+    keys = keys_for(principal, client_address)
+    attempt = Attempt(tuple(key for key, _ in keys), keys[0][0] if principal else None)
+    _prune(session, now)
+    for key, free_setting in keys:
+        counted = _count(session, key, free_setting, now, unless_locked=True)
+        if counted is None:
+            return None
+        if counted[0] is not None:
+            attempt.locks[key] = counted
+    return attempt
+
+
+def succeeded(session: Session, attempt: Attempt) -> None:
+    """The password was right: forget the account's failures from this address, and give back the attempt's
+    count on the address and the account-wide ceiling, with the lock that count set, if no later count
+    has replaced it.
+
+    The address keeps its other failures (it may be guessing other accounts), and so does the ceiling
+    (guessing from elsewhere goes on whether or not the owner signs in)."""
+    now = clock.utcnow()
+    for key in attempt.keys:  # in count_attempt's order: two transactions never wait for each other's rows
+        unlocked = sa.or_(THROTTLES.c.locked_until.is_(None), THROTTLES.c.locked_until <= now)
+        only_ours = sa.and_(THROTTLES.c.failures <= 1, unlocked)  # a counter that held nothing but this attempt
+        session.execute(sa.delete(THROTTLES).where(THROTTLES.c.key == key, sa.true() if key == attempt.pair_key else only_ours))
+        if key == attempt.pair_key:
+            continue
+        values = {"failures": sa.case((THROTTLES.c.failures > 0, THROTTLES.c.failures - 1), else_=0)}
+        if key in attempt.locks:
+            ours, before = attempt.locks[key]
+            restored = sa.null() if before is None else sa.bindparam(None, before, type_=THROTTLES.c.locked_until.type)
+            values["locked_until"] = sa.case((THROTTLES.c.locked_until == ours, restored), else_=THROTTLES.c.locked_until)
+        session.execute(sa.update(THROTTLES).where(THROTTLES.c.key == key).values(**values))
+
+
+def record_failure(session: Session, principal: str | None, client_address: str | None) -> None:
+    """Count a failure found without a password check (a registry client's assertion), after the fact."""
+    now = clock.utcnow()
+    _prune(session, now)
     for key, free_setting in keys_for(principal, client_address):
-        row = session.get(LoginThrottle, key, with_for_update=True)
-        if row is None:
-            row = LoginThrottle(key=key, failures=0)
-            session.add(row)
-        if row.last_failure_at and now - row.last_failure_at > forget:
-            row.failures = 0
-        row.failures += 1
-        row.last_failure_at = now
-        excess = row.failures - settings[free_setting]
-        if excess > 0:
-            delay = min(settings["throttle_base_seconds"] * 2 ** (excess - 1), settings["throttle_max_seconds"])
-            row.locked_until = now + timedelta(seconds=delay)
-    session.flush()
+        _count(session, key, free_setting, now, unless_locked=False)
 
 
-def _prune(session: Session, forgotten_before: datetime, now: datetime) -> None:
+def _count(session: Session, key: str, free_setting: str, now: datetime, *, unless_locked: bool):
+    """Add one to a counter (forgotten failures start again from one); beyond its free attempts lock it for
+    base * 2^n seconds, capped. Returns (lock set, lock before), (None, None) when it sets none, and None,
+    counting nothing, when unless_locked and the counter is locked.
+
+    On PostgreSQL the upsert holds the counter's row lock to the end of the transaction, so the lock this
+    count sets is in place before the next count of that counter reads it; SQLite writers are serialised."""
+    settings = runtime.of(session).settings
+    forgotten_before = now - timedelta(seconds=settings["throttle_forget_seconds"])
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(THROTTLES).values(key=key, failures=1, last_failure_at=now)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[THROTTLES.c.key],
+        set_={"failures": sa.case((THROTTLES.c.last_failure_at < forgotten_before, 1), else_=THROTTLES.c.failures + 1),
+              "last_failure_at": stmt.excluded.last_failure_at},
+        where=sa.or_(THROTTLES.c.locked_until.is_(None), THROTTLES.c.locked_until <= now) if unless_locked else None,
+    ).returning(THROTTLES.c.failures, THROTTLES.c.locked_until)
+    row = session.execute(stmt).one_or_none()
+    if row is None:
+        return None
+    excess = row.failures - settings[free_setting]
+    if excess <= 0:
+        return None, None
+    delay = min(settings["throttle_base_seconds"] * 2 ** (excess - 1), settings["throttle_max_seconds"])
+    lock = now + timedelta(seconds=delay)
+    session.execute(sa.update(THROTTLES).where(THROTTLES.c.key == key).values(locked_until=lock))
+    return lock, row.locked_until
+
+
+def _prune(session: Session, now: datetime) -> None:
     """Delete counters nobody needs any more: failures forgotten and lock over."""
+    forgotten_before = now - timedelta(seconds=runtime.of(session).settings["throttle_forget_seconds"])
     session.execute(sa.delete(LoginThrottle).where(
         LoginThrottle.last_failure_at < forgotten_before,
         sa.or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until <= now),
@@ -82,7 +157,8 @@ def _prune(session: Session, forgotten_before: datetime, now: datetime) -> None:
 
 
 def clear(session: Session, principal: str | None, client_address: str | None) -> None:
-    """Forget the account's failures from this address after a success there.
+    """Forget the account's failures from this address after a success there (a registry client, whose
+    failures are counted after the fact: record_failure).
 
     The address keeps its count (it may be guessing other accounts), and so does the account-wide ceiling
     (guessing from elsewhere goes on whether or not the owner signs in)."""

@@ -42,8 +42,8 @@ def _load(session: Session, username: str, *, lock: bool = False) -> User | None
     stmt = sa.select(User).where(User.username == usernames.normalize(username)).options(
         selectinload(User.roles).selectinload(RoleAssignment.site)
     )
-    if lock:
-        stmt = stmt.with_for_update()
+    if lock:  # re-read under the row lock: the version this write replaces is the one just read
+        stmt = stmt.with_for_update(of=User).execution_options(populate_existing=True)
     return session.scalars(stmt).one_or_none()
 
 

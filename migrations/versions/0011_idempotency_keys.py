@@ -1,7 +1,7 @@
 """idempotency keys: a POST's answer kept 24 h under its Idempotency-Key, so a retry returns it
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-06
 
 """
@@ -13,7 +13,7 @@ import edc.models.types
 
 # revision identifiers, used by Alembic.
 revision = '0011'
-down_revision = '0009'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 

@@ -26,11 +26,12 @@ def post(m, path, body, account, key=None):
     return m.client.post(path, json=body, headers=headers)
 
 
-def lost_then_retried(m, breaker, session, path, body, account, status):
+def lost_then_retried(m, breaker, session, path, body, account, status, *, earlier_commits=0):
     """POST with a key while the connection dies right after the commit; the answer is dropped (lost on the
-    way); the retry must be the original answer, and write nothing."""
+    way); the retry must be the original answer, and write nothing. earlier_commits: what a route commits
+    between the key's claim and its writes (a signature's password attempt count, then its giving back)."""
     key = str(uuid.uuid4())
-    with breaker.after_next_commit(skip=1):  # the claim of the key commits first, then the request's writes
+    with breaker.after_next_commit(skip=1 + earlier_commits):  # the key's claim commits first, the writes last
         post(m, path, body, account, key)
         assert breaker.tripped
     written = counts(session)
@@ -55,9 +56,9 @@ def test_every_create_route_answers_a_retry_after_a_lost_answer_with_the_first_r
     assert entry.get_json()["data"]["HR"] == 96
     credentials = {"username": username_of("investigator_ES01"), "password": PASSWORD, "meaning": "approval"}
     lost_then_retried(m, commit_breaker, session, f"/api/v1/entries/{entry_id}/signatures", credentials,
-                      "investigator_ES01", 201)
+                      "investigator_ES01", 201, earlier_commits=2)
     lost_then_retried(m, commit_breaker, session, f"/api/v1/subjects/{number}/signatures", credentials,
-                      "investigator_ES01", 201)
+                      "investigator_ES01", 201, earlier_commits=2)
     lost_then_retried(m, commit_breaker, session, "/api/v1/exports", {"format": "csv"}, "statistician", 202)
     query = lost_then_retried(m, commit_breaker, session, "/api/v1/queries",
                               {"entry_id": entry_id, "item": "HR", "message": "Check HR."}, "monitor_ES01", 201)
