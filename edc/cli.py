@@ -136,6 +136,12 @@ def retire_signing_key_command(kid):
 def add_data_key_command():
     """Add a data key to the ring without using it yet: publish the key directory to every node, then
     `keys rotate --resume` makes it current and re-encrypts (rotation with no node ever behind)."""
+    from edc.services import keys
+
+    session = _session()
+    if keys.recorded_key_id(session) is None:  # pin today's key first, or the newest would be used at once
+        keys.record_current_key(session, runtime.of(session).keyring.current_data_key_id)
+        db.session.commit()
     try:
         key_id = keyring.add_data_key(current_app.config["EDC"]["keys_dir"])
     except (OSError, ValueError, KeyError) as exc:

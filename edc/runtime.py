@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from edc import clock
 from edc.security import passwords
-from edc.security.keyring import Keyring, LiveKeys, SigningKey
+from edc.security.keyring import Keyring, LiveKeys, SigningKey, signing_key_in_use
 
 INFO_KEY = "edc.runtime"
 
@@ -40,7 +41,9 @@ class Runtime:
 
     @property
     def current_signing_key(self) -> SigningKey:
-        return self.signing_keys[-1]
+        """The key new tokens are signed with: the newest once signing_key_activation_seconds have passed."""
+        return signing_key_in_use(self.signing_keys, now=clock.utcnow(),
+                                  activation_seconds=self.settings["signing_key_activation_seconds"])
 
     def signing_key(self, kid: Any) -> SigningKey | None:
         """The signing key `kid`, rereading the key directory (rate-limited) when it is not held here."""

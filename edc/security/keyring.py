@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -29,6 +30,7 @@ from edc import clock
 KEYRING_FILE = "keyring.json"
 SIGNING_DIR = "signing"
 DEV_PREFIX = "dev-"
+KID_TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"  # a signing key's kid starts with the time it was made
 RELOAD_INTERVAL_SECONDS = 1.0  # the least time between two rereads for a key this process does not hold
 
 log = logging.getLogger("edc.keys")
@@ -75,6 +77,14 @@ class SigningKey:  # not slotted: cached_property stores the derived public key 
     def created(self) -> str:
         return self.kid.removeprefix(DEV_PREFIX)
 
+    @property
+    def created_at(self) -> datetime | None:
+        """When the key was made, from its kid (None for a kid not made by add_signing_key)."""
+        try:
+            return datetime.strptime(self.created.split("-")[0], KID_TIME_FORMAT).replace(tzinfo=UTC)
+        except ValueError:
+            return None
+
     def public_jwk(self) -> dict[str, str]:
         numbers = self.public_key.public_numbers()
         return {
@@ -86,6 +96,14 @@ class SigningKey:  # not slotted: cached_property stores the derived public key 
             "alg": "ES256",
             "kid": self.kid,
         }
+
+
+def signing_key_in_use(keys: tuple[SigningKey, ...], *, now: datetime, activation_seconds: int) -> SigningKey:
+    """The newest key made at least `activation_seconds` ago, so every node holds it before it signs (the
+    newest key when none is that old: a new installation)."""
+    ready_since = now - timedelta(seconds=activation_seconds)
+    ready = [key for key in keys if key.created_at is None or key.created_at <= ready_since]
+    return ready[-1] if ready else keys[-1]
 
 
 def _b64url(data: bytes) -> str:
@@ -167,7 +185,7 @@ def add_signing_key(keys_dir: str | Path, *, development: bool) -> str:
     """Create a new EC P-256 signing key; it signs from now on. Return its kid."""
     folder = Path(keys_dir) / SIGNING_DIR
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    stamp = clock.utcnow().strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = clock.utcnow().strftime(KID_TIME_FORMAT)
     kid = f"{DEV_PREFIX if development else ''}{stamp}-{secrets.token_hex(2)}"
     key = ec.generate_private_key(ec.SECP256R1())
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())

@@ -1,0 +1,135 @@
+"""Every node follows the key ring without a restart (two apps on one database and one key directory):
+a signing key added or a data key rotated with `flask edc keys ...` on node A is used and accepted by node B;
+a node rereads its keys at most once a second for key ids it does not hold; a node whose key directory lacks
+the current data key refuses to write rather than encrypt under an older key; a signature whose data key
+cannot be loaded reads "cannot be verified", never "invalid"."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from conftest import count_rows, login, problem
+from edc import runtime
+from edc.models.entries import Entry
+from monitoring.test_signatures import credentials, sign, signatures_of, vs_entry
+from trial.test_treatment_forms import CM
+
+PI, MONITOR = "investigator_ES01", "monitor_ES01"
+ENCRYPTED = ("CMTRT", "CMINDC")  # free text the trial's medication form stores encrypted
+
+
+def key_ids_of_entry(session, entry_id: str) -> set[int]:
+    session.expire_all()
+    data = session.get(Entry, uuid.UUID(entry_id)).data
+    return {data[item]["sealed"]["kid"] for item in ENCRYPTED}
+
+
+def kid_of(token: str) -> str:
+    return jwt.get_unverified_header(token)["kid"]
+
+
+def test_a_signing_key_added_on_one_node_signs_tokens_the_other_node_accepts(make_nodes, fake_clock):
+    nodes = make_nodes()
+    fake_clock.now = datetime.now(UTC)  # a key is named by its creation time: newer than the session's keys
+    new_kid = re.search(r"new signing key (\S+);", nodes.keys("add-signing-key", "--development")).group(1)
+    token = login(nodes.a.client, "monitor-es01")["access_token"]
+    assert kid_of(token) == new_kid                                    # node A signs with the new key ...
+    me = nodes.b.client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200, me.get_json()                       # ... and node B accepts it, not restarted
+    assert new_kid in {key["kid"] for key in nodes.b.client.get("/.well-known/jwks.json").get_json()["keys"]}
+    assert kid_of(login(nodes.b.client, "monitor-es01")["access_token"]) == new_kid
+
+
+def test_a_new_signing_key_signs_only_once_every_node_can_hold_it(make_nodes, fake_clock):
+    nodes = make_nodes(shared=False, signing_key_activation_seconds=600)
+    fake_clock.now = datetime.now(UTC) + timedelta(hours=1)           # the session's key is an hour old
+    old_kid = kid_of(login(nodes.a.client, "monitor-es01")["access_token"])
+    new_kid = re.search(r"new signing key (\S+);", nodes.keys("add-signing-key", "--development")).group(1)
+    assert kid_of(login(nodes.a.client, "monitor-es01")["access_token"]) == old_kid   # not yet on node B
+    nodes.publish()
+    fake_clock.advance(seconds=601)
+    token = login(nodes.a.client, "monitor-es01")["access_token"]
+    assert kid_of(token) == new_kid
+    assert nodes.b.client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_after_rotation_the_other_node_encrypts_under_the_new_key_and_verifies_new_signatures(make_nodes, session):
+    nodes = make_nodes()
+    number = nodes.a.enrol()
+    before = nodes.b.saved(number, "cm", {**CM, "CMTRT": "Before rotation"})
+    assert key_ids_of_entry(session, before["id"]) == {1}
+    output = nodes.keys("rotate")
+    after = nodes.b.saved(number, "cm", {**CM, "CMTRT": "After rotation"})
+    assert key_ids_of_entry(session, after["id"]) == {2}              # node B writes under the new key
+    entry = vs_entry(nodes.a, number)
+    signed = sign(nodes.a, entry["id"], credentials()).get_json()
+    assert signed["key_id"] == 2
+    [listed] = signatures_of(nodes.b, entry["id"])
+    assert listed["digest_valid"] is True and listed["verification"] == "verified"
+    read = nodes.b.client.get(f"/api/v1/entries/{after['id']}", headers=nodes.b.headers[PI]).get_json()
+    assert read["data"]["CMTRT"] == "After rotation"
+    assert key_ids_of_entry(session, before["id"]) == {2}             # re-encrypted by the rotation, which says so
+    assert "checked: no value is left under an older key than 2" in output
+
+
+def test_a_node_whose_key_directory_lacks_the_current_key_refuses_to_write_until_it_arrives(make_nodes, session):
+    nodes = make_nodes(shared=False)                                   # B's copy of the keys is not updated yet
+    number = nodes.a.enrol()
+    entry = vs_entry(nodes.a, number)
+    nodes.keys("rotate")
+    signed = sign(nodes.a, entry["id"], credentials()).get_json()
+    [listed] = signatures_of(nodes.b, entry["id"])
+    assert listed["digest_valid"] is None and listed["verification"] == "cannot be verified: key 2 unavailable"
+    entries = count_rows(session, "entries")
+    refused = nodes.b.save(number, "cm", CM)
+    body = problem(refused, 503)
+    assert refused.headers["Retry-After"] == "1" and "key" in body["detail"]
+    assert count_rows(session, "entries") == entries                   # nothing written under the old key
+
+    nodes.publish()
+    saved = nodes.b.saved(number, "cm", CM)
+    assert key_ids_of_entry(session, saved["id"]) == {2}
+    [listed] = signatures_of(nodes.b, entry["id"])
+    assert (listed["id"], listed["digest_valid"], listed["verification"]) == (signed["id"], True, "verified")
+
+
+def test_tokens_under_unknown_key_ids_reread_the_keys_at_most_once_a_second(make_nodes, monkeypatch):
+    nodes = make_nodes()
+    keys = runtime.for_app(nodes.b.client.application).keys
+    now = [1000.0]
+    monkeypatch.setattr(keys, "clock", lambda: now[0])
+    claims = jwt.decode(nodes.b.headers[MONITOR]["Authorization"].split()[1], options={"verify_signature": False})
+    stranger = ec.generate_private_key(ec.SECP256R1())
+    reloads = keys.reloads
+
+    def flood(count: int) -> None:
+        for n in range(count):
+            token = jwt.encode(claims, stranger, algorithm="ES256", headers={"typ": "at+jwt", "kid": f"made-up-{n}"})
+            problem(nodes.b.client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}), 401)
+
+    flood(30)
+    assert keys.reloads == reloads + 1                                 # one reread for thirty unknown key ids
+    now[0] += 0.9
+    flood(5)
+    assert keys.reloads == reloads + 1
+    now[0] += 0.2
+    flood(5)
+    assert keys.reloads == reloads + 2                                 # a second later, one more
+    assert nodes.b.client.get("/api/v1/me", headers=nodes.b.headers[MONITOR]).status_code == 200
+
+
+def test_a_staged_data_key_is_used_by_no_node_until_the_rotation_makes_it_current(make_nodes, session):
+    nodes = make_nodes()
+    number = nodes.a.enrol()
+    assert "data key 2 added" in nodes.keys("add-data-key")
+    staged = nodes.b.saved(number, "cm", CM)
+    assert key_ids_of_entry(session, staged["id"]) == {1}             # every node holds key 2, none uses it yet
+    output = nodes.keys("rotate", "--resume")
+    assert "checked: no value is left under an older key than 2" in output
+    assert key_ids_of_entry(session, staged["id"]) == {2}
+    assert key_ids_of_entry(session, nodes.b.saved(number, "cm", CM)["id"]) == {2}
