@@ -46,10 +46,11 @@ def _paths(form: FormDef, values: dict[str, Any]):
 
 def seal(session: Session, form: FormDef, entry_id: uuid.UUID, values: dict[str, Any]) -> dict[str, Any]:
     """Values as stored: encrypted items become envelopes bound to this entry and item."""
-    ring = keys.ring_for_writing(session)
     stored = copy.deepcopy(values)
+    ring = None  # read only for a value to encrypt: most forms have none
     for container, key, path in _paths(form, stored):
         if container[key] is not None:
+            ring = ring or keys.ring_for_writing(session)
             container[key] = {SEALED: crypto.encrypt_value(ring, container[key], table="entries", record_id=str(entry_id), field=path)}
     return stored
 
