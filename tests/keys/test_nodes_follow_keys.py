@@ -1,7 +1,8 @@
 """Every node follows the key ring without a restart (two apps on one database and one key directory):
 a signing key added or a data key rotated with `flask edc keys ...` on node A is used and accepted by node B;
 a node rereads its keys at most once a second for key ids it does not hold; a node whose key directory lacks
-the current data key refuses to write rather than encrypt under an older key; a signature whose data key
+the current data key refuses to write rather than encrypt under an older key; a rotation passes over the
+stored values until none is left under the old key; a signature whose data key
 cannot be loaded reads "cannot be verified", never "invalid"."""
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import jwt
+import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from conftest import count_rows, login, problem
 from edc import runtime
 from edc.models.entries import Entry
+from edc.services import rotation
 from monitoring.test_signatures import credentials, sign, signatures_of, vs_entry
 from trial.test_treatment_forms import CM
 
@@ -133,3 +136,41 @@ def test_a_staged_data_key_is_used_by_no_node_until_the_rotation_makes_it_curren
     assert "checked: no value is left under an older key than 2" in output
     assert key_ids_of_entry(session, staged["id"]) == {2}
     assert key_ids_of_entry(session, nodes.b.saved(number, "cm", CM)["id"]) == {2}
+
+
+def rotation_with_late_writes(monkeypatch, entry_id: str, stored: dict, count: int) -> None:
+    """After each pass's audit values, up to `count` times: the entry is written back as it was stored under
+    the old key, as by a writer that read the old key before the rotation recorded the new one."""
+    real = rotation.rotate_audit_values
+    late = [count]
+
+    def audit_values_then_a_late_write(db_session, report, commit):
+        real(db_session, report, commit)
+        if late[0]:
+            late[0] -= 1
+            db_session.execute(sa.update(Entry.__table__).where(Entry.__table__.c.id == uuid.UUID(entry_id))
+                               .values(data=stored))
+            commit()
+
+    monkeypatch.setattr(rotation, "rotate_audit_values", audit_values_then_a_late_write)
+
+
+def test_rotation_passes_again_until_no_value_is_left_under_the_old_key(make_nodes, session, monkeypatch):
+    nodes = make_nodes()
+    entry = nodes.b.saved(nodes.a.enrol(), "cm", CM)
+    session.expire_all()
+    stored = session.get(Entry, uuid.UUID(entry["id"])).data
+    rotation_with_late_writes(monkeypatch, entry["id"], stored, count=1)
+    output = nodes.keys("rotate")
+    assert "in 3 passes" in output and "checked: no value is left under an older key than 2" in output
+    assert key_ids_of_entry(session, entry["id"]) == {2}
+
+
+def test_rotation_that_keeps_finding_old_values_says_it_did_not_finish(make_nodes, session, monkeypatch):
+    nodes = make_nodes()
+    entry = nodes.b.saved(nodes.a.enrol(), "cm", CM)
+    session.expire_all()
+    rotation_with_late_writes(monkeypatch, entry["id"], session.get(Entry, uuid.UUID(entry["id"])).data, count=99)
+    result = nodes.a.client.application.test_cli_runner().invoke(args=["edc", "keys", "rotate"])
+    assert result.exit_code == 1 and "still being written under an older key after 5 passes" in result.output
+    assert "checked" not in result.output
