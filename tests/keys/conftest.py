@@ -47,7 +47,9 @@ def make_nodes(app_factory, keys_dir, tmp_path, session, fake_clock):
     def build(*, shared: bool = True, **settings) -> Nodes:
         a_keys = Path(shutil.copytree(keys_dir, tmp_path / "keys-a"))
         b_keys = a_keys if shared else Path(shutil.copytree(keys_dir, tmp_path / "keys-b"))
-        a = Trial(app_factory(own=True, forms_dir=TRIAL_FORMS, keys_dir=str(a_keys), **settings).test_client())
+        a_app = app_factory(forms_dir=TRIAL_FORMS)  # the session's app, handed out as new: its keys not yet read
+        a_app.config["EDC"].update(keys_dir=str(a_keys), **settings)
+        a = Trial(a_app.test_client())
         b = Trial(app_factory(own=True, forms_dir=TRIAL_FORMS, keys_dir=str(b_keys), **settings).test_client())
         make_site(session, "ES01")
         for name, roles in ACCOUNTS.items():
