@@ -160,7 +160,11 @@ def keys_rotate_command(resume):
     if not resume:
         keyring.add_data_key(current_app.config["EDC"]["keys_dir"])
     current_app.extensions.pop(runtime.APP_KEY, None)  # reload the ring with the newest key
-    report = rotation.rotate(_session(), Actor.system("keys-rotate"), db.session.commit)
+    try:
+        report = rotation.rotate(_session(), Actor.system("keys-rotate"), db.session.commit)
+    except Problem as exc:
+        db.session.rollback()
+        raise click.ClickException(exc.detail) from None
     click.echo(f"data key {report.key_id} is current: re-encrypted {report.entry_values} entry values, "
                f"{report.audit_values} audit values and {report.outbox_secrets} mail secrets in {report.passes} passes")
     if not report.finished:

@@ -18,6 +18,7 @@ from edc.models.audit import AuditValue
 from edc.models.entries import Entry
 from edc.models.monitoring import OutboxMessage
 from edc.security import crypto
+from edc.problems import Conflict
 from edc.security.permissions import Actor
 from edc.services import audit, keys, outbox
 from edc.services.sealing import SEALED
@@ -127,6 +128,10 @@ def rotate(session: Session, actor: Actor, commit) -> RotationReport:
     committed batches (safe to kill and rerun), pass after pass until one finds none left (`finished`)."""
     ring = runtime.of(session).keyring
     report = RotationReport(key_id=ring.current_data_key_id)
+    recorded = keys.recorded_key_id(session)
+    if recorded is not None and recorded > report.key_id:
+        raise Conflict(f"The database names data key {recorded} as current but this key directory's newest is "
+                       f"{report.key_id}: rotate with the key directory the nodes use.")
     keys.record_current_key(session, report.key_id)
     commit()
     while report.passes < MAX_PASSES and not report.finished:

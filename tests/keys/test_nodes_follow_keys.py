@@ -174,3 +174,11 @@ def test_rotation_that_keeps_finding_old_values_says_it_did_not_finish(make_node
     result = nodes.a.client.application.test_cli_runner().invoke(args=["edc", "keys", "rotate"])
     assert result.exit_code == 1 and "still being written under an older key after 5 passes" in result.output
     assert "checked" not in result.output
+
+
+def test_rotation_with_a_key_directory_older_than_the_database_is_refused(make_nodes, session):
+    nodes = make_nodes(shared=False)
+    nodes.keys("rotate")
+    stale = nodes.b.client.application.test_cli_runner().invoke(args=["edc", "keys", "rotate", "--resume"])
+    assert stale.exit_code == 1 and "names data key 2 as current but this key directory's newest is 1" in stale.output
+    assert session.execute(sa.text("SELECT current_key_id FROM data_key_state")).scalar_one() == 2
