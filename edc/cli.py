@@ -169,7 +169,7 @@ def keys_rotate_command(resume):
                f"{report.audit_values} audit values and {report.outbox_secrets} mail secrets in {report.passes} passes")
     if not report.finished:
         raise click.ClickException(f"values are still being written under an older key after {report.passes} passes: "
-                                   f"a node does not follow the key ring; run `keys rotate --resume` again")
+                                   f"a long transaction or a node of an older release; run `keys rotate --resume` again")
     click.echo(f"checked: no value is left under an older key than {report.key_id}")
 
 

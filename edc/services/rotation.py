@@ -17,8 +17,8 @@ from edc import runtime
 from edc.models.audit import AuditValue
 from edc.models.entries import Entry
 from edc.models.monitoring import OutboxMessage
-from edc.security import crypto
 from edc.problems import Conflict
+from edc.security import crypto
 from edc.security.permissions import Actor
 from edc.services import audit, keys, outbox
 from edc.services.sealing import SEALED
@@ -33,6 +33,7 @@ class RotationReport:
     entry_values: int = 0
     audit_values: int = 0
     outbox_secrets: int = 0
+    rows_saved_meanwhile: int = 0  # rows under an older key saved by a writer before a pass re-encrypted them
     passes: int = 0
     finished: bool = False  # the last pass found no value left under an older key
 
@@ -76,7 +77,10 @@ def rotate_entries(session: Session, report: RotationReport, commit) -> None:
                 # left to the next pass.
                 updated = session.execute(sa.update(Entry.__table__).where(
                     Entry.__table__.c.id == entry_id, Entry.__table__.c.version == version).values(data=resealed)).rowcount
-                report.entry_values += counter[0] if updated else 0
+                if updated:
+                    report.entry_values += counter[0]
+                else:
+                    report.rows_saved_meanwhile += 1
         last_id = rows[-1][0]
         commit()
 
@@ -113,14 +117,14 @@ def rotate_outbox_secrets(session: Session, report: RotationReport) -> None:
 
 
 def _rotation_pass(session: Session, report: RotationReport, commit) -> int:
-    """Re-encrypt what is stored under an older key; return how many values it found."""
-    before = report.values
+    """Re-encrypt what is stored under an older key; return how many values (or rows saved meanwhile) it found."""
+    before = report.values + report.rows_saved_meanwhile
     rotate_entries(session, report, commit)
     rotate_audit_values(session, report, commit)
     rotate_outbox_secrets(session, report)
     commit()
     report.passes += 1
-    return report.values - before
+    return report.values + report.rows_saved_meanwhile - before
 
 
 def rotate(session: Session, actor: Actor, commit) -> RotationReport:
