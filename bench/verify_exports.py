@@ -6,7 +6,8 @@
 - FHIR: every NDJSON resource validates against the official FHIR R4 JSON schema (the pinned fhir.schema.json
   of tests/exports/conftest.py) and every AdverseEvent obeys the seriousness rule (serious <=> criteria).
 
-It runs against the database the app's settings name (EDC_DATABASE_URL, EDC_KEYS_DIR, EDC_EXPORT_DIR), e.g.
+It runs against the database the app's settings name (EDC_DATABASE_URL, EDC_KEYS_DIR, EDC_EXPORT_DIR, or the
+storage_s3_* settings), reading the files back through export storage as a download does, e.g.
 the 200-subject demo study made by `flask edc seed-demo --subjects 200`:
 
     EDC_DATABASE_URL=... EDC_KEYS_DIR=... EDC_EXPORT_DIR=... .venv/bin/python bench/verify_exports.py
@@ -18,7 +19,9 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -38,6 +41,7 @@ def main() -> int:
 
     app = create_app()
     failures: list[str] = []
+    scratch = Path(tempfile.mkdtemp(prefix="edc-verify-exports-"))
     with app.app_context():
         session = db.session
         runtime.bind(session, runtime.for_app(app))
@@ -59,17 +63,27 @@ def main() -> int:
                   f"{len(job.manifest['files'])} files")
             if job.manifest["subjects"] != subjects:
                 failures.append(f"{fmt}: {job.manifest['subjects']} subjects exported of {subjects}")
-            directories[fmt] = (exports.job_directory(session, job.id), job.manifest)
+            directories[fmt] = (fetch(runtime.of(session).storage, job, scratch / fmt), job.manifest)
     if "csv" in directories:
         failures += check_csv(*directories["csv"], entries_per_form)
     if "odm" in directories:
         failures += check_odm(directories["odm"][0] / "odm.xml", subjects, sum(entries_per_form.values()))
     if "fhir" in directories:
         failures += check_fhir(*directories["fhir"], subjects)
+    shutil.rmtree(scratch, ignore_errors=True)
     for failure in failures:
         print(f"FAILED {failure}")
     print("all checks passed" if not failures else f"{len(failures)} check(s) failed")
     return 1 if failures else 0
+
+
+def fetch(storage, job, directory: Path) -> Path:
+    """The export's files, read from export storage (either backend) into `directory`."""
+    directory.mkdir()
+    for listed in job.manifest["files"]:
+        with storage.open(f"{job.id}/{listed['name']}") as stream, (directory / listed["name"]).open("wb") as out:
+            shutil.copyfileobj(stream, out, 1 << 20)
+    return directory
 
 
 def check_csv(directory: Path, manifest: dict, entries_per_form: dict[str, int]) -> list[str]:

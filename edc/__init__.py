@@ -46,7 +46,7 @@ def _configure(app: Flask, settings: dict[str, Any]) -> None:
         # the port is not compared). No URL is built from the Host header: public_base_url is the address.
         TRUSTED_HOSTS=[public_host(settings["public_base_url"])],
         SQLALCHEMY_DATABASE_URI=settings["database_url"],
-        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings["database_url"]),
+        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings),
         JSON_SORT_KEYS=False,
         API_TITLE="edc — ARI-0001 paediatric ALL CAR-T trial EDC",
         API_VERSION="v1",
@@ -61,15 +61,21 @@ def _configure(app: Flask, settings: dict[str, Any]) -> None:
     )
 
 
-def _engine_options(url: str) -> dict[str, Any]:
+def _engine_options(settings: dict[str, Any]) -> dict[str, Any]:
     # A failing statement's exception text and SQLAlchemy's statement log would otherwise carry every
     # bound value (clinical values, names, hashes) into the logs.
-    hidden = {"hide_parameters": True}
-    if url.startswith("sqlite"):
-        return {**hidden, "connect_args": {"timeout": 30, "check_same_thread": False}}
+    # Every wait on the database is bounded (connect, pool, lock, statement): past it the request gets a 503.
+    common = {"hide_parameters": True, "pool_timeout": settings["database_pool_timeout_seconds"]}
+    if settings["database_url"].startswith("sqlite"):
+        # timeout: how long a connection waits for SQLite's write lock (busy_timeout, set again by the pragmas)
+        lock_wait = settings["database_lock_timeout_ms"] / 1000
+        return {**common, "connect_args": {"timeout": lock_wait, "check_same_thread": False}}
     # No pre-ping: it costs a round trip per request. A connection lost to a database restart
     # fails that one request with a 503 (errors.py) and SQLAlchemy then discards the stale pool.
-    return {**hidden, "pool_recycle": 3600}
+    limits = (f"-c statement_timeout={settings['database_statement_timeout_ms']} "
+              f"-c lock_timeout={settings['database_lock_timeout_ms']}")
+    return {**common, "pool_recycle": 3600,
+            "connect_args": {"connect_timeout": settings["database_connect_timeout_seconds"], "options": limits}}
 
 
 def _wire(app: Flask, settings: dict[str, Any], study: Any) -> None:
@@ -92,7 +98,8 @@ def _wire(app: Flask, settings: dict[str, Any], study: Any) -> None:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0, x_prefix=0)  # type: ignore[method-assign]
     db.init_app(app)
     with app.app_context():
-        install_sqlite_pragmas(db.engine)
+        install_sqlite_pragmas(db.engine, busy_timeout_ms=settings["database_lock_timeout_ms"],
+                               synchronous=settings["sqlite_synchronous"])
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
     app.json = RequestJSONProvider(app)
     app.url_map.converters["default"] = app.url_map.converters["string"] = SafeStringConverter
@@ -102,3 +109,4 @@ def _wire(app: Flask, settings: dict[str, Any], study: Any) -> None:
     register_hooks(app)
     errors.register(app)  # after flask-smorest, so ours replace its handlers
     cli.register(app)
+    app.wsgi_app = logs.RequestLog(app.wsgi_app)  # type: ignore[method-assign]  # outermost: sees what is sent

@@ -166,7 +166,8 @@ def keys_rotate_command(resume):
         db.session.rollback()
         raise click.ClickException(exc.detail) from None
     click.echo(f"data key {report.key_id} is current: re-encrypted {report.entry_values} entry values, "
-               f"{report.audit_values} audit values and {report.outbox_secrets} mail secrets in {report.passes} passes")
+               f"{report.audit_values} audit values, {report.outbox_secrets} mail secrets and {report.stored_answers} "
+               f"stored answers in {report.passes} passes")
     if not report.finished:
         raise click.ClickException(f"values are still being written under an older key after {report.passes} passes: "
                                    f"a long transaction or a node of an older release; run `keys rotate --resume` again")

@@ -15,10 +15,21 @@ MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 
 
 READ_ONLY_SNAPSHOT = "edc_read_only_snapshot"  # execution option: a transaction that only reads
+SYNCHRONOUS = {"FULL": "FULL", "EXTRA": "EXTRA", "NORMAL": "NORMAL"}  # the only values ever put into the PRAGMA
 
 
-def install_sqlite_pragmas(engine: sa.Engine, *, transactions: bool = True) -> None:
-    """SQLite: foreign keys on, WAL, and every transaction BEGIN IMMEDIATE.
+def allow_long_statements(session, timeout_ms: int) -> None:
+    """Give the statements of this transaction (an export, a report) the longer limit instead of the request's.
+
+    PostgreSQL only: SQLite has no statement timeout (its one wait, for the write lock, stays bounded)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.select(sa.func.set_config("statement_timeout", f"{int(timeout_ms)}ms", True)))
+
+
+def install_sqlite_pragmas(engine: sa.Engine, *, transactions: bool = True, busy_timeout_ms: int = 5000,
+                           synchronous: str = "FULL") -> None:
+    """SQLite: foreign keys on, WAL with `synchronous` (FULL: a commit is on disk when it returns, so an
+    answered save survives power loss), a bounded wait for the write lock, and every transaction BEGIN IMMEDIATE.
 
     SQLite ignores SELECT ... FOR UPDATE and a deferred transaction that later writes can
     fail with 'database is locked'; taking the write lock at BEGIN serialises writers
@@ -32,10 +43,10 @@ def install_sqlite_pragmas(engine: sa.Engine, *, transactions: bool = True) -> N
         dbapi_connection.isolation_level = None  # let us emit BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         if engine.url.database not in (None, "", ":memory:"):
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA synchronous={SYNCHRONOUS[synchronous.upper()]}")
             restrict_to_owner(engine.url.database)
         cursor.close()
 

@@ -23,7 +23,7 @@ PROBLEM_TYPE = "application/problem+json"
 FHIR_JSON = "application/fhir+json"
 # HTTP status -> OperationOutcome issue code (http://hl7.org/fhir/R4/valueset-issue-type.html)
 ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
-               409: "conflict", 412: "conflict", 413: "too-costly", 415: "not-supported", 422: "invalid",
+               409: "conflict", 410: "not-found", 412: "conflict", 413: "too-costly", 415: "not-supported", 422: "invalid",
                428: "conflict", 429: "throttled", 503: "transient"}
 
 
@@ -73,6 +73,16 @@ def problem_response(status: int, title: str, detail: str, *, errors=None, heade
     return response
 
 
+def roll_back_quietly() -> None:
+    """Roll the request's transaction back; a rollback that fails (the connection is gone, and the
+    database drops the transaction with it) is logged, and the answer being built stands."""
+    try:
+        db.session.rollback()
+    except Exception as exc:
+        log.error("rollback failed", extra={"fields": {"event": "rollback_failed", "error": type(exc).__name__,
+                                                       "request_id": g.get("request_id")}})
+
+
 def _pointers(messages: Any, prefix: str = "") -> list[dict[str, str]]:
     """Flatten marshmallow/webargs messages into JSON Pointer errors."""
     if isinstance(messages, dict):
@@ -101,14 +111,14 @@ def _webargs_errors(exc: HTTPException) -> list[dict[str, str]]:
 
 def _roll_back(exc: Problem) -> None:
     """Undo the request's writes, then commit the security events that must survive it."""
-    db.session.rollback()
+    roll_back_quietly()
     if exc.after_rollback:
         try:
             for write in exc.after_rollback:
                 write(db.session)
             db.session.commit()
         except Exception:  # the security write failed: still answer the original problem
-            db.session.rollback()
+            roll_back_quietly()
             log.exception("security event could not be recorded")
     g.problem_log_detail = exc.log_detail
 
@@ -130,7 +140,7 @@ def handle_oauth_error(exc: OAuthError):
 
 
 def handle_http_exception(exc: HTTPException):
-    db.session.rollback()
+    roll_back_quietly()
     status = exc.code or 500
     original = exc.get_response()
     headers = {k: v for k, v in original.headers.items() if k in ("Allow", "WWW-Authenticate", "Retry-After")}
@@ -149,20 +159,22 @@ def handle_http_exception(exc: HTTPException):
 
 def handle_untrusted_host(exc: SecurityError):
     # A Host other than public_base_url's (Flask's TRUSTED_HOSTS): 400, without repeating the Host sent.
-    db.session.rollback()
+    roll_back_quietly()
     return problem_response(400, "Bad Request", "This server answers only at its public address (public_base_url).")
 
 
 def handle_integrity_error(exc: sqlalchemy.exc.IntegrityError):
     # Unique violations that a service did not anticipate (e.g. a race): a conflict, not a 500.
-    db.session.rollback()
+    roll_back_quietly()
     log.warning("integrity error mapped to 409", extra={"request_id": g.get("request_id")})
     return problem_response(409, "Conflict", "The request conflicts with an existing record.")
 
 
-def handle_database_unavailable(exc: sqlalchemy.exc.OperationalError):
-    db.session.rollback()
-    log.error("database unavailable: %s", type(exc.orig).__name__ if exc.orig else "unknown")
+def handle_database_unavailable(exc: sqlalchemy.exc.OperationalError | sqlalchemy.exc.TimeoutError):
+    # Unreachable, restarting, or stuck past a time limit (statement or lock timeout, no free pooled connection).
+    roll_back_quietly()
+    cause = getattr(exc, "orig", None) or exc
+    log.error("database unavailable: %s", type(cause).__name__)
     return problem_response(503, "Service Unavailable", "The database is unavailable; try again shortly.",
                             headers={"Retry-After": "5"})
 
@@ -170,7 +182,7 @@ def handle_database_unavailable(exc: sqlalchemy.exc.OperationalError):
 def handle_unexpected(exc: Exception):
     if isinstance(exc, HTTPException):
         return handle_http_exception(exc)
-    db.session.rollback()
+    roll_back_quietly()
     log.exception("unhandled error (request %s)", g.get("request_id"))
     return problem_response(500, "Internal Server Error", "An unexpected error occurred; it has been logged.")
 
@@ -183,4 +195,5 @@ def register(app: Flask) -> None:
     app.register_error_handler(SecurityError, handle_untrusted_host)
     app.register_error_handler(sqlalchemy.exc.IntegrityError, handle_integrity_error)
     app.register_error_handler(sqlalchemy.exc.OperationalError, handle_database_unavailable)
+    app.register_error_handler(sqlalchemy.exc.TimeoutError, handle_database_unavailable)
     app.register_error_handler(Exception, handle_unexpected)

@@ -61,6 +61,10 @@ class Conflict(Problem):
     status, title = 409, "Conflict"
 
 
+class Gone(Problem):
+    status, title = 410, "Gone"
+
+
 class PreconditionFailed(Problem):
     status, title = 412, "Precondition Failed"
 

@@ -7,9 +7,10 @@ without importing Flask; the app binds it per request and the CLI per command.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
-from edc import clock
+from edc import clock, storage
 from edc.security import passwords
 from edc.security.keyring import Keyring, LiveKeys, SigningKey, signing_key_in_use
 
@@ -38,6 +39,11 @@ class Runtime:
     @property
     def signing_keys(self) -> tuple[SigningKey, ...]:
         return self.keys.signing_keys
+
+    @cached_property
+    def storage(self) -> storage.Storage:
+        """Where exports and other produced files are kept (one client per process: boto3's is thread-safe)."""
+        return storage.from_settings(self.settings)
 
     @property
     def current_signing_key(self) -> SigningKey:

@@ -155,11 +155,48 @@ def validate(settings: Mapping[str, Any]) -> None:
     _validate_public_base_url(settings)
     _validate_mail(settings)
     _validate_password_hashing(settings)
+    _validate_database_limits(settings)
     for name in ("export_max_active_per_user", "export_lease_seconds", "export_max_attempts"):
         if settings[name] < 1:
             raise SettingsError(f"{name} must be at least 1")
+    _validate_storage(settings)
     if settings["env"] == "production":
         _validate_production(settings)
+
+
+def _validate_storage(settings: Mapping[str, Any]) -> None:
+    from edc.storage import BACKENDS  # local import: settings must stay importable alone
+
+    if settings["storage_backend"] not in BACKENDS:
+        raise SettingsError(f"storage_backend must be one of {', '.join(BACKENDS)}, got {settings['storage_backend']!r}")
+    if settings["storage_s3_addressing_style"] not in ("auto", "path", "virtual"):
+        raise SettingsError("storage_s3_addressing_style must be auto, path or virtual")
+    if settings["storage_s3_server_side_encryption"] not in ("", "AES256", "aws:kms"):
+        raise SettingsError('storage_s3_server_side_encryption must be "", "AES256" or "aws:kms"')
+    prefix = settings["storage_s3_prefix"]
+    if prefix and (not prefix.endswith("/") or prefix.startswith("/") or "//" in prefix):
+        raise SettingsError('storage_s3_prefix must be empty or end in "/" (e.g. "edc/"), without a leading "/"')
+    for name in ("storage_s3_timeout_seconds", "storage_s3_max_attempts"):
+        if settings[name] < 1:
+            raise SettingsError(f"{name} must be at least 1")
+    if settings["storage_backend"] == "s3" and not settings["storage_s3_bucket"]:
+        raise SettingsError("storage_backend s3 needs storage_s3_bucket")
+    if settings["storage_s3_endpoint_url"] and _base_url_scheme(settings["storage_s3_endpoint_url"]) is None:
+        raise SettingsError("storage_s3_endpoint_url must be scheme://host[:port], e.g. https://minio.internal:9000")
+
+
+SQLITE_SYNCHRONOUS = ("FULL", "EXTRA", "NORMAL")
+
+
+def _validate_database_limits(settings: Mapping[str, Any]) -> None:
+    if str(settings["sqlite_synchronous"]).upper() not in SQLITE_SYNCHRONOUS:
+        raise SettingsError(f"sqlite_synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}")
+    if settings["database_connect_timeout_seconds"] < 2:  # libpq treats 1 as 2, and 0 as "wait forever"
+        raise SettingsError("database_connect_timeout_seconds must be at least 2")
+    for name in ("database_pool_timeout_seconds", "database_lock_timeout_ms", "database_statement_timeout_ms",
+                 "database_long_statement_timeout_ms"):
+        if settings[name] < 1:  # 0 would mean "wait forever" to PostgreSQL and SQLite
+            raise SettingsError(f"{name} must be at least 1")
 
 
 def _validate_mail(settings: Mapping[str, Any]) -> None:
@@ -210,6 +247,8 @@ def _validate_production(settings: Mapping[str, Any]) -> None:
         raise SettingsError("refusing to start in production with debug on")
     if settings["benchmark_endpoints"]:
         raise SettingsError("refusing to start in production with benchmark endpoints")
+    if str(settings["sqlite_synchronous"]).upper() == "NORMAL":
+        raise SettingsError("refusing to start in production with sqlite_synchronous NORMAL (answered saves could be lost)")
     if settings["database_url"].startswith("sqlite") and not settings["allow_sqlite_in_production"]:
         raise SettingsError("refusing to start in production on SQLite (set allow_sqlite_in_production to accept it)")
     if not settings["public_base_url"]:

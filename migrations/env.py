@@ -45,6 +45,8 @@ def run_migrations_online():
             **conf_args,
         )
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":  # a migration may rewrite a large table: no request time limit
+                connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
             context.run_migrations()
 
 

@@ -230,3 +230,12 @@ def test_verify_exports_runs(bench, app_factory, database_url, keys_dir, tmp_pat
     for prefix in ("csv: every file parses", "odm:", "fhir:"):
         assert any(line.startswith(prefix) for line in lines), (prefix, result.stdout)
     assert lines[-1] == "all checks passed"
+
+
+@pytest.mark.skipif(BACKEND == "postgresql", reason="measures SQLite only; once is enough")
+def test_sqlite_sync_runs(bench, tmp_path):
+    out = tmp_path / "sync.json"
+    bench("sqlite_sync.py", "--subjects", "1", "--prior", "1", "--saves", "3", "--rounds", "2", "--json-out", str(out))
+    doc = read_json(out)
+    assert set(doc["settings"]) == {"NORMAL", "FULL"} and all(f["saves"] == 6 for f in doc["settings"].values())
+    assert all(f["median_ms"] > 0 and f["bare_commit_median_ms"] > 0 for f in doc["settings"].values())

@@ -6,6 +6,7 @@ from flask import g
 
 from edc.api.common import client_address, current_actor
 from edc.api.parsing import Blueprint
+from edc.api.transaction import commit_with_answer
 from edc.api.schemas import LoginIn, MeOut, PasswordChangeIn, RefreshIn, SetupIn, TokenOut
 from edc.extensions import db
 from edc.security.permissions import AUTHENTICATED, public, requires
@@ -32,7 +33,7 @@ def login(data):
     """Exchange a username and password for an access token and a refresh token."""
     pair = auth.login(db.session, username=data["username"], password=data["password"],
                       client_address=client_address(), request_id=g.request_id)
-    db.session.commit()
+    commit_with_answer()
     return _tokens(pair)
 
 
@@ -43,7 +44,7 @@ def login(data):
 def refresh(data):
     """Swap a refresh token for a new pair; each refresh token works once."""
     pair = auth.refresh(db.session, refresh_token=data["refresh_token"], client_address=client_address(), request_id=g.request_id)
-    db.session.commit()
+    commit_with_answer()
     return _tokens(pair)
 
 
@@ -53,7 +54,7 @@ def refresh(data):
 def logout():
     """End this session: its access and refresh tokens stop working."""
     auth.logout(db.session, current_actor())
-    db.session.commit()
+    commit_with_answer()
 
 
 @blp.post("/auth/password")
@@ -63,7 +64,7 @@ def logout():
 def change_password(data):
     """Change your password; your other sessions end."""
     auth.change_password(db.session, current_actor(), **data)
-    db.session.commit()
+    commit_with_answer()
 
 
 @blp.post("/auth/setup")
@@ -74,7 +75,7 @@ def redeem_setup_token(data):
     """Set your first password with the one-time setup token from an administrator."""
     auth.redeem_setup_token(db.session, token=data["token"], new_password=data["new_password"],
                             request_id=g.request_id, client_address=client_address())
-    db.session.commit()
+    commit_with_answer()
 
 
 @blp.get("/me")

@@ -32,5 +32,6 @@ def insert():
     entry = Entry(id=uuid.uuid4(), subject_id=subject_id, event_key="", form_id=body["form"], form_version="bench",
                   unique_slot=None, data=body["data"], status="draft", created_by="bench", updated_by="bench")
     db.session.add(entry)
+    answer = jsonify({"id": str(entry.id)})
     db.session.commit()
-    return jsonify({"id": str(entry.id)}), 201
+    return answer, 201

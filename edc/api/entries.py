@@ -7,7 +7,9 @@ import uuid
 from flask import url_for
 
 from edc.api.common import current_actor, etag, if_match
+from edc.api.idempotency import idempotent
 from edc.api.parsing import Blueprint
+from edc.api.transaction import commit_with_answer
 from edc.api.schemas import AuditRecordOut, EntryIn, EntryListArgs, EntryOut, EntryPutIn
 from edc.extensions import db
 from edc.security.permissions import requires
@@ -32,6 +34,7 @@ def _out(entry, values, outcome=None) -> dict:
 
 @blp.post("/subjects/<number>/entries")
 @requires("entries:write")
+@idempotent
 @blp.arguments(EntryIn)
 @blp.response(201, EntryOut)
 def create_entry(data, number):
@@ -39,7 +42,7 @@ def create_entry(data, number):
     outcome = entries.create_entry(db.session, current_actor(), number, **data)
     entry = outcome.entry
     body, headers = _out(entry, outcome.values, outcome), {"Location": url_for(".get_entry", entry_id=entry.id), "ETag": etag(entry)}
-    db.session.commit()  # after building the answer: committing expires the loaded rows
+    commit_with_answer()
     return body, 201, headers
 
 
@@ -69,7 +72,7 @@ def replace_entry(data, entry_id: uuid.UUID):
     """Replace an entry's full item set (If-Match; changes to a completed entry need a reason)."""
     outcome = entries.update_entry(db.session, current_actor(), entry_id, expected_etag=if_match(), **data)
     body, headers = _out(outcome.entry, outcome.values, outcome), {"ETag": etag(outcome.entry)}
-    db.session.commit()  # after building the answer: committing expires the loaded rows
+    commit_with_answer()
     return body, 200, headers
 
 

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, send_file, url_for
+from flask import Response, url_for
 from marshmallow import Schema, fields, validate
 
 from edc.api.common import current_actor, page_args
+from edc.api.downloads import stored_file
+from edc.api.idempotency import idempotent
 from edc.api.parsing import Blueprint
+from edc.api.transaction import commit_with_answer
 from edc.api.schemas import PageArgs, PageOut
 from edc.extensions import db
 from edc.models.exports import ExportJob
@@ -56,6 +59,9 @@ class ExportOut(Schema):
     finished_at = fields.DateTime(allow_none=True)
     attempts = fields.Integer()
     error = fields.String(allow_none=True)
+    files_missing = fields.Boolean(metadata={
+        "description": "a completed export whose files are no longer in export storage (e.g. after a restore): "
+                       "its downloads answer 410; ask for the export again"})
     links = fields.Dict(metadata={"description": "self, and once completed: manifest and files"})
 
 
@@ -64,17 +70,22 @@ class ExportPage(PageOut):
 
 
 def view(job: ExportJob) -> dict[str, Any]:
+    missing = exports.files_missing(db.session, job)
     links = {"self": url_for("exports.get_export", job_id=job.id)}
     if job.state == "completed" and job.manifest:
         links["manifest"] = url_for("exports.get_manifest", job_id=job.id)
-        links["files"] = [url_for("exports.get_file", job_id=job.id, name=f["name"]) for f in exports.all_files(job.manifest)]
+        if not missing:
+            links["files"] = [url_for("exports.get_file", job_id=job.id, name=f["name"])
+                              for f in exports.all_files(job.manifest)]
     return {"id": job.id, "format": job.format, "state": job.state, "progress": exports.progress_of(job),
             "filters": job.parameters, "requested_at": job.requested_at, "started_at": job.started_at,
-            "finished_at": job.finished_at, "attempts": job.attempts, "error": job.error, "links": links}
+            "finished_at": job.finished_at, "attempts": job.attempts, "error": job.error, "files_missing": missing,
+            "links": links}
 
 
 @blp.post("")
 @requires("exports:create")
+@idempotent
 @blp.arguments(ExportIn)
 @blp.response(202, ExportOut)
 def create_export(body):
@@ -84,7 +95,7 @@ def create_export(body):
         statuses=_tuple(body["statuses"]), since=body["since"], include_audit=body["include_audit"],
         data_cut=body["data_cut"], types=_tuple(body["types"]), spreadsheet_safe=body["spreadsheet_safe"])
     job = exports.request_export(db.session, current_actor(), wanted)
-    db.session.commit()
+    commit_with_answer()
     return view(job), 202, {"Location": url_for("exports.get_export", job_id=job.id)}
 
 
@@ -124,10 +135,11 @@ def get_manifest(job_id):
 @blp.get("/<job_id>/files/<name>")
 @requires("exports:create")
 def get_file(job_id, name):
-    """One file of a completed export, streamed from disk (ETag: its SHA-256)."""
-    path, listed = exports.file_path(db.session, current_actor(), job_id, name)
-    response: Response = send_file(path, mimetype=listed["media_type"], as_attachment=True, download_name=name,
-                                   etag=listed["sha256"], conditional=True)
+    """One file of a completed export, streamed from export storage (ETag: its SHA-256); 410 once storage no
+    longer has it."""
+    stream, listed = exports.open_file(db.session, current_actor(), job_id, name)
+    response: Response = stored_file(stream, media_type=listed["media_type"], size=listed["bytes"],
+                                     sha256=listed["sha256"], download_name=name)
     return response
 
 
@@ -137,4 +149,4 @@ def get_file(job_id, name):
 def delete_export(job_id):
     """Cancel a queued or running export, or delete a finished one and its files."""
     exports.cancel(db.session, current_actor(), job_id)
-    db.session.commit()
+    commit_with_answer()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from edc.api.common import current_actor, public_url
 from edc.api.parsing import Blueprint
+from edc.api.transaction import commit
 from edc.errors import fhir_response
 from edc.exports.capability import capability_statement
 from edc.extensions import db
@@ -38,5 +39,4 @@ def patient_everything(subject_id: str):
     base = fhir_base()
     bundle = fhir_export.patient_everything(db.session, current_actor(), subject_id, base_url=base,
                                             self_url=f"{base}/Patient/{subject_id}/$everything")
-    db.session.commit()  # the audit record of the export
-    return fhir_response(bundle)
+    return commit(fhir_response(bundle))  # the audit record of the export

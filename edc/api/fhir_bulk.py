@@ -3,12 +3,14 @@
     GET /fhir/$export            (Prefer: respond-async)  -> 202, Content-Location: <status URL>
     GET /fhir/Patient/$export    the same, limited to the Patient compartment's resource types
     GET <status URL>             -> 202 + X-Progress + Retry-After while running; 200 + manifest when complete
-    DELETE <status URL>          -> 202; later polls are 404
+    DELETE <status URL>          -> 202 + an OperationOutcome saying so; later polls are 404
     GET <file URL>               -> application/fhir+ndjson (the bearer token is required: requiresAccessToken)
 
 Parameters: `_outputFormat` (application/fhir+ndjson, application/ndjson, ndjson), `_type`, `_since`. Others
 (`_until`, `_elements`, `_typeFilter`, `patient`, `includeAssociatedData`, `organizeOutputBy`) are refused
-with 400, unless the client sends `Prefer: handling=lenient`, in which case they are ignored. Errors are
+with 400, unless the client sends `Prefer: handling=lenient`, in which case they are ignored and said to be:
+a warning issue per ignored parameter in the kick-off's OperationOutcome, and the same OperationOutcome as
+the manifest's `error` file (the Bulk Data manifest's rule for parameters ignored under lenient handling). Errors are
 OperationOutcome resources (edc/errors.py renders every error under /fhir/ so). A registry client's token
 exports only the resource types its SMART scope grants.
 """
@@ -16,17 +18,20 @@ exports only the resource types its SMART scope grants.
 from __future__ import annotations
 
 from datetime import datetime
+from urllib.parse import parse_qsl, urlsplit
 
-from flask import Response, request, send_file, url_for
+from flask import Response, json, request, url_for
 
 from edc.api.common import current_actor, public_request_url, public_url
+from edc.api.downloads import stored_file
 from edc.api.parsing import Blueprint
+from edc.api.transaction import commit
 from edc.errors import fhir_response, operation_outcome
 from edc.ecrf.inputs import date_problem
 from edc.exports.fhir_ndjson import RESOURCE_TYPES
 from edc.extensions import db
 from edc.models.exports import ExportJob
-from edc.problems import BadRequest
+from edc.problems import BadRequest, NotFound
 from edc.security.permissions import requires
 from edc.services import exports, fhir_export
 
@@ -72,11 +77,23 @@ def _kick_off(level: str) -> Response:
     since = _instant(args.get("_since"))
     wanted = exports.ExportRequest(format="fhir", since=since, types=tuple(types))
     job = exports.request_export(db.session, current_actor(), wanted, bulk=True, request_url=public_request_url())
-    db.session.commit()
     status_url = public_url(url_for("fhir_bulk.export_status", job_id=job.id))
-    return fhir_response({"resourceType": "OperationOutcome", "issue": [
-        {"severity": "information", "code": "informational", "diagnostics": "Export accepted; poll Content-Location."}]},
-        202, {"Content-Location": status_url})
+    accepted = {"severity": "information", "code": "informational", "diagnostics": "Export accepted; poll Content-Location."}
+    return commit(fhir_response({"resourceType": "OperationOutcome", "issue": [accepted, *_ignored_issues(refused)]},
+                                202, {"Content-Location": status_url}))
+
+
+def _ignored_issues(names: list[str]) -> list[dict[str, str]]:
+    """One warning per parameter ignored under Prefer: handling=lenient."""
+    return [{"severity": "warning", "code": "not-supported",
+             "diagnostics": f"Parameter {name} is not supported and was ignored (Prefer: handling=lenient)."}
+            for name in names]
+
+
+def _ignored_parameters(job: ExportJob) -> list[str]:
+    """The unsupported parameters the kick-off ignored, read back from its URL (kept for the manifest)."""
+    asked = {name for name, _ in parse_qsl(urlsplit(job.parameters.get("request") or "").query, keep_blank_values=True)}
+    return [name for name in UNSUPPORTED_PARAMETERS if name in asked]
 
 
 def _types(value: str | None, allowed: list[str]) -> list[str]:
@@ -131,6 +148,7 @@ def export_status(job_id):
         return Response(status=202, headers={"X-Progress": note[:99], "Retry-After": str(RETRY_AFTER_SECONDS)})
     if job.state != "completed":
         return operation_outcome(500, f"The export {job.state}: {job.error or 'no files were produced'}")
+    exports.ensure_files_present(db.session, job)  # 410 after a restore without the files: kick off again
     return _manifest(job)
 
 
@@ -138,8 +156,11 @@ def _manifest(job: ExportJob) -> Response:
     output = [{"type": f["name"].removesuffix(".ndjson"), "count": f["records"],
                "url": public_url(url_for("fhir_bulk.export_file", job_id=job.id, name=f["name"]))}
               for f in job.manifest["files"]]
+    errors = ([{"type": "OperationOutcome", "count": 1,
+                "url": public_url(url_for("fhir_bulk.ignored_parameters_file", job_id=job.id))}]
+              if _ignored_parameters(job) else [])
     body = {"transactionTime": job.manifest["transaction_time"], "request": job.parameters.get("request"),
-            "requiresAccessToken": True, "output": output, "error": [],
+            "requiresAccessToken": True, "output": output, "error": errors,
             "extension": {"export": str(job.id), "filters": job.parameters}}
     return fhir_response(body, 200, {"Content-Type": "application/json"})
 
@@ -148,14 +169,28 @@ def _manifest(job: ExportJob) -> Response:
 @requires("fhir:read")
 def cancel_export(job_id):
     """Cancel a running bulk export, or delete a finished one and its files."""
-    exports.cancel(db.session, current_actor(), job_id, bulk=True)
-    db.session.commit()
-    return Response(status=202)
+    job = exports.cancel(db.session, current_actor(), job_id, bulk=True)
+    done = "cancelled" if job.state == "cancelled" else "deleted with its files"
+    return commit(fhir_response({"resourceType": "OperationOutcome", "issue": [
+        {"severity": "information", "code": "informational", "diagnostics": f"The export was {done}."}]}, 202))
+
+
+@blp.route("/bulk-errors/<job_id>/OperationOutcome.ndjson", methods=["GET"])
+@requires("fhir:read")
+def ignored_parameters_file(job_id):
+    """The manifest's error file: an OperationOutcome naming the parameters ignored under handling=lenient."""
+    job = exports.get_job(db.session, current_actor(), job_id, bulk=True)
+    exports.manifest_of(job)
+    ignored = _ignored_parameters(job)
+    if not ignored:
+        raise NotFound("The export has no error file.")
+    line = json.dumps({"resourceType": "OperationOutcome", "issue": _ignored_issues(ignored)}, separators=(",", ":"))
+    return Response(line + "\n", mimetype=NDJSON)
 
 
 @blp.route("/bulk-files/<job_id>/<name>", methods=["GET"])
 @requires("fhir:read")
 def export_file(job_id, name):
-    """One NDJSON file of a completed bulk export."""
-    path, listed = exports.file_path(db.session, current_actor(), job_id, name, bulk=True)
-    return send_file(path, mimetype=NDJSON, etag=listed["sha256"], conditional=True)
+    """One NDJSON file of a completed bulk export (410 once export storage no longer has it)."""
+    stream, listed = exports.open_file(db.session, current_actor(), job_id, name, bulk=True)
+    return stored_file(stream, media_type=NDJSON, size=listed["bytes"], sha256=listed["sha256"])

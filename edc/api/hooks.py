@@ -4,7 +4,6 @@ permission check (deny by default), security headers and the JSON request log.""
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 
 from flask import Flask, current_app, g, request
@@ -12,6 +11,7 @@ from flask import Flask, current_app, g, request
 from edc import runtime
 from edc.errors import is_fhir_request
 from edc.extensions import db
+from edc.logs import REQUEST_FIELDS
 from edc.problems import Forbidden, Unauthorized, UnsupportedMediaType
 from edc.security.permissions import AUTHENTICATED, PUBLIC, declared_permission
 from edc.services import auth
@@ -26,7 +26,6 @@ JSON_TYPES = ("application/json",)
 
 def _start() -> None:
     g.request_id = uuid.uuid4().hex
-    g.started = time.perf_counter()
     g.actor = None
     runtime.bind(db.session, runtime.for_app(current_app))
 
@@ -85,11 +84,12 @@ def _finish(response):
         response.headers["Cache-Control"] = "no-store"
     if request.endpoint != "swagger_ui.show":
         response.headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
-    _log_request(response.status_code)
+    _record_request(response.status_code)
     return response
 
 
-def _log_request(status: int) -> None:
+def _record_request(status: int) -> None:
+    """Leave the request's log fields for edc.logs.RequestLog, which writes them with the status sent."""
     actor = g.get("actor")
     fields = {
         "event": "request",
@@ -97,7 +97,6 @@ def _log_request(status: int) -> None:
         "method": request.method,
         "route": request.url_rule.rule if request.url_rule else None,
         "status": status,
-        "duration_ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2),
         "client": request.remote_addr,
         "user": actor.username if actor else None,
         "user_id": str(actor.user_id) if actor and actor.user_id else None,
@@ -107,10 +106,24 @@ def _log_request(status: int) -> None:
     detail = g.get("problem_log_detail")
     if detail:
         fields["detail"] = detail
-    log.info("request", extra={"fields": fields})
+    request.environ[REQUEST_FIELDS] = fields
+
+
+def _close_session(_error: BaseException | None) -> None:
+    """End the request's session before Flask-SQLAlchemy's own teardown (teardowns run last-registered first).
+
+    Closing rolls back whatever the request left open; on a connection that died after the commit that
+    rollback fails. The answer is already sent to the server by then and stands: log, and drop the session."""
+    try:
+        db.session.remove()
+    except Exception as exc:
+        log.error("session close failed", extra={"fields": {"event": "session_close_failed", "error": type(exc).__name__,
+                                                            "request_id": g.get("request_id")}})
+        db.session.registry.clear()
 
 
 def register(app: Flask) -> None:
+    app.teardown_appcontext(_close_session)
     app.before_request(_start)
     app.before_request(_authorize)
     app.before_request(_check_content_type)

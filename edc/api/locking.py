@@ -13,6 +13,7 @@ from marshmallow import Schema, fields, validate
 
 from edc.api.common import current_actor, etag
 from edc.api.parsing import Blueprint, multiline
+from edc.api.transaction import commit_with_answer
 from edc.extensions import db
 from edc.security.permissions import requires
 from edc.services import locking
@@ -105,7 +106,7 @@ def _study_lock_out(lock, *, locked: bool) -> dict:
 
 
 def _committed(body: dict, headers: dict | None = None):
-    db.session.commit()  # after building the answer: committing expires the loaded rows
+    commit_with_answer()
     return body, 200, headers or {}
 
 
@@ -155,7 +156,7 @@ def create_data_cut(data):
     """Make a named data cut: freeze and snapshot every entry created up to the cut-off."""
     cut = locking.create_cut(db.session, current_actor(), **data)
     body = _cut_out(cut)
-    db.session.commit()
+    commit_with_answer()
     return body, 201, {"Location": body["url"]}
 
 

@@ -7,6 +7,7 @@ create_app installs RequestJSONProvider (request bodies) and SafeStringConverter
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.routing import BaseConverter
 
+from edc.api.transaction import answered
 from edc.ecrf.inputs import date_problem, integer_problem, surrogate_problem, text_problem
 
 MAX_JSON_DEPTH = 32  # the deepest body the API reads is an entry: data / group / row / item / missing code
@@ -167,9 +169,24 @@ def _key_problems(value: Any) -> list[str] | None:
 
 
 class Blueprint(flask_smorest.Blueprint):
-    """flask-smorest's Blueprint whose @arguments read requests with InputParser."""
+    """flask-smorest's Blueprint whose @arguments read requests with InputParser, and whose @response
+    serialises the answer before the view's writes are committed (edc.api.transaction)."""
 
     ARGUMENTS_PARSER = InputParser()
+
+    def response(self, *args: Any, **kwargs: Any):
+        serialise = super().response(*args, **kwargs)
+
+        def decorator(view):
+            serialising_view = serialise(view)
+
+            @functools.wraps(serialising_view)
+            def answer_then_commit(*view_args: Any, **view_kwargs: Any):
+                return answered(serialising_view(*view_args, **view_kwargs))
+
+            return answer_then_commit
+
+        return decorator
 
 
 # ---------------------------------------------------------------- path segments

@@ -13,7 +13,9 @@ from marshmallow import RAISE, Schema, fields, validate
 
 from edc import clock
 from edc.api.common import current_actor, etag, page_args
+from edc.api.idempotency import idempotent
 from edc.api.parsing import Blueprint, multiline
+from edc.api.transaction import commit_with_answer
 from edc.api.schemas import SITE_CODE, PageArgs, PageOut, QueryOut
 from edc.extensions import db
 from edc.models.entries import QUERY_STATES
@@ -140,6 +142,7 @@ def list_queries(args):
 
 @blp.post("")
 @requires("queries:manage")
+@idempotent
 @blp.arguments(QueryIn)
 @blp.response(201, QueryDetailOut)
 def open_query(data):
@@ -147,7 +150,7 @@ def open_query(data):
     query = queries.open_query(db.session, current_actor(), **data)
     body, headers = _detail(query)
     headers["Location"] = url_for(".get_query", query_id=query.id)
-    db.session.commit()  # after building the answer: committing expires the loaded rows
+    commit_with_answer()
     return body, 201, headers
 
 
@@ -170,7 +173,7 @@ def add_message(data, query_id: uuid.UUID):
     note = queries.comment(db.session, current_actor(), query_id, message=data["message"])
     body = {name: getattr(note, name) for name in ("id", "action", "body", "author_username", "author_name",
                                                     "author_role", "created_at", "change_id")}
-    db.session.commit()  # after building the answer: committing expires the loaded rows
+    commit_with_answer()
     return body, 201
 
 
@@ -178,7 +181,7 @@ def _transition(query_id: uuid.UUID, action: str, data: dict):
     query = queries.transition(db.session, current_actor(), query_id, action, message=data.get("message"),
                                change_id=data.get("change_id"), expected_etag=_if_match())
     body, headers = _detail(query)
-    db.session.commit()
+    commit_with_answer()
     return body, 200, headers
 
 

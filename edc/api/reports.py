@@ -5,11 +5,13 @@ The schemas of these reports live here: they describe only these responses and c
 
 from __future__ import annotations
 
+from flask import current_app
 from marshmallow import Schema, fields
 
 from edc.api.common import current_actor
 from edc.api.parsing import Blueprint
 from edc.api.schemas import SITE_CODE
+from edc.database import allow_long_statements
 from edc.extensions import db
 from edc.security.permissions import requires
 from edc.services import reports
@@ -122,12 +124,18 @@ class ClockReportOut(Schema):
     sites = fields.List(fields.Nested(ClockSiteOut))
 
 
+def _reads_whole_study() -> None:
+    """A report aggregates the whole study: its statements get the long time limit, not a request's."""
+    allow_long_statements(db.session, current_app.config["EDC"]["database_long_statement_timeout_ms"])
+
+
 @blp.get("/enrolment")
 @requires("reports:read")
 @blp.arguments(SiteArgs, location="query")
 @blp.response(200, EnrolmentOut)
 def get_enrolment_report(args):
     """Subjects registered per site and month of registration, by status."""
+    _reads_whole_study()
     return reports.enrolment(db.session, current_actor(), site=args.get("site"))
 
 
@@ -137,6 +145,7 @@ def get_enrolment_report(args):
 @blp.response(200, CompletenessOut)
 def get_completeness_report(args):
     """Expected, complete, draft, missing and overdue forms per site (and per subject on request)."""
+    _reads_whole_study()
     return reports.completeness(db.session, current_actor(), site=args.get("site"), by_subject=args["by_subject"])
 
 
@@ -146,6 +155,7 @@ def get_completeness_report(args):
 @blp.response(200, QueryReportOut)
 def get_query_report(args):
     """Open queries per site by age, answered and closed counts, and median time to first answer."""
+    _reads_whole_study()
     return reports.queries(db.session, current_actor(), site=args.get("site"))
 
 
@@ -155,6 +165,7 @@ def get_query_report(args):
 @blp.response(200, SafetyOut)
 def get_safety_report(args):
     """AE and SAE counts by grade per site, with maximum CRS and ICANS grades."""
+    _reads_whole_study()
     return reports.safety(db.session, current_actor(), site=args.get("site"))
 
 
@@ -164,4 +175,5 @@ def get_safety_report(args):
 @blp.response(200, ClockReportOut)
 def get_safety_clock_report(args):
     """Open and overdue safety-reporting clocks per site and kind."""
+    _reads_whole_study()
     return reports.safety_clocks(db.session, current_actor(), site=args.get("site"))

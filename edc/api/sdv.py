@@ -11,6 +11,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from edc.api.common import current_actor
 from edc.api.parsing import Blueprint
+from edc.api.transaction import commit_with_answer
 from edc.api.schemas import SITE_CODE
 from edc.extensions import db
 from edc.security.permissions import requires
@@ -89,7 +90,7 @@ def verify_entry(data, entry_id: uuid.UUID):
     """Mark items of a complete entry, or the whole entry, verified against source."""
     state = sdv.verify(db.session, current_actor(), entry_id, items=data.get("items"), whole_entry=bool(data.get("entry")))
     body = _out(state)
-    db.session.commit()
+    commit_with_answer()
     return body
 
 

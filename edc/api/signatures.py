@@ -10,7 +10,9 @@ import uuid
 from marshmallow import Schema, fields, validate
 
 from edc.api.common import current_actor
+from edc.api.idempotency import idempotent
 from edc.api.parsing import Blueprint
+from edc.api.transaction import commit_with_answer
 from edc.extensions import db
 from edc.models.monitoring import SIGNATURE_MEANINGS
 from edc.security.permissions import requires
@@ -57,25 +59,27 @@ def _out(view: signatures.SignatureView) -> dict:
 
 @blp.post("/entries/<uuid:entry_id>/signatures")
 @requires("signatures:sign")
+@idempotent
 @blp.arguments(SignIn)
 @blp.response(201, SignatureOut)
 def sign_entry(data, entry_id: uuid.UUID):
     """Sign one entry as the site's principal investigator (username and password again)."""
     view = signatures.sign_entry(db.session, current_actor(), entry_id, **_sign_args(data))
     body = _out(view)
-    db.session.commit()
+    commit_with_answer()
     return body, 201
 
 
 @blp.post("/subjects/<number>/signatures")
 @requires("signatures:sign")
+@idempotent
 @blp.arguments(SignIn)
 @blp.response(201, SignatureOut)
 def sign_casebook(data, number: str):
     """Sign a subject's whole casebook as the site's principal investigator (username and password again)."""
     view = signatures.sign_casebook(db.session, current_actor(), number, **_sign_args(data))
     body = _out(view)
-    db.session.commit()
+    commit_with_answer()
     return body, 201
 
 

@@ -6,6 +6,7 @@ from flask import url_for
 
 from edc.api.common import current_actor, etag, if_match, page_args
 from edc.api.parsing import Blueprint
+from edc.api.transaction import commit_with_answer
 from edc.api.schemas import ReasonIn, SiteIn, SiteListArgs, SiteOut, SitePage, SitePatch
 from edc.extensions import db
 from edc.security.permissions import requires
@@ -30,7 +31,7 @@ def list_sites(args):
 def create_site(data):
     """Create a site."""
     site = sites.create_site(db.session, current_actor(), **data)
-    db.session.commit()
+    commit_with_answer()
     return site, 201, {"Location": url_for(".get_site", code=site.code), "ETag": etag(site)}
 
 
@@ -51,7 +52,7 @@ def update_site(data, code):
     """Change a site's name, country or time zone (If-Match required)."""
     expected = if_match()
     site = sites.update_site(db.session, current_actor(), code, expected_etag=expected, changes=data)
-    db.session.commit()
+    commit_with_answer()
     return site, 200, {"ETag": etag(site)}
 
 
@@ -63,5 +64,5 @@ def close_site(data, code):
     """Close a site (If-Match required); its records stay."""
     expected = if_match()
     site = sites.close_site(db.session, current_actor(), code, expected_etag=expected, reason=data["reason"])
-    db.session.commit()
+    commit_with_answer()
     return site, 200, {"ETag": etag(site)}

@@ -13,6 +13,7 @@ from flask import Response, g, json, request
 from edc.api.common import client_address
 from edc.api.fhir import fhir_base
 from edc.api.parsing import Blueprint
+from edc.api.transaction import commit
 from edc.ecrf.inputs import text_problem
 from edc.extensions import db
 from edc.problems import OAuthError
@@ -50,9 +51,8 @@ def issue_token():
     """Exchange a client assertion (SMART Backend Services, client credentials) for a short-lived access token."""
     token = fhir_clients.issue_token(db.session, params=_token_parameters(), token_url=token_url(),
                                      client_address=client_address(), request_id=g.request_id)
-    db.session.commit()
-    return Response(json.dumps(token.as_json()), mimetype="application/json",
-                    headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+    return commit(Response(json.dumps(token.as_json()), mimetype="application/json",
+                           headers={"Cache-Control": "no-store", "Pragma": "no-cache"}))
 
 
 @blp.route("/.well-known/smart-configuration", methods=["GET"])

@@ -5,7 +5,9 @@ from __future__ import annotations
 from flask import url_for
 
 from edc.api.common import current_actor, etag, if_match, page_args
+from edc.api.idempotency import idempotent
 from edc.api.parsing import Blueprint
+from edc.api.transaction import commit_with_answer
 from edc.api.schemas import (AuditHistoryArgs, AuditRecordOut, CasebookOut, SubjectIn, SubjectListArgs, SubjectOut,
                              SubjectPage, SubjectStatusIn)
 from edc.extensions import db
@@ -17,12 +19,13 @@ blp = Blueprint("subjects", __name__, url_prefix="/api/v1/subjects", description
 
 @blp.post("")
 @requires("subjects:enrol")
+@idempotent
 @blp.arguments(SubjectIn)
 @blp.response(201, SubjectOut)
 def enrol_subject(data):
     """Enrol a subject at one of your sites; it gets the site's next study number."""
     subject = subjects.enrol(db.session, current_actor(), **data)
-    db.session.commit()
+    commit_with_answer()
     return subject, 201, {"Location": url_for(".get_subject", number=subject.number), "ETag": etag(subject)}
 
 
@@ -51,7 +54,7 @@ def get_subject(number):
 def change_subject_status(data, number):
     """Move a subject to another status (If-Match; withdrawal and screen failure need a reason)."""
     subject = subjects.change_status(db.session, current_actor(), number, expected_etag=if_match(), **data)
-    db.session.commit()
+    commit_with_answer()
     return subject, 200, {"ETag": etag(subject)}
 
 

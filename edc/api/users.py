@@ -8,6 +8,7 @@ from flask import url_for
 
 from edc.api.common import current_actor, page_args
 from edc.api.parsing import Blueprint
+from edc.api.transaction import commit_with_answer
 from edc.api.schemas import ReasonIn, RoleIn, RoleOut, SetupMailedOut, UserCreatedOut, UserIn, UserListArgs, UserOut, UserPage
 from edc.extensions import db
 from edc.security.permissions import requires
@@ -32,7 +33,7 @@ def list_users(args):
 def create_user(data):
     """Create an account; its one-time setup link is mailed to the user alone, never shown here."""
     user, setup = users.create_user(db.session, current_actor(), **data)
-    db.session.commit()
+    commit_with_answer()
     body = {"user": user, "setup_link_sent_to": setup.mailed_to, "setup_link_expires_at": setup.expires_at}
     return body, 201, {"Location": url_for(".get_user", username=user.username)}
 
@@ -52,7 +53,7 @@ def get_user(username):
 def disable_user(data, username):
     """Disable an account; its sessions end at once. Accounts are never deleted."""
     user = users.disable_user(db.session, current_actor(), username, reason=data["reason"])
-    db.session.commit()
+    commit_with_answer()
     return user
 
 
@@ -63,7 +64,7 @@ def disable_user(data, username):
 def reset_user(data, username):
     """Clear an account's password and mail the user a new one-time setup link (never shown here)."""
     setup = users.reset_user(db.session, current_actor(), username, reason=data["reason"])
-    db.session.commit()
+    commit_with_answer()
     return {"setup_link_sent_to": setup.mailed_to, "setup_link_expires_at": setup.expires_at}
 
 
@@ -74,7 +75,7 @@ def reset_user(data, username):
 def grant_role(data, username):
     """Grant a role (site roles name their site)."""
     assignment = users.grant_role(db.session, current_actor(), username, **data)
-    db.session.commit()
+    commit_with_answer()
     return assignment
 
 
@@ -84,4 +85,4 @@ def grant_role(data, username):
 def revoke_role(username, assignment_id: uuid.UUID):
     """Revoke a role assignment; it stops working on the very next request."""
     users.revoke_role(db.session, current_actor(), username, assignment_id)
-    db.session.commit()
+    commit_with_answer()

@@ -55,7 +55,7 @@ from datetime import date, datetime
 from itertools import product
 from typing import Any
 
-from .derivations import register_derivation
+from .derivations import Answers, Calculation, register_derivation, register_fhirpath
 from .expressions import age_in_months
 
 Values = Mapping[str, Any]
@@ -1046,3 +1046,81 @@ def ae_serious_derivation(values: Values, subject: Values, params: Values) -> bo
         return None
     criteria = {name: _flag(_input(values, params, name), params) for name in SERIOUSNESS_CRITERIA}
     return _output(ae_serious(**criteria), params, (True, False))
+
+
+# ================================================================ the same rules in FHIRPath (SDC calculatedExpression)
+# For renderers of the FHIR Questionnaire: each gives the derivation's value from the response's answers, and
+# nothing where the derivation gives None. Params they cannot express (a code_map) leave the item to the server.
+
+
+def _item_ids(params: Values, keys: Iterable[str]) -> list[str]:
+    ids = [params.get(key) for key in keys]
+    if params.get("code_map") or not all(isinstance(item, str) for item in ids):
+        raise DomainError("not expressible in FHIRPath")
+    return ids
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@register_fhirpath("ae_serious")
+def ae_serious_fhirpath(params: Values, answers: Answers) -> Calculation:
+    """Y as soon as one criterion is Y; N once all six are N; nothing otherwise."""
+    criteria = answers(_item_ids(params, SERIOUSNESS_CRITERIA))
+    yes, no = ((_quoted(str(_output(flag, params, (True, False)))) if params.get("codes") else str(flag).lower())
+               for flag in (True, False))
+    return Calculation(f"iif({criteria}.where(code = {_quoted(YES)}).exists(), {yes}, "
+                       f"iif({criteria}.where(code = {_quoted(NO)}).count() = {len(SERIOUSNESS_CRITERIA)}, {no}, {{}}))")
+
+
+@register_fhirpath("ice_total")
+def ice_total_fhirpath(params: Values, answers: Answers) -> Calculation:
+    """The sum of the five ICE items once all are answered."""
+    scores = answers(_item_ids(params, ICE_ITEM_MAX))
+    return Calculation(f"iif({scores}.count() = {len(ICE_ITEM_MAX)}, {scores}.aggregate($total + $this, 0), {{}})")
+
+
+@register_fhirpath("capd_total")
+def capd_total_fhirpath(params: Values, answers: Answers) -> Calculation:
+    """The CAPD total once all eight items are answered: items 1-4 reverse-scored, 5-8 forward."""
+    items = params.get("items")
+    if not isinstance(items, list) or len(items) != 8:
+        raise DomainError("params.items must list the eight CAPD items")
+    items = _item_ids({str(n): item for n, item in enumerate(items)} | {"code_map": params.get("code_map")},
+                      map(str, range(8)))
+    scores = []
+    for position, item in enumerate(items):
+        answer = answers([item]) + ".code"
+        score = "{}"
+        for code, points in reversed(CAPD_FREQUENCY.items()):
+            points = max(CAPD_FREQUENCY.values()) - points if position < CAPD_REVERSED_ITEMS else points
+            score = f"iif({answer} = {_quoted(code)}, {points}, {score})"
+        scores.append(score)
+    return Calculation(f"iif({answers(items)}.count() = 8, {' + '.join(scores)}, {{}})")
+
+
+def _month_number(moment: str) -> str:
+    """Months since year 0 of a FHIR date or dateTime (its local date): year * 12 + month."""
+    return f"({moment}.toString().substring(0, 4).toInteger() * 12 + {moment}.toString().substring(5, 2).toInteger())"
+
+
+@register_fhirpath("icans_tool")
+def icans_tool_fhirpath(params: Values, answers: Answers) -> Calculation:
+    """CAPD with developmental delay or below the age cut-off, ICE otherwise. The age needs the birth year-month,
+    which only the SDC launch context `patient` gives (Patient.birthDate, year-month in this export): without
+    it the tool is known only for a delayed child, and partial=True keeps both tools' items reachable."""
+    if params.get("age_months") is not None or params.get("birth_year") is not None:
+        raise DomainError("not expressible in FHIRPath")
+    [at] = _item_ids(params, ["date"])
+    cutoff = _param_number(params, "capd_below_age_months")
+    capd, ice = (str(_output(tool, params, ICANS_TOOLS)) for tool in ("CAPD", "ICE"))
+    age = f"({_month_number(answers([at]))} - {_month_number('%patient.birthDate')})"
+    young = f"({age} < {cutoff})"
+    delay = "false"
+    if params.get("developmental_delay") is not None:
+        [delayed] = _item_ids(params, ["developmental_delay"])
+        delay = f"({answers([delayed])}.code = {_quoted(YES)})"
+    return Calculation(f"iif({young} or {delay}, {_quoted(capd)}, "
+                       f"iif({young} = false and {delay} = false, {_quoted(ice)}, {{}}))",
+                       partial=True, launch_context=("patient",))

@@ -13,7 +13,8 @@ raise for missing inputs, and reads nothing but its arguments.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .expressions import age_in_months
@@ -55,6 +56,48 @@ def derivation_references(name: str) -> tuple[str, ...]:
 def registered_derivations() -> list[str]:
     """Return the registered derivation names."""
     return sorted(_REGISTRY)
+
+
+# --- the same rules in FHIRPath, for SDC renderers of the FHIR Questionnaire (edc.ecrf.questionnaire) -----------
+
+Answers = Callable[[Sequence[str]], str]   # item ids -> the FHIRPath of their answers' values in the response
+
+
+@dataclass(frozen=True, slots=True)
+class Calculation:
+    """A derivation as an SDC calculatedExpression: `expression` (FHIRPath) gives the item's value (the code, for
+    a choice item). `partial`: it may stay empty where the server would derive a value, because it reads what a
+    renderer may not have (`launch_context`, e.g. the SDC `patient`), so items shown by its value stay reachable
+    while it is empty."""
+
+    expression: str
+    partial: bool = False
+    launch_context: tuple[str, ...] = ()
+
+
+FhirPathRule = Callable[[Mapping[str, Any], Answers], Calculation | None]
+_FHIRPATH: dict[str, FhirPathRule] = {}
+
+
+def register_fhirpath(name: str) -> Callable[[FhirPathRule], FhirPathRule]:
+    """Register `fn(params, answers) -> Calculation | None`: the derivation `name` in FHIRPath (decorator).
+    It returns None for params it cannot express (the item is then computed by the server only)."""
+
+    def register(fn: FhirPathRule) -> FhirPathRule:
+        _FHIRPATH[name] = fn
+        return fn
+    return register
+
+
+def fhirpath_calculation(name: str, params: Mapping[str, Any], answers: Answers) -> Calculation | None:
+    """The derivation `name` with these params as FHIRPath, or None when it has no FHIRPath form."""
+    rule = _FHIRPATH.get(name)
+    if rule is None:
+        return None
+    try:
+        return rule(params, answers)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 @register_derivation("age_months_at")

@@ -2,7 +2,8 @@
 
 Files (described in docs/exports.md):
 - `<form>.csv`: one row per entry, one column per item (union of the form versions in use), with
-  `<ITEM>_LABEL` beside coded items and `<ITEM>_MISSING` beside items that take a missing-data code;
+  `<ITEM>_LABEL` beside coded items, `<ITEM>_MISSING` beside items that take a missing-data code, and
+  `<ITEM>_UTCOFFSET` beside date-times (written in UTC, so a column mixing sites parses as one time zone);
 - `<form>__<group>.csv`: one row per row of a repeating group;
 - `items_long.csv`: one row per stored item value;
 - `dictionary.csv`, `codelists.csv`, and `audit_trail.csv` and `signatures.csv` when asked for.
@@ -25,7 +26,7 @@ import re
 import uuid
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,14 +39,13 @@ from edc.ecrf.definitions import GroupDef, ItemDef
 from edc.models.entries import Entry
 
 from . import source
-from .files import ExportFile, Progress, describe, no_progress
+from .files import MULTI_SEPARATOR, ExportFile, Progress, describe, no_progress
 from .source import Casebook, EntryRecord, Selection, utc
 
 MEDIA_TYPE = "text/csv"
 LONG_FILE, DICTIONARY_FILE, CODELISTS_FILE = "items_long.csv", "dictionary.csv", "codelists.csv"
 AUDIT_FILE, SIGNATURES_FILE = "audit_trail.csv", "signatures.csv"
 MISSING_CODE_LIST = "MISSING_DATA"  # the code list of every <ITEM>_MISSING column, in codelists.csv
-MULTI_SEPARATOR = ";"               # between the codes of a multi-choice answer (labels: "; ")
 
 KEY_COLUMNS = ("SUBJID", "SITEID", "EVENT", "EVENT_INSTANCE")
 ENTRY_COLUMNS = (*KEY_COLUMNS, "ENTRY_ID", "FORM_VERSION", "ENTRY_VERSION", "STATUS")
@@ -112,10 +112,12 @@ class Column:
     value: bool        # <ID>: the value (False for a group: its rows go to the group file)
     label: bool        # <ID>_LABEL: English label of the code(s)
     missing: bool      # <ID>_MISSING: the missing-data code
+    offset: bool = False   # <ID>_UTCOFFSET: a date-time's local UTC offset (the value itself is written in UTC)
 
     def names(self) -> list[str]:
-        return [name for name, present in ((self.id, self.value), (f"{self.id}_LABEL", self.label),
-                                           (f"{self.id}_MISSING", self.missing)) if present]
+        return [name for name, present in ((self.id, self.value), (f"{self.id}_UTCOFFSET", self.offset),
+                                           (f"{self.id}_LABEL", self.label), (f"{self.id}_MISSING", self.missing))
+                if present]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,8 @@ class Cell:
     missing: bool
     labels: dict[str, str] | None  # code -> English label in this version, for coded items
     blank: tuple[str, ...]         # what the columns hold when the item has no value
+    offset: bool = False           # the column has <ID>_UTCOFFSET
+    moment: bool = False           # this version's item is a date-time: written in UTC, its offset beside it
 
 
 @dataclass
@@ -190,7 +194,8 @@ def _column(node_id: str, forms: list[FormDef]) -> Column:
     items = [form.items[node_id] for form in forms if node_id in form.items]
     groups = [form.groups[node_id] for form in forms if node_id in form.groups]
     return Column(node_id, value=bool(items), label=any(item.code_list for item in items),
-                  missing=any(node.missing_codes for node in (*items, *groups)))
+                  missing=any(node.missing_codes for node in (*items, *groups)),
+                  offset=any(item.value_kind == "datetime" for item in items))
 
 
 def _cell(column: Column, form: FormDef) -> Cell:
@@ -198,7 +203,20 @@ def _cell(column: Column, form: FormDef) -> Cell:
     labels = None
     if item is not None and item.code_list:
         labels = {code: _english(text) for code, text in item.code_list.items()}
-    return Cell(column.id, column.value, column.label, column.missing, labels, ("",) * len(column.names()))
+    return Cell(column.id, column.value, column.label, column.missing, labels, ("",) * len(column.names()),
+                column.offset, item is not None and item.value_kind == "datetime")
+
+
+def utc_and_offset(value: str) -> tuple[str, str]:
+    """A stored date-time (local wall time with the site's UTC offset) as UTC ISO 8601, and that offset
+    (`+02:00`); one without an offset (never stored so) is left as it is."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value, ""
+    if moment.utcoffset() is None:
+        return value, ""
+    return moment.astimezone(UTC).isoformat(), moment.isoformat()[-6:]
 
 
 def _header(file: str, keys: tuple[str, ...], columns: list[Column]) -> list[str]:
@@ -279,9 +297,9 @@ class _Table:
         return self._writer is not None
 
     def close(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()  # a failing final flush (disk full) still closes the file, then raises
 
 
 class _LineFeedRows:
@@ -313,8 +331,16 @@ class _Tables:
         return table
 
     def close(self) -> None:
+        """Close every table even when one fails to (disk full: its last flush fails), then raise the first failure:
+        a worker meeting a full disk again and again must not leak a descriptor per file."""
+        failures = []
         for table in self.by_name.values():
-            table.close()
+            try:
+                table.close()
+            except OSError as exc:
+                failures.append(exc)
+        if failures:
+            raise failures[0]
 
     def described(self, order: list[str]) -> list[ExportFile]:
         return [describe(table.path, records=table.records, media_type=MEDIA_TYPE, description=table.description)
@@ -389,8 +415,10 @@ def _fill(row: list[Any], cells: list[Cell], values: dict[str, Any], long_prefix
             extend(cell.blank)
             continue
         kind = type(value)
-        code = label = ""
-        if kind is str or kind is int or kind is float:  # dates and partial dates are strings, kept as collected
+        code = label = offset = ""
+        if kind is str and cell.moment:  # a local date-time with its offset: UTC, so one column parses as one
+            text, offset = utc_and_offset(value)
+        elif kind is str or kind is int or kind is float:  # dates and partial dates are strings, kept as collected
             text = value
             if cell.labels is not None:
                 label = cell.labels.get(value, "")
@@ -407,6 +435,8 @@ def _fill(row: list[Any], cells: list[Cell], values: dict[str, Any], long_prefix
                 label = "; ".join(cell.labels.get(one, "") for one in value)
         if cell.value:
             append(text)
+        if cell.offset:
+            append(offset)
         if cell.label:
             append(label)
         if cell.missing:
@@ -432,7 +462,9 @@ def dictionary_rows(layouts: dict[str, FormLayout]) -> Iterator[tuple[Any, ...]]
 
 
 def _group_row(layout: FormLayout, form: FormDef, group: GroupDef) -> tuple[Any, ...]:
-    return (form.id, form.version, group.id, "", layout.group_files[group.id], _english(group.label), "group", "",
+    # FILE is where the group's own column is: <GROUP>_MISSING sits in the form's file, one per entry (a group
+    # coded missing has no rows); its items' rows, in the group file, name that file.
+    return (form.id, form.version, group.id, "", layout.file, _english(group.label), "group", "",
             "", "", "", " ".join(group.missing_codes), _bool(group.required), "", "")
 
 

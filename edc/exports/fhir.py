@@ -37,6 +37,7 @@ from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.consent import Consent
 from fhir.resources.R4B.medication import Medication
 from fhir.resources.R4B.medicationadministration import MedicationAdministration
+from fhir.resources.R4B.meta import Meta
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.organization import Organization
 from fhir.resources.R4B.patient import Patient
@@ -327,7 +328,27 @@ class _Builder:
             for source in self.by_form.get(mapping.adverse_event.form, []):
                 self._adverse_event(mapping.adverse_event, source)
         self._provenance()
+        self._stamp_last_updated()
         return self.resources
+
+    def _stamp_last_updated(self) -> None:
+        """meta.lastUpdated of each resource: the latest change among the records it was built from (so a client's
+        next `_since` can start from it). The site's Organization follows the site row; the ResearchStudy and the
+        drugs' Medications come from the form definitions, not from a record, and carry none."""
+        for resource in self.resources:
+            if resource is self.organization:
+                changed = _utc(self.subject.site.updated_at or self.subject.site.created_at)
+            elif id(resource) in self.shared:
+                continue
+            else:
+                changed = self.changed_at(resource)
+            if changed is None:
+                continue
+            stamp = changed.isoformat(timespec="milliseconds")
+            if resource.meta is None:
+                resource.meta = Meta(lastUpdated=stamp)
+            else:
+                resource.meta.lastUpdated = stamp
 
     def _consent(self) -> Consent:
         spec = self.map.consent

@@ -15,6 +15,9 @@ from pathlib import Path
 
 Progress = Callable[[int], None]
 CHUNK = 1 << 20
+# One rule for every format that writes a multi-choice answer as text (CSV cells, ODM ItemData values): its
+# codes in code-list order joined by ";" (a code never holds one: code lists are checked when forms load).
+MULTI_SEPARATOR = ";"
 
 
 class Cancelled(Exception):

@@ -43,7 +43,7 @@ from edc import runtime
 from edc.ecrf import FormDef, Study
 from edc.ecrf.definitions import GroupDef, ItemDef
 from edc.exports import source
-from edc.exports.files import ExportFile, Progress, describe, no_progress
+from edc.exports.files import MULTI_SEPARATOR, ExportFile, Progress, describe, no_progress
 from edc.models.audit import AuditRecord
 from edc.models.monitoring import SIGNATURE_MEANINGS
 from edc.models.sites import Site
@@ -784,7 +784,7 @@ def _value_text(item: ItemDef, value: Any) -> str | None:
     """A stored value as ODM text: dates as collected (partial ones stay partial), decimals without exponent."""
     kind = item.value_kind
     if kind == "multichoice":
-        return ",".join(value) if isinstance(value, list) and all(isinstance(code, str) for code in value) else None
+        return MULTI_SEPARATOR.join(value) if isinstance(value, list) and all(isinstance(c, str) for c in value) else None
     if isinstance(value, bool):
         return ("true" if value else "false") if kind == "boolean" else None
     if kind in ("integer", "decimal") and isinstance(value, (int, float)):

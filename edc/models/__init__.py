@@ -6,6 +6,7 @@ from edc.models.entries import Entry, FormStatus, FormVersion, Query
 from edc.models.exports import ExportJob
 from edc.models.keys import DataKeyState
 from edc.models.fhir_clients import FhirClient, FhirClientAssertion
+from edc.models.idempotency import IdempotentRequest
 from edc.models.monitoring import DataCut, DataCutEntry, OutboxMessage, QueryMessage, SdvMark, Signature, StudyLock
 from edc.models.safety import SafetyClock
 from edc.models.sites import Site
@@ -30,6 +31,7 @@ __all__ = [
     "FhirClientAssertion",
     "FormStatus",
     "FormVersion",
+    "IdempotentRequest",
     "Query",
     "Subject",
     "SubjectCounter",

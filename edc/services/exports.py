@@ -2,11 +2,13 @@
 
 A request is validated and stored as an `export_jobs` row (202 to the caller); the worker
 (`flask edc worker`) claims queued jobs and runs the format's writer into a private work directory
-under `export_dir`, which is renamed to the job's directory only once every file is written and
-hashed. A job whose worker stops heartbeating (killed, machine lost) is taken up again, and failed
-once out of attempts; a failed or cancelled job leaves no directory behind, so nothing half-written
-can be mistaken for an export. Each request, completion, failure, cancellation and deletion is
-audited in the security chain.
+under `export_dir`, which is published to export storage (edc/storage.py: the local directory, or
+S3-compatible object storage) only once every file is written and hashed. A job whose worker stops
+heartbeating (killed, machine lost) is taken up again, and failed once out of attempts; a failed or
+cancelled job leaves no files behind, so nothing half-written can be mistaken for an export. Files
+are read back through storage only (downloads stream through edc, so permissions apply); a file that
+is no longer there (a database restored without its export storage) is 410 Gone, never an error.
+Each request, completion, failure, cancellation and deletion is audited in the security chain.
 
 Who may export (exports:create): statisticians and data managers any site, monitors and
 investigators their own sites, the registry client FHIR only, admins nothing.
@@ -19,17 +21,18 @@ import logging
 import shutil
 import uuid
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from edc import clock, runtime
-from edc.database import READ_ONLY_SNAPSHOT
+from edc.database import READ_ONLY_SNAPSHOT, allow_long_statements
 from edc.exports import csv_files, fhir_ndjson, odm, source
 from edc.exports.files import Cancelled, ExportFile, describe
 from edc.models.exports import ACTIVE_STATES, EXPORT_FORMATS, ExportJob
@@ -37,9 +40,11 @@ from edc.models.monitoring import DataCut
 from edc.models.sites import Site
 from edc.models.subjects import SUBJECT_STATUSES
 from edc.models.users import User
-from edc.problems import Conflict, Forbidden, NotFound, TooManyRequests, UnprocessableContent, field_error
+from edc.problems import (Conflict, Forbidden, Gone, NotFound, ServiceUnavailable, TooManyRequests, UnprocessableContent,
+                          field_error)
 from edc.security.permissions import MATRIX, Actor, require
 from edc.services import audit
+from edc.storage import ObjectMissing, Storage, StorageError, failure_reason
 
 log = logging.getLogger("edc.exports")
 
@@ -49,6 +54,9 @@ FINISHED_STATES = ("completed", "failed", "cancelled")
 MANIFEST_NAME = "manifest.json"
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip entry can carry: fixed, so reruns give identical entries
 HEARTBEAT_SECONDS = 2.0  # at most one progress write per this interval
+FILES_GONE = ("The export's files are no longer in export storage (deleted there, or the database was restored "
+              "from a backup without them); ask for the export again.")
+STORAGE_RETRY_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -203,14 +211,45 @@ def progress_of(job: ExportJob) -> dict[str, Any]:
     return {"subjects_done": job.subjects_done, "subjects_total": total, "percent": percent}
 
 
-def file_path(session: Session, actor: Actor, job_id: uuid.UUID | str, name: str, *, bulk: bool | None = None) -> tuple[Path, dict]:
-    """A file of a completed export: only names its manifest lists (no path from the caller reaches the disk)."""
+def open_file(session: Session, actor: Actor, job_id: uuid.UUID | str, name: str, *,
+              bulk: bool | None = None) -> tuple[BinaryIO, dict]:
+    """A stream of a file of a completed export and its manifest entry: only names the manifest lists
+    (no path from the caller reaches storage). 410 if storage no longer has it; the caller closes the stream."""
     job = get_job(session, actor, job_id, bulk=bulk)
     manifest_of(job)
     listed = {f["name"]: f for f in all_files(job.manifest)}
     if name not in listed:
         raise NotFound(f"The export has no file {name}.")
-    return job_directory(session, job.id) / name, listed[name]
+    with _storage_problems():
+        return _storage(session).open(f"{job.id}/{name}"), listed[name]
+
+
+def files_missing(session: Session, job: ExportJob) -> bool:
+    """Whether a completed export lacks any of its files in storage (one listing; False for other states)."""
+    if job.state != "completed" or not job.manifest:
+        return False
+    with _storage_problems():
+        present = _storage(session).names(str(job.id))
+    return not {f["name"] for f in all_files(job.manifest)} <= present
+
+
+def ensure_files_present(session: Session, job: ExportJob) -> None:
+    """410 when a completed export's files are gone from storage."""
+    if files_missing(session, job):
+        raise Gone(FILES_GONE)
+
+
+@contextmanager
+def _storage_problems() -> Iterator[None]:
+    """Storage failures as problems: a missing object is 410, unreachable storage 503 (the reason names no path)."""
+    try:
+        yield
+    except ObjectMissing:
+        raise Gone(FILES_GONE) from None
+    except StorageError as exc:
+        log.warning("export storage failed: %s", exc.reason, exc_info=exc)
+        raise ServiceUnavailable(f"Export storage cannot be used now ({exc.reason}); try again later.",
+                                 headers={"Retry-After": str(STORAGE_RETRY_SECONDS)}) from None
 
 
 def all_files(manifest: dict[str, Any]) -> list[dict[str, Any]]:
@@ -237,17 +276,24 @@ def cancel(session: Session, actor: Actor, job_id: uuid.UUID | str, *, bulk: boo
     job.deleted_at = now
     audit.record(session, actor, action, entity_type="export", entity_id=job.id,
                  changes=[audit.change("state", None, job.state)])
-    shutil.rmtree(job_directory(session, job.id), ignore_errors=True)  # a running worker's work dir goes when it stops
+    with _storage_problems():  # before the commit: if storage refuses, the job stays, to be deleted again
+        _storage(session).delete(str(job.id))  # a running worker's work directory goes when it stops
     return job
 
 
-# --- files on disk ----------------------------------------------------------------------------
+# --- files ------------------------------------------------------------------------------------
+
+def _storage(session: Session) -> Storage:
+    return runtime.of(session).storage
+
 
 def export_root(session: Session) -> Path:
+    """The local export directory: the files themselves with local storage, the workers' scratch space with S3."""
     return Path(runtime.of(session).settings["export_dir"])
 
 
 def job_directory(session: Session, job_id: uuid.UUID) -> Path:
+    """Where local storage keeps a job's files."""
     return export_root(session) / str(job_id)
 
 
@@ -313,10 +359,10 @@ def claim_next(session: Session) -> ExportJob | None:
 def run_job(session: Session, job: ExportJob) -> None:
     """Write the export (reading one consistent snapshot), then publish it atomically (commits)."""
     work = _work_directory(session, job)
-    work.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    work.mkdir(mode=0o700)
     attempt = job.attempts
-    try:
+    try:  # an export directory that cannot be made (no space, a path through a file) fails the job like any error
+        work.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        work.mkdir(mode=0o700)
         with _snapshot(session) as reader:
             selection = selection_of(job)
             job.subjects_total = len(source.subject_ids(reader, selection))
@@ -334,7 +380,15 @@ def run_job(session: Session, job: ExportJob) -> None:
         log.exception("export %s failed", job.id)
         session.refresh(job)
         if job.state == "running" and job.attempts == attempt:
-            _finish_failed(session, job, f"The export failed ({type(exc).__name__}); the error has been logged.")
+            _finish_failed(session, job, failure_message(exc))
+
+
+def failure_message(exc: BaseException) -> str:
+    """What the requester reads about a failed export: the storage reason when there is one (never a path)."""
+    reason = failure_reason(exc)
+    if reason is not None:
+        return f"The export failed: {reason}. The error has been logged."
+    return f"The export failed ({type(exc).__name__}); the error has been logged."
 
 
 class _snapshot:
@@ -349,6 +403,7 @@ class _snapshot:
             bind = bind.execution_options(**{READ_ONLY_SNAPSHOT: True})
         self.reader = Session(bind)
         runtime.bind(self.reader, runtime.of(session))
+        allow_long_statements(self.reader, runtime.of(session).settings["database_long_statement_timeout_ms"])
 
     def __enter__(self) -> Session:
         return self.reader
@@ -427,9 +482,7 @@ def _publish(session: Session, job: ExportJob, work: Path, manifest: dict[str, A
     if job.format == "csv":
         manifest["archive"] = _zip(work, [f["name"] for f in manifest["files"]], f"{manifest['study']}-csv.zip")
     _restrict_to_owner(work)
-    final = job_directory(session, job.id)
-    shutil.rmtree(final, ignore_errors=True)
-    work.rename(final)
+    _storage(session).publish(str(job.id), work)
     job.state, job.finished_at, job.manifest = "completed", clock.utcnow(), manifest
     job.subjects_done = job.subjects_total or 0
     audit.record(session, SYSTEM, "export_completed", entity_type="export", entity_id=job.id,

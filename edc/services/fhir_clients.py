@@ -135,8 +135,9 @@ def smart_configuration(token_url: str) -> dict[str, Any]:
         "grant_types_supported": [GRANT_TYPE],
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": sorted(client_assertions.ALGORITHMS),
+        # Both scope syntaxes are granted (edc.security.scopes): SMART v1 `.read` and v2 `.rs`, so both are declared.
         "scopes_supported": ["system/*.read", "system/*.rs"],
-        "capabilities": ["client-confidential-asymmetric", "permission-v1"],
+        "capabilities": ["client-confidential-asymmetric", "permission-v1", "permission-v2"],
     }
 
 

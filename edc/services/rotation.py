@@ -16,11 +16,12 @@ from sqlalchemy.orm import Session
 from edc import runtime
 from edc.models.audit import AuditValue
 from edc.models.entries import Entry
+from edc.models.idempotency import IdempotentRequest
 from edc.models.monitoring import OutboxMessage
 from edc.problems import Conflict
 from edc.security import crypto
 from edc.security.permissions import Actor
-from edc.services import audit, keys, outbox
+from edc.services import audit, idempotency, keys, outbox
 from edc.services.sealing import SEALED
 
 BATCH = 200
@@ -33,13 +34,14 @@ class RotationReport:
     entry_values: int = 0
     audit_values: int = 0
     outbox_secrets: int = 0
+    stored_answers: int = 0
     rows_saved_meanwhile: int = 0  # rows under an older key saved by a writer before a pass re-encrypted them
     passes: int = 0
     finished: bool = False  # the last pass found no value left under an older key
 
     @property
     def values(self) -> int:
-        return self.entry_values + self.audit_values + self.outbox_secrets
+        return self.entry_values + self.audit_values + self.outbox_secrets + self.stored_answers
 
 
 def _resealed(ring, node: Any, entry_id: str, path: str, counter: list[int]) -> Any:
@@ -116,12 +118,27 @@ def rotate_outbox_secrets(session: Session, report: RotationReport) -> None:
             OutboxMessage.id == record_id, OutboxMessage.status == "pending").values(sealed_secret=resealed)).rowcount
 
 
+def rotate_stored_answers(session: Session, report: RotationReport) -> None:
+    """The answers kept for Idempotency-Key retries (24 hours at most)."""
+    ring = runtime.of(session).keyring
+    rows = session.execute(sa.select(IdempotentRequest.id, IdempotentRequest.response)
+                           .where(IdempotentRequest.response.is_not(None))).all()
+    for record_id, envelope in rows:
+        if crypto.envelope_key_id(envelope) == ring.current_data_key_id:
+            continue
+        where = dict(table=IdempotentRequest.__tablename__, record_id=str(record_id), field=idempotency.RESPONSE_FIELD)
+        resealed = crypto.encrypt_value(ring, crypto.decrypt_value(ring, envelope, **where), **where)
+        report.stored_answers += session.execute(sa.update(IdempotentRequest).where(IdempotentRequest.id == record_id)
+                                                 .values(response=resealed)).rowcount
+
+
 def _rotation_pass(session: Session, report: RotationReport, commit) -> int:
     """Re-encrypt what is stored under an older key; return how many values (or rows saved meanwhile) it found."""
     before = report.values + report.rows_saved_meanwhile
     rotate_entries(session, report, commit)
     rotate_audit_values(session, report, commit)
     rotate_outbox_secrets(session, report)
+    rotate_stored_answers(session, report)
     commit()
     report.passes += 1
     return report.values + report.rows_saved_meanwhile - before
@@ -144,6 +161,7 @@ def rotate(session: Session, actor: Actor, commit) -> RotationReport:
                  changes=[audit.change("data_key", None, report.key_id), audit.change("entry_values", None, report.entry_values),
                           audit.change("audit_values", None, report.audit_values),
                           audit.change("outbox_secrets", None, report.outbox_secrets),
+                          audit.change("stored_answers", None, report.stored_answers),
                           audit.change("finished", None, report.finished)])
     commit()
     return report

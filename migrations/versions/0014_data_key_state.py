@@ -5,7 +5,7 @@ still encrypts under an older one) rereads its key directory before it writes. N
 the ring, as before.
 
 Revision ID: 0014
-Revises: 0009
+Revises: 0011
 Create Date: 2026-12-06
 
 """
@@ -17,7 +17,7 @@ import edc.models.types
 
 # revision identifiers, used by Alembic.
 revision = '0014'
-down_revision = '0009'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 

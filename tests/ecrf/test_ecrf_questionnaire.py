@@ -28,6 +28,11 @@ def items_by_link(questionnaire: dict) -> dict[str, dict]:
     return found
 
 
+def NOT_CODED_MISSING(link_id: str) -> dict:  # noqa: N802 - reads as the condition it stands for
+    """The enableWhen condition of an item that takes missing-data codes: none is given in its companion."""
+    return {"question": f"{link_id}.missing", "operator": "exists", "answerBoolean": False}
+
+
 def extension(item: dict, name: str) -> dict:
     return next(ext for ext in item["extension"] if ext["url"] == EXT + name)
 
@@ -90,26 +95,32 @@ def test_choices_have_answer_options(study):
 def test_simple_show_if_becomes_enable_when(study):
     items = items_by_link(to_questionnaire(study.form("ae")))
     assert items["AESCRIT"]["enableWhen"] == [{"question": "AESER", "operator": "=", "answerCoding": {
-        "system": "https://edc.example.org/demo/CodeSystem/NY", "code": "Y"}}]
-    assert items["AEENDAT"]["enableWhen"] == [{"question": "AEONGO", "operator": "=", "answerBoolean": False}]
-    assert items["CMDOSU"]["enableWhen"] == [{"question": "CMDOSE", "operator": ">=", "answerDecimal": 0.0}]
+        "system": "https://edc.example.org/demo/CodeSystem/NY", "code": "Y"}}, NOT_CODED_MISSING("AESCRIT")]
+    assert items["AESCRIT"]["enableBehavior"] == "all"
+    assert items["AEENDAT"]["enableWhen"] == [{"question": "AEONGO", "operator": "=", "answerBoolean": False},
+                                              NOT_CODED_MISSING("AEENDAT")]
+    assert items["CMDOSU"]["enableWhen"] == [{"question": "CMDOSE", "operator": ">=", "answerDecimal": 0.0},
+                                             NOT_CODED_MISSING("CMDOSU")]
 
 
 def test_membership_in_a_multichoice_becomes_enable_when(study):
     items = items_by_link(to_questionnaire(study.form("screening")))
     assert items["HSCTDAT"]["enableWhen"] == [{"question": "PRIORTX", "operator": "=", "answerCoding": {
-        "system": "https://edc.example.org/demo/CodeSystem/PRIORTX", "code": "HSCT"}}]
+        "system": "https://edc.example.org/demo/CodeSystem/PRIORTX", "code": "HSCT"}}, NOT_CODED_MISSING("HSCTDAT")]
 
 
 def test_complex_show_if_has_no_enable_when(study):
     items = items_by_link(to_questionnaire(study.form("screening")))
-    assert "enableWhen" not in items["LANSKY"]          # reads a study parameter: not expressible as enableWhen
+    lansky = items["LANSKY"]   # reads a study parameter: not expressible, so reachable (only its missing code disables it)
+    assert lansky["enableWhen"] == [NOT_CODED_MISSING("LANSKY")] and "required" not in lansky
+    assert items["LANSKY.condition"]["type"] == "display" and "params." in items["LANSKY.condition"]["text"]
 
 
 def test_repeating_group(study):
     items = items_by_link(to_questionnaire(study.form("infusion")))
     assert items["PREMED"]["type"] == "group" and items["PREMED"]["repeats"] is True
-    assert [child["linkId"] for child in items["PREMED"]["item"]] == ["PMTRT", "PMOTH", "PMDOSE"]
+    assert [child["linkId"] for child in items["PREMED"]["item"] if not child["linkId"].endswith(".missing")] == [
+        "PMTRT", "PMOTH", "PMDOSE"]
 
 
 def test_help_text_is_a_help_display_item(study):

@@ -272,7 +272,8 @@ def test_a_clock_needs_its_parameters_reported_where_the_item_starting_it_is_nam
 
 def _subject():
     moment = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
-    site = SimpleNamespace(id=uuid.UUID(int=1), code="XX01", status="active", name="Site", country="XX")
+    site = SimpleNamespace(id=uuid.UUID(int=1), code="XX01", status="active", name="Site", country="XX",
+                           created_at=moment, updated_at=moment)
     return SimpleNamespace(id=uuid.UUID(int=2), site=site, number="XX01-0001", sex="F", birth_year=2015, birth_month=4,
                            status="enrolled", registration_date=date(2026, 1, 5), consent_date=date(2026, 1, 4),
                            created_at=moment, updated_at=moment, version=1)

@@ -122,7 +122,9 @@ def test_since_exports_only_subjects_changed_after_it(study, fake_clock):
 
 def test_delete_cancels_and_later_polls_are_404(bulk):
     status = status_path(kick_off(bulk))
-    assert bulk.client.delete(status, headers=bulk.as_("stat")).status_code == 202
+    cancelled = bulk.client.delete(status, headers=bulk.as_("stat"))
+    assert cancelled.status_code == 202 and cancelled.content_type == "application/fhir+json"
+    assert cancelled.get_json()["issue"][0]["diagnostics"] == "The export was cancelled."
     outcome(bulk.client.get(status, headers=bulk.as_("stat")), 404, "not-found")
     bulk.work()
     assert not bulk.export_dir.exists() or list(bulk.export_dir.iterdir()) == []
@@ -142,8 +144,48 @@ def test_bad_kick_offs_are_400_operation_outcomes_and_queue_nothing(bulk, header
     assert bulk.session.query(ExportJob).count() == 0
 
 
-def test_lenient_handling_ignores_unsupported_parameters(bulk):
-    status_path(kick_off(bulk, headers={**ASYNC, "Prefer": "respond-async, handling=lenient"}, _elements="id"))
+def test_lenient_handling_ignores_unsupported_parameters_and_says_so(study):
+    accepted = kick_off(study, headers={**ASYNC, "Prefer": "respond-async, handling=lenient"}, _elements="id",
+                        _type="Patient", _until="2026-12-01T00:00:00Z")
+    status = status_path(accepted)
+    warnings = [issue for issue in accepted.get_json()["issue"] if issue["severity"] == "warning"]
+    assert [(w["code"], w["diagnostics"].split()[1]) for w in warnings] == [("not-supported", "_until"),
+                                                                           ("not-supported", "_elements")]
+    study.work()
+    manifest = study.client.get(status, headers=study.as_("stat")).get_json()
+    [error_file] = manifest["error"]
+    assert error_file["type"] == "OperationOutcome" and error_file["count"] == 1
+    assert study.client.get(urlsplit(error_file["url"]).path).status_code == 401  # requiresAccessToken
+    served = study.client.get(urlsplit(error_file["url"]).path, headers=study.as_("stat"))
+    assert served.status_code == 200 and served.mimetype == "application/fhir+ndjson"
+    [line] = served.get_data(as_text=True).splitlines()
+    assert json.loads(line)["issue"] == warnings
+    # Without ignored parameters, no error file.
+    plain = status_path(kick_off(study, _type="Patient"))
+    study.work()
+    assert study.client.get(plain, headers=study.as_("stat")).get_json()["error"] == []
+    job_id = plain.rsplit("/", 1)[1]
+    outcome(study.client.get(f"/fhir/bulk-errors/{job_id}/OperationOutcome.ndjson", headers=study.as_("stat")),
+            404, "not-found")
+
+
+def test_every_exported_resource_carries_meta_last_updated(study):
+    status = status_path(kick_off(study))
+    study.work()
+    manifest = study.client.get(status, headers=study.as_("stat")).get_json()
+    undated = []
+    for item in manifest["output"]:
+        file = study.client.get(urlsplit(item["url"]).path, headers=study.as_("stat"))
+        for line in file.get_data(as_text=True).splitlines():
+            resource = json.loads(line)
+            stamp = resource.get("meta", {}).get("lastUpdated")
+            if stamp is None:
+                undated.append(resource["resourceType"])
+            else:
+                assert stamp.endswith("Z") and stamp <= manifest["transactionTime"].replace("+00:00", "Z"), stamp
+        file.close()
+    # Made from the form definitions, not from a record: documented in docs/fhir.md.
+    assert set(undated) <= {"ResearchStudy", "Medication"} and "ResearchStudy" in undated
 
 
 def test_unknown_job_and_other_users_job_are_404_and_the_limit_is_429(bulk):

@@ -210,22 +210,22 @@ def test_dictionary_describes_every_exported_column(demo, out):
     assert header(out / "dictionary.csv") == ["FORM", "FORM_VERSION", "ITEM", "GROUP", "FILE", "LABEL", "TYPE",
                                                    "VALUE_TYPE", "UNIT", "PARTIAL", "CODELIST", "MISSING_CODES",
                                                    "REQUIRED", "DERIVATION", "EXCLUDED"]
+    # Every column is described by a row naming its file: a group's own <GROUP>_MISSING sits in the form's file.
     described = {(row["FILE"], row["ITEM"]) for row in dictionary}
-    # A group's own missing-data code sits in the form's wide file; its dictionary row names the group file.
-    described |= {(row["FORM"] + ".csv", row["ITEM"]) for row in dictionary if row["TYPE"] == "group"}
     for name in files:
         if name in ALWAYS:
             continue
         keys = len(KEY_COLUMNS) if "__" not in name else 7
         for column in header(out / name)[keys:]:
-            item_id = column.removesuffix("_LABEL").removesuffix("_MISSING")
+            item_id = column.removesuffix("_LABEL").removesuffix("_MISSING").removesuffix("_UTCOFFSET")
             assert (name, item_id) in described, (name, column)
     by_item = {(row["FORM"], row["ITEM"]): row for row in dictionary}
     assert by_item[("ae", "AETOXSCL")]["TYPE"] == "calculated" and "ctcae_version" in by_item[("ae", "AETOXSCL")]["DERIVATION"]
     assert by_item[("ae", "AESER")]["DERIVATION"] == "ae_serious" and by_item[("ae", "AESER")]["VALUE_TYPE"] == "choice"
     assert by_item[("ae", "AERELPROC")]["MISSING_CODES"] == "NA" and by_item[("ae", "AETERM")]["REQUIRED"] == "true"
     assert by_item[("dh", "DXDAT")]["PARTIAL"] == "year-month"
-    assert by_item[("pe", "PEEXAM")]["TYPE"] == "group" and by_item[("pe", "PEEXAM")]["FILE"] == "pe__PEEXAM.csv"
+    assert by_item[("pe", "PEEXAM")]["TYPE"] == "group" and by_item[("pe", "PEEXAM")]["FILE"] == "pe.csv"
+    assert "PEEXAM_MISSING" in header(out / "pe.csv") and "PEEXAM_MISSING" not in header(out / "pe__PEEXAM.csv")
     assert all(row["FILE"] == ("" if row["EXCLUDED"] else "pe__PEEXAM.csv") for row in dictionary if row["GROUP"] == "PEEXAM")
     assert {row["FORM"] for row in dictionary} == {name.removesuffix(".csv") for name in wide_files(files)}
     # The trial's free text is encrypted and released to no export; the chain-of-identity ID is identifying.

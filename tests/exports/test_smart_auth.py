@@ -373,6 +373,18 @@ def test_discovery_names_the_token_endpoint(registry):
     assert "client-confidential-asymmetric" in body["capabilities"]
 
 
+# SMART App Launch 2: `.read` is the v1 scope syntax, `.rs` / `.r` the v2 one; a server lists the syntaxes it takes.
+SCOPE_SYNTAX = {"read": "permission-v1", "rs": "permission-v2", "r": "permission-v2"}
+
+
+def test_discovery_declares_the_permission_version_of_every_scope_it_lists(registry):
+    body = registry.http.get("/fhir/.well-known/smart-configuration").get_json()
+    for scope in body["scopes_supported"]:
+        assert SCOPE_SYNTAX[scope.rsplit(".", 1)[1]] in body["capabilities"], scope
+        granted = registry.token_request(scope=scope)  # and the token endpoint honours what is listed
+        assert granted.status_code == 200 and granted.get_json()["scope"] == scope
+
+
 def test_assertion_lifetime_is_checked_on_the_service_clock(registry):
     """The service clock decides: an assertion made for 'now' (exp in 240 s) fails 240 s + the 30 s leeway later."""
     assertion = registry.assertion()

@@ -7,6 +7,7 @@ cannot be loaded reads "cannot be verified", never "invalid"."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -182,3 +183,17 @@ def test_rotation_with_a_key_directory_older_than_the_database_is_refused(make_n
     stale = nodes.b.client.application.test_cli_runner().invoke(args=["edc", "keys", "rotate", "--resume"])
     assert stale.exit_code == 1 and "names data key 2 as current but this key directory's newest is 1" in stale.output
     assert session.execute(sa.text("SELECT current_key_id FROM data_key_state")).scalar_one() == 2
+
+
+def test_rotation_re_encrypts_the_answers_kept_for_idempotent_retries(make_nodes, session):
+    nodes = make_nodes()
+    number = nodes.a.enrol()
+    body = {"form": "cm", "data": CM, "complete": True}
+    headers = {**nodes.b.headers[PI], "Idempotency-Key": "cm-entry-1"}
+    first = nodes.b.client.post(f"/api/v1/subjects/{number}/entries", json=body, headers=headers)
+    assert first.status_code == 201, first.get_json()
+    assert "1 stored answers" in nodes.keys("rotate")
+    stored = session.execute(sa.text("SELECT response FROM idempotent_requests")).scalar_one()
+    assert (json.loads(stored) if isinstance(stored, str) else stored)["kid"] == 2
+    again = nodes.b.client.post(f"/api/v1/subjects/{number}/entries", json=body, headers=headers)
+    assert (again.status_code, again.get_json()["id"]) == (201, first.get_json()["id"])
