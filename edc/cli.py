@@ -120,7 +120,8 @@ def keys_init_command(development):
 def add_signing_key_command(development):
     """Add a token-signing key; it signs from now on, older keys still verify until retired."""
     kid = keyring.add_signing_key(current_app.config["EDC"]["keys_dir"], development=development)
-    click.echo(f"new signing key {kid}; restart the service to use it")
+    click.echo(f"new signing key {kid}; it signs on every node that reads this key directory, from its next "
+               f"request (no restart)")
 
 
 @keys_cli.command("retire-signing-key")
@@ -131,20 +132,50 @@ def retire_signing_key_command(kid):
         keyring.retire_signing_key(current_app.config["EDC"]["keys_dir"], kid)
     except keyring.KeyError_ as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"retired {kid}; restart the service to stop accepting its tokens")
+    click.echo(f"retired {kid}; every node that reads this key directory stops accepting its tokens from its "
+               f"next request (no restart)")
+
+
+@keys_cli.command("add-data-key")
+def add_data_key_command():
+    """Add a data key to the ring without using it yet: publish the key directory to every node, then
+    `keys rotate --resume` makes it current and re-encrypts (rotation with no node ever behind)."""
+    from edc.services import keys
+
+    session = _session()
+    if keys.recorded_key_id(session) is None:  # pin today's key first, or the newest would be used at once
+        keys.record_current_key(session, runtime.of(session).keyring.current_data_key_id)
+        db.session.commit()
+    try:
+        key_id = keyring.add_data_key(current_app.config["EDC"]["keys_dir"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise click.ClickException(f"key ring not changed: {type(exc).__name__}") from None
+    click.echo(f"data key {key_id} added; nodes decrypt with it, none encrypts with it until `keys rotate --resume`")
 
 
 @keys_cli.command("rotate")
-@click.option("--resume", is_flag=True, help="Finish an interrupted rotation with the newest key instead of adding another.")
+@click.option("--resume", is_flag=True, help="Rotate to the newest key of the ring instead of adding another "
+                                              "(finish an interrupted rotation, or use a key added by add-data-key).")
 def keys_rotate_command(resume):
-    """Add a data key and re-encrypt every encrypted value under it, in committed batches."""
+    """Add a data key, make it the one every node encrypts under, and re-encrypt every value stored under an
+    older key, in committed batches, until none is left."""
     from edc.services import rotation
 
     if not resume:
         keyring.add_data_key(current_app.config["EDC"]["keys_dir"])
     current_app.extensions.pop(runtime.APP_KEY, None)  # reload the ring with the newest key
-    report = rotation.rotate(_session(), Actor.system("keys-rotate"), db.session.commit)
-    click.echo(f"data key {report.key_id}: re-encrypted {report.entry_values} entry values and {report.audit_values} audit values")
+    try:
+        report = rotation.rotate(_session(), Actor.system("keys-rotate"), db.session.commit)
+    except Problem as exc:
+        db.session.rollback()
+        raise click.ClickException(exc.detail) from None
+    click.echo(f"data key {report.key_id} is current: re-encrypted {report.entry_values} entry values, "
+               f"{report.audit_values} audit values, {report.outbox_secrets} mail secrets and {report.stored_answers} "
+               f"stored answers in {report.passes} passes")
+    if not report.finished:
+        raise click.ClickException(f"values are still being written under an older key after {report.passes} passes: "
+                                   f"a long transaction or a node of an older release; run `keys rotate --resume` again")
+    click.echo(f"checked: no value is left under an older key than {report.key_id}")
 
 
 OPERATOR_COPY = ("setup token, shown here for the operator at the server only (hand it to the user in person; "

@@ -148,6 +148,8 @@ def validate(settings: Mapping[str, Any]) -> None:
         raise SettingsError(f"fhir_client_token_seconds must be between 1 and {MAX_CLIENT_TOKEN_SECONDS}")
     if settings["trusted_proxy_hops"] < 0:
         raise SettingsError("trusted_proxy_hops must not be negative")
+    if settings["signing_key_activation_seconds"] < 0:
+        raise SettingsError("signing_key_activation_seconds must not be negative")
     if not 0 < settings["page_size_default"] <= settings["page_size_max"]:
         raise SettingsError("page_size_default must be between 1 and page_size_max")
     _validate_public_base_url(settings)

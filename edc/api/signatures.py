@@ -41,7 +41,11 @@ class SignatureOut(Schema):
     status = fields.String(metadata={"description": "valid | invalidated (the signed data changed: sign again)"})
     invalidated_at = fields.DateTime(allow_none=True)
     invalidated_by_change = fields.UUID(allow_none=True)
-    digest_valid = fields.Boolean(metadata={"description": "the digest re-verified against the data as they are now"})
+    digest_valid = fields.Boolean(allow_none=True, metadata={
+        "description": "the digest re-verified against the data as they are now; null when the data key it was made "
+                       "under cannot be loaded on this server (see verification)"})
+    verification = fields.String(metadata={
+        "description": "verified | invalid: the data differ from what was signed | cannot be verified: key N unavailable"})
 
 
 def _out(view: signatures.SignatureView) -> dict:
@@ -50,7 +54,7 @@ def _out(view: signatures.SignatureView) -> dict:
             "signer": row.signer_username, "printed_name": row.printed_name, "meaning": row.meaning,
             "signed_at": row.signed_at, "key_id": row.key_id, "status": view.status,
             "invalidated_at": row.invalidated_at, "invalidated_by_change": row.invalidated_by_change,
-            "digest_valid": view.digest_valid}
+            "digest_valid": view.digest_valid, "verification": view.verification}
 
 
 @blp.post("/entries/<uuid:entry_id>/signatures")

@@ -4,6 +4,7 @@ from edc.models.audit import AuditChainHead, AuditRecord, AuditValue
 from edc.models.auth import AuthSession, LoginThrottle, RefreshToken
 from edc.models.entries import Entry, FormStatus, FormVersion, Query
 from edc.models.exports import ExportJob
+from edc.models.keys import DataKeyState
 from edc.models.fhir_clients import FhirClient, FhirClientAssertion
 from edc.models.idempotency import IdempotentRequest
 from edc.models.monitoring import DataCut, DataCutEntry, OutboxMessage, QueryMessage, SdvMark, Signature, StudyLock
@@ -18,6 +19,7 @@ __all__ = [
     "AuditValue",
     "DataCut",
     "DataCutEntry",
+    "DataKeyState",
     "OutboxMessage",
     "QueryMessage",
     "SdvMark",

@@ -65,6 +65,11 @@ def encrypt_value(ring: Keyring, value: Any, *, table: str, record_id: str, fiel
     return {"kid": key_id, "ct": base64.b64encode(nonce + ciphertext).decode()}
 
 
+def envelope_key_id(envelope: Any) -> Any:
+    """The data key id an envelope names (None when it names none): which key a reader must hold."""
+    return envelope.get("kid") if isinstance(envelope, dict) else None
+
+
 def decrypt_value(ring: Keyring, envelope: dict[str, Any], *, table: str, record_id: str, field: str) -> Any:
     """Decrypt an envelope made by encrypt_value for exactly this table, row and field."""
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -56,10 +57,10 @@ def issue_access_token(
 
 
 def verify_access_token(
-    token: str, keys: dict[str, SigningKey], *, issuer: str, audience: str, leeway: int, now: datetime,
+    token: str, key_for: Callable[[str], SigningKey | None], *, issuer: str, audience: str, leeway: int, now: datetime,
     max_lifetime: int,
 ) -> dict[str, Any]:
-    """Return the claims of a valid token, else raise TokenRejected.
+    """Return the claims of a valid token, else raise TokenRejected. `key_for(kid)` finds the key that signed it.
 
     A token that was given longer than `max_lifetime` seconds (exp - iat, plus the leeway) is refused even
     though our key signed it: we never issue one, so it is a leaked key, a bug or an old setting."""
@@ -76,7 +77,7 @@ def verify_access_token(
     if "crit" in header:
         raise TokenRejected("unknown critical header")
     kid = header.get("kid")
-    key = keys.get(kid) if isinstance(kid, str) else None
+    key = key_for(kid) if isinstance(kid, str) else None
     if key is None:
         raise TokenRejected("unknown kid")
     try:

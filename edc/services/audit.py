@@ -28,7 +28,7 @@ from edc.problems import NotFound
 from edc.security import crypto
 from edc.security.keyring import SigningKey
 from edc.security.permissions import Actor, require
-from edc.services import identifying
+from edc.services import identifying, keys
 from edc.services.scope import get_subject
 
 GENESIS = "0" * 64
@@ -87,7 +87,8 @@ def _plain_changes(session: Session, ring, record_id: uuid.UUID, changes: list[d
                 value = sealed.get(item[side][VALUE_REF])
                 if value is None or value.field != item["field"] or value.side != side:
                     raise crypto.DecryptionError(f"encrypted audit value of {item['field']} is missing")
-                opened[side] = crypto.decrypt_value(ring, value.envelope, table="audit_values", record_id=str(value.id),
+                holding = keys.ring_for_reading(session, crypto.envelope_key_id(value.envelope))
+                opened[side] = crypto.decrypt_value(holding, value.envelope, table="audit_values", record_id=str(value.id),
                                                     field=f"{record_id}/{value.field}/{side}")
         out.append(opened)
     return out
@@ -138,6 +139,7 @@ def record(
     head = _lock_head(session, chain)
     record_id = uuid.uuid4()
     plain = [dict(c) for c in changes or []]
+    sealing_ring = keys.ring_for_writing(session) if any(c["field"] in encrypted_fields for c in plain) else None
     stored, sealed = [], []
     for item in plain:
         kept = dict(item)
@@ -146,7 +148,7 @@ def record(
                 if item.get(side) is None:
                     continue
                 value_id = uuid.uuid4()
-                envelope = crypto.encrypt_value(ring, item[side], table="audit_values", record_id=str(value_id),
+                envelope = crypto.encrypt_value(sealing_ring, item[side], table="audit_values", record_id=str(value_id),
                                                 field=f"{record_id}/{item['field']}/{side}")
                 sealed.append(AuditValue(id=value_id, record_id=record_id, field=item["field"], side=side,
                                          envelope=envelope, key_id=envelope["kid"]))
@@ -348,7 +350,7 @@ def check_anchor_signature(session: Session, doc: dict[str, Any]) -> str:
         kid = jwt.get_unverified_header(token).get("kid")
     except jwt.InvalidTokenError:
         raise AnchorError("the anchor's signature is not a JWS") from None
-    key = runtime.of(session).signing_keys_by_kid.get(kid)
+    key = runtime.of(session).signing_key(kid)
     if key is None:
         return f"signature not checked: key {kid} is no longer held here (check it with the JWKS of the time)"
     try:

@@ -212,7 +212,7 @@ def authenticate(session: Session, bearer: str, *, request_id: str | None, clien
     now = clock.utcnow()
     try:
         claims = tokens.verify_access_token(
-            bearer, rt.signing_keys_by_kid, issuer=rt.settings["jwt_issuer"], audience=rt.settings["jwt_audience"],
+            bearer, rt.signing_key, issuer=rt.settings["jwt_issuer"], audience=rt.settings["jwt_audience"],
             leeway=rt.settings["jwt_leeway_seconds"], now=now,
             max_lifetime=max(rt.settings["access_token_seconds"], rt.settings["fhir_client_token_seconds"]),
         )

@@ -18,16 +18,18 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from edc import clock, runtime
+from edc import clock
 from edc.models.base import new_id
 from edc.models.idempotency import IdempotentRequest
 from edc.problems import Conflict, UnprocessableContent, field_error
-from edc.security.crypto import decrypt_value, encrypt_value
+from edc.security.crypto import decrypt_value, encrypt_value, envelope_key_id
+from edc.services import keys
 
 RETENTION = timedelta(hours=24)
 # A claim without an answer this old belongs to a request that died (gunicorn's timeout is 60 s): taken over.
 STALE_CLAIM = timedelta(seconds=120)
 HEADER_POINTER = "/headers/Idempotency-Key"
+RESPONSE_FIELD = "response"  # the associated data of a stored answer: ("idempotent_requests", id, this)
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,8 @@ def claim(session: Session, user_id: uuid.UUID, key: str, digest: str) -> Claim 
 
 def record(session: Session, claim_id: uuid.UUID, answer: Answer) -> None:
     """Store the answer with the request's writes (the caller commits). Encrypted: it holds clinical values."""
-    sealed = encrypt_value(runtime.of(session).keyring, {"headers": answer.headers, "body": answer.body},
-                           table=IdempotentRequest.__tablename__, record_id=str(claim_id), field="response")
+    sealed = encrypt_value(keys.ring_for_writing(session), {"headers": answer.headers, "body": answer.body},
+                           table=IdempotentRequest.__tablename__, record_id=str(claim_id), field=RESPONSE_FIELD)
     session.execute(sa.update(IdempotentRequest).where(IdempotentRequest.id == claim_id)
                     .values(status=answer.status, response=sealed))
 
@@ -91,8 +93,8 @@ def release(session: Session, claim_id: uuid.UUID) -> None:
 
 
 def _answer(session: Session, row: IdempotentRequest) -> Answer:
-    stored = decrypt_value(runtime.of(session).keyring, row.response, table=IdempotentRequest.__tablename__,
-                           record_id=str(row.id), field="response")
+    stored = decrypt_value(keys.ring_for_reading(session, envelope_key_id(row.response)), row.response, table=IdempotentRequest.__tablename__,
+                           record_id=str(row.id), field=RESPONSE_FIELD)
     return Answer(row.status, stored["headers"], stored["body"])
 
 

@@ -19,11 +19,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from edc import clock, runtime
+from edc import clock
 from edc.models.monitoring import ACCOUNT_MAIL_KINDS, NOTIFICATION_KINDS, OutboxMessage
 from edc.models.sites import Site
 from edc.security import crypto
 from edc.security.permissions import Actor, require
+from edc.services import keys
 from edc.services.pagination import Page
 
 SECRET_FIELD = "sealed_secret"  # the associated data of an account mail's envelope: ("outbox", id, this)
@@ -51,7 +52,7 @@ def enqueue_account_mail(session: Session, kind: str, *, user_id: uuid.UUID, rec
     if kind not in ACCOUNT_MAIL_KINDS:
         raise ValueError(f"unknown account mail kind {kind}")
     now, record_id = clock.utcnow(), uuid.uuid4()
-    sealed = crypto.encrypt_value(runtime.of(session).keyring, secret, table=OutboxMessage.__tablename__,
+    sealed = crypto.encrypt_value(keys.ring_for_writing(session), secret, table=OutboxMessage.__tablename__,
                                   record_id=str(record_id), field=SECRET_FIELD)
     session.add(OutboxMessage(id=record_id, kind=kind, dedupe_key=f"{kind}:{user_id}:{record_id}", recipient=recipient,
                               sealed_secret=sealed, status="pending", attempts=0, next_attempt_at=now, created_at=now,
@@ -63,7 +64,8 @@ def open_secret(session: Session, record: OutboxMessage) -> dict[str, Any]:
     """The secret of an account mail, for the mailer only (crypto.DecryptionError if it does not open here)."""
     if record.sealed_secret is None:
         raise crypto.DecryptionError(f"outbox record {record.id} holds no secret (any more)")
-    return crypto.decrypt_value(runtime.of(session).keyring, record.sealed_secret, table=OutboxMessage.__tablename__,
+    ring = keys.ring_for_reading(session, crypto.envelope_key_id(record.sealed_secret))
+    return crypto.decrypt_value(ring, record.sealed_secret, table=OutboxMessage.__tablename__,
                                 record_id=str(record.id), field=SECRET_FIELD)
 
 

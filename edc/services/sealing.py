@@ -13,11 +13,11 @@ from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
-from edc import runtime
 from edc.ecrf import FormDef
 from edc.models.entries import Entry
 from edc.problems import Problem
 from edc.security import crypto
+from edc.services import keys
 
 SEALED = "sealed"  # an encrypted item value: {"sealed": <AES-GCM envelope>}
 
@@ -46,10 +46,11 @@ def _paths(form: FormDef, values: dict[str, Any]):
 
 def seal(session: Session, form: FormDef, entry_id: uuid.UUID, values: dict[str, Any]) -> dict[str, Any]:
     """Values as stored: encrypted items become envelopes bound to this entry and item."""
-    ring = runtime.of(session).keyring
     stored = copy.deepcopy(values)
+    ring = None  # read only for a value to encrypt: most forms have none
     for container, key, path in _paths(form, stored):
         if container[key] is not None:
+            ring = ring or keys.ring_for_writing(session)
             container[key] = {SEALED: crypto.encrypt_value(ring, container[key], table="entries", record_id=str(entry_id), field=path)}
     return stored
 
@@ -66,11 +67,11 @@ def unseal(session: Session, form: FormDef, entry: Entry | StoredDocument, *, in
     """Stored values opened; a ciphertext moved from elsewhere fails cleanly, showing nothing.
 
     `in_place` opens the caller's own copy of the data (rows read for an export) instead of a deep copy."""
-    ring = runtime.of(session).keyring
     values = entry.data if in_place else copy.deepcopy(entry.data)
     for container, key, path in _paths(form, values):
         sealed = container[key]
         if isinstance(sealed, dict) and set(sealed) == {SEALED}:
+            ring = keys.ring_for_reading(session, crypto.envelope_key_id(sealed[SEALED]))
             try:
                 container[key] = crypto.decrypt_value(ring, sealed[SEALED], table="entries", record_id=str(entry.id), field=path)
             except crypto.DecryptionError:

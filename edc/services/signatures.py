@@ -22,7 +22,7 @@ from edc.models.users import User
 from edc.problems import Conflict, Forbidden, NotFound, Unauthorized
 from edc.security import crypto, usernames
 from edc.security.permissions import Actor, require
-from edc.services import audit, auth, sdv, status_table
+from edc.services import audit, auth, keys, sdv, status_table
 from edc.services.concurrency import lock_current
 from edc.services.scope import get_subject
 from edc.services.sealing import unseal
@@ -36,12 +36,19 @@ REAUTHENTICATE = "Signing needs your own username and password, entered again."
 @dataclass
 class SignatureView:
     signature: Signature
-    digest_valid: bool
+    digest_valid: bool | None  # None: the key it was made under cannot be loaded here, so it is not checked
     subject_number: str
 
     @property
     def status(self) -> str:
         return "valid" if self.signature.invalidated_at is None else "invalidated"
+
+    @property
+    def verification(self) -> str:
+        """The digest check in words; a missing key is never reported as an invalid signature."""
+        if self.digest_valid is None:
+            return f"cannot be verified: key {self.signature.key_id} unavailable"
+        return "verified" if self.digest_valid else "invalid: the data differ from what was signed"
 
 
 def _study(session: Session):
@@ -105,14 +112,14 @@ def _payload(session: Session, row: Signature) -> dict[str, Any]:
                              meaning=row.meaning, signed_at=row.signed_at)
 
 
-def digest_valid(session: Session, row: Signature) -> bool:
-    """Re-verify a signature's digest against the data it is attached to now."""
-    ring = runtime.of(session).keyring
-    try:
-        expected = crypto.signature_digest(ring, row.key_id, _payload(session, row))
-    except KeyError:
-        log.error("signature %s: key %s is no longer in the key ring", row.id, row.key_id)
-        return False
+def digest_valid(session: Session, row: Signature) -> bool | None:
+    """Re-verify a signature's digest against the data it is attached to now; None when this node cannot load
+    the data key it was made under (after rereading its key directory), which says nothing about the data."""
+    ring = keys.ring_for_reading(session, row.key_id)
+    if row.key_id not in ring.data_keys:
+        log.error("signature %s: data key %s is not in this node's key ring", row.id, row.key_id)
+        return None
+    expected = crypto.signature_digest(ring, row.key_id, _payload(session, row))
     return hmac.compare_digest(expected, row.digest)
 
 
@@ -131,7 +138,7 @@ def _check_signable(session: Session, entries: list[Entry], what: str) -> None:
 
 def _sign(session: Session, actor: Actor, subject: Subject, entry: Entry | None, meaning: str,
           payload: dict[str, Any], signed_at: datetime) -> Signature:
-    ring = runtime.of(session).keyring
+    ring = keys.ring_for_writing(session)
     key_id = ring.current_data_key_id
     row = Signature(subject_id=subject.id, site_id=subject.site_id, entry_id=entry.id if entry else None,
                     entry_version=entry.version if entry else None, signer_id=actor.user_id,

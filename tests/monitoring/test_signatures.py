@@ -198,7 +198,9 @@ def test_key_rotation_does_not_invalidate_a_signature(monitoring, app_factory, k
     # Rotate on a copy of the key material: the test session's keys are shared by every test.
     own_keys = shutil.copytree(keys_dir, tmp_path / "keys")
     app = app_factory(forms_dir=TRIAL_FORMS, keys_dir=str(own_keys))
-    client = app.test_client()
+    # Every request goes to the app on the rotated keys: once the new key is current, an app whose key
+    # directory lacks it refuses to encrypt (as a node whose copy is behind must).
+    client = monitoring.client = app.test_client()
     entry = vs_entry(monitoring)
     before = sign(monitoring, entry["id"], credentials(), client=client).get_json()
     result = app.test_cli_runner().invoke(args=["edc", "keys", "rotate"])
