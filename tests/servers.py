@@ -103,15 +103,25 @@ class Process:
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        self.process.wait(timeout=10)  # reap the leader: a zombie would keep the group alive
+        self.process.wait(timeout=10)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(self.process.pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.05)
+        while _live_members(self.process.pid) and time.monotonic() < deadline:  # the port is free once all are gone
+            time.sleep(0.02)
         self.process = None
+
+
+def _live_members(group: int) -> list[int]:
+    """Processes of the group that have not exited. Exited ones may linger as zombies until whoever adopted
+    them reaps them (seconds, in some containers), holding nothing: they are not waited for."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError):
+            continue
+        if int(pgrp) == group and state != "Z":
+            members.append(int(stat.parent.name))
+    return members
 
 
 class Gunicorn(Process):

@@ -149,8 +149,6 @@ def deployment(s3_server: S3Server, tmp_path_factory) -> Iterator[Deployment]:
     keys_dir = root / "keys"  # the module's own: a test adds keys to it
     keyring.ensure_keys(keys_dir, development=True)
     recreate_database(database_url)
-    upgrade(make_app(database_url, str(keys_dir)))
-    seed_accounts(database_url, keys_dir)
     bucket = f"edc-nodes-{uuid.uuid4().hex[:8]}"
     s3_server.client.create_bucket(Bucket=bucket)
     env = {"EDC_ENV": "testing", "EDC_DATABASE_URL": database_url, "EDC_KEYS_DIR": str(keys_dir),
@@ -164,7 +162,9 @@ def deployment(s3_server: S3Server, tmp_path_factory) -> Iterator[Deployment]:
     deployed = Deployment(database_url, keys_dir, env, s3_server, bucket, nodes, workers, root, scratch)
     try:
         for process in [node.server for node in nodes] + workers:
-            process.start()
+            process.start()  # while they build their apps, the database is migrated: /readyz waits for it
+        upgrade(make_app(database_url, str(keys_dir)))
+        seed_accounts(database_url, keys_dir)
         for node in nodes:
             node.server.wait_ready()
         yield deployed
