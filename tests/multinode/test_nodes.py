@@ -69,9 +69,8 @@ def vitals_entry(node: Node, token: str, number: str, complete: bool = False) ->
 
 def test_simultaneous_saves_of_one_entry_through_both_nodes_one_wins_the_rest_get_412(deployment: Deployment):
     token = deployment.a.token("pi")
-    number = enrol(deployment.a, token)
     for attempt in range(2):
-        entry_id, etag = vitals_entry(deployment.a, token, number)
+        entry_id, etag = vitals_entry(deployment.a, token, enrol(deployment.a, token))
         saves = [lambda node=deployment.nodes[i % 2], hr=100 + i: node.call(
             "PUT", f"/api/v1/entries/{entry_id}", {"data": {**VITALS, "HR": hr}}, token, **{"If-Match": etag})
             for i in range(8)]
