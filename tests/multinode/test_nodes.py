@@ -14,10 +14,13 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import jwt
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
 
 from conftest import PASSWORD, _backend_url
 from multinode.conftest import SUBJECT, VITALS, Deployment, Node, database_next_to, drop_database, recreate_database
@@ -26,6 +29,7 @@ from servers import PROJECT_ROOT, flask_command, process_env, run_flask
 pytestmark = pytest.mark.postgresql_only
 
 EXPORT_SECONDS = 40  # a worker looks for export jobs every 5 s
+START_SECONDS = 60  # for a flask command to build its app and reach the database
 
 
 def at_once(calls: list[Callable[[], tuple]]) -> list:
@@ -154,14 +158,50 @@ def test_two_inits_at_once_on_an_empty_database_both_succeed(deployment: Deploym
     url = database_next_to(_backend_url(), "init")
     recreate_database(url)
     try:
-        env = process_env({**deployment.env, "EDC_DATABASE_URL": url})
-        inits = [subprocess.Popen(flask_command("edc", "init"), cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
-        outputs = [(init.wait(timeout=120), init.stdout.read()) for init in inits]
-        for code, output in outputs:
-            assert code == 0 and "database at migration head" in output, output[-800:]
+        with held_migration_start(url) as release:
+            env = process_env({**deployment.env, "EDC_DATABASE_URL": url})
+            inits = [subprocess.Popen(flask_command("edc", "init"), cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+            release(lambda: waiting_sessions(url) >= 2 or any(init.poll() is not None for init in inits))
+            outputs = [init.communicate(timeout=120)[0] for init in inits]
+        for init, output in zip(inits, outputs):
+            assert init.returncode == 0 and "database at migration head" in output, output[-800:]
     finally:
         drop_database(url)
+
+
+@contextmanager
+def held_migration_start(url: str) -> Iterator[Callable[[Callable[[], bool]], None]]:
+    """Hold the name of Alembic's version table in an open transaction, so that migrations started now wait
+    at their first statement; release(ready) rolls it back once ready() (or after START_SECONDS). The two
+    inits then migrate at the same moment, not whenever each process has finished building its app."""
+    engine = sa.create_engine(url, poolclass=NullPool)
+    conn = engine.connect()
+    transaction = conn.begin()
+    conn.exec_driver_sql("CREATE TABLE alembic_version (version_num varchar(32) NOT NULL)")
+
+    def release(ready: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + START_SECONDS
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        transaction.rollback()
+
+    try:
+        yield release
+    finally:
+        conn.close()
+        engine.dispose()
+
+
+def waiting_sessions(url: str) -> int:
+    """Sessions of the database waiting for a lock (a table's name, or an advisory lock)."""
+    engine = sa.create_engine(sa.make_url(url).set(database="postgres"), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :d "
+                                        "AND wait_event_type = 'Lock'"), {"d": sa.make_url(url).database}).scalar_one()
+    finally:
+        engine.dispose()
 
 
 def kid_of(token: str) -> str:
