@@ -71,12 +71,6 @@ def flask_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "flask", "--app", "edc:create_app", *args]
 
 
-def run_flask(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run `flask ...` to its end; its output (stdout and stderr together) in .stdout."""
-    return subprocess.run(flask_command(*args), cwd=PROJECT_ROOT, env=process_env(env), stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
-
-
 class Process:
     """A long-running command in a process group of its own (so stopping it stops its children), its output
     appended to a log file."""
