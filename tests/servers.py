@@ -38,9 +38,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http_call(port: int, method: str, path: str, body=None, headers=None, timeout: float = 10.0):
-    """One request on a fresh connection: (status, headers, parsed JSON body, or the raw bytes when not JSON).
-    OSError or HTTPException when nobody answers (refused, reset, cut short)."""
+def http_call(port: int, method: str, path: str, body=None, headers=None, timeout: float = 10.0, raw: bool = False):
+    """One request on a fresh connection: (status, headers, body): the bytes with raw=True, else the parsed JSON
+    (None when it is not JSON). OSError or HTTPException when nobody answers (refused, reset, cut short)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         sent = {"Accept": "application/json", **(headers or {})}
@@ -50,11 +50,13 @@ def http_call(port: int, method: str, path: str, body=None, headers=None, timeou
             sent["Content-Type"] = "application/json"
         conn.request(method, path, body=payload, headers=sent)
         response = conn.getresponse()
-        raw = response.read()
+        content = response.read()
+        if raw:
+            return response.status, dict(response.getheaders()), content
         try:
-            parsed = json.loads(raw) if raw else None
+            parsed = json.loads(content) if content else None
         except ValueError:
-            parsed = raw
+            parsed = None
         return response.status, dict(response.getheaders()), parsed
     finally:
         conn.close()

@@ -68,11 +68,12 @@ class Node:
     name: str
     server: Gunicorn
 
-    def call(self, method: str, path: str, body=None, token: str | None = None, address: str = "192.0.2.1", **headers):
+    def call(self, method: str, path: str, body=None, token: str | None = None, address: str = "192.0.2.1",
+             raw: bool = False, **headers):
         sent = {"X-Forwarded-For": address, **headers}
         if token:
             sent["Authorization"] = f"Bearer {token}"
-        return http_call(self.server.port, method, path, body, sent, timeout=30)
+        return http_call(self.server.port, method, path, body, sent, timeout=30, raw=raw)
 
     def login(self, username: str, password: str = PASSWORD, address: str = "192.0.2.1"):
         return self.call("POST", "/api/v1/auth/login", {"username": username, "password": password}, address=address)
@@ -149,12 +150,10 @@ def settings_env(settings: dict) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def deployment(s3_server: S3Server, tmp_path_factory) -> Iterator[Deployment]:
+def deployment(s3_server: S3Server, test_database_url: str, tmp_path_factory) -> Iterator[Deployment]:
     """Two nodes and two workers on a database of their own, started once for the module."""
-    from conftest import _backend_url
-
     root = tmp_path_factory.mktemp("deployment")
-    database_url = database_next_to(_backend_url(), "nodes")
+    database_url = database_next_to(test_database_url, "nodes")
     keys_dir = root / "keys"  # the module's own: a test adds keys to it
     keyring.ensure_keys(keys_dir, development=True)
     recreate_database(database_url)

@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from conftest import PASSWORD, _backend_url
+from conftest import PASSWORD
 from multinode.conftest import SUBJECT, VITALS, Deployment, Node, database_next_to, drop_database, recreate_database
 from servers import PROJECT_ROOT, flask_command, process_env
 
@@ -133,9 +133,9 @@ def test_an_export_written_by_a_worker_downloads_through_the_other_node_from_obj
     assert deployment.s3.keys(deployment.bucket, f"{job['id']}/") == {f"{job['id']}/{f['name']}" for f in listed} | {
         f"{job['id']}/manifest.json"}
     for entry in listed:
-        status, _, content = deployment.b.call("GET", f"/api/v1/exports/{job['id']}/files/{entry['name']}", token=token)
-        raw = content if isinstance(content, bytes) else str(content).encode()
-        assert status == 200 and hashlib.sha256(raw).hexdigest() == entry["sha256"], (entry["name"], status)
+        status, _, content = deployment.b.call("GET", f"/api/v1/exports/{job['id']}/files/{entry['name']}", token=token,
+                                               raw=True)
+        assert status == 200 and hashlib.sha256(content).hexdigest() == entry["sha256"], (entry["name"], status)
     writers = [w.log.name for w in deployment.workers if f"{job['id']} completed" in w.log.read_text(errors="replace")]
     assert len(writers) == 1, writers                                       # one worker ran it ...
     for name, directory in deployment.scratch.items():                      # ... and left no file on its disk
@@ -155,7 +155,7 @@ def finished_export(node: Node, token: str, job_id: str) -> dict:
 
 
 def test_two_inits_at_once_on_an_empty_database_both_succeed(deployment: Deployment):
-    url = database_next_to(_backend_url(), "init")
+    url = database_next_to(deployment.database_url, "init")
     recreate_database(url)
     try:
         with held_migration_start(url) as release:
