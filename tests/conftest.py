@@ -151,6 +151,15 @@ def keys_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def s3_server():
+    """An S3-compatible server for the whole session (tests/servers.py: moto's, on a free loopback port)."""
+    from servers import s3_server as start_s3_server  # boto3 and moto load only for the tests that use it
+
+    with start_s3_server() as s3:
+        yield s3
+
+
+@pytest.fixture(scope="session")
 def template_database(tmp_path_factory, keys_dir) -> str:
     """A migrated database: a SQLite file to copy, or the PostgreSQL database itself."""
     url = _backend_url()
