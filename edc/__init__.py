@@ -74,6 +74,12 @@ def _engine_options(settings: dict[str, Any]) -> dict[str, Any]:
     # fails that one request with a 503 (errors.py) and SQLAlchemy then discards the stale pool.
     limits = (f"-c statement_timeout={settings['database_statement_timeout_ms']} "
               f"-c lock_timeout={settings['database_lock_timeout_ms']}")
+    # connect_args replaces the URL's own `options` (e.g. -csearch_path=...): keep those, limits after them.
+    from sqlalchemy.engine import make_url
+
+    own = make_url(settings["database_url"]).query.get("options")
+    own = " ".join(own) if isinstance(own, tuple) else own
+    limits = f"{own} {limits}" if own else limits
     return {**common, "pool_recycle": 3600,
             "connect_args": {"connect_timeout": settings["database_connect_timeout_seconds"], "options": limits}}
 
