@@ -7,6 +7,7 @@ import uuid
 from flask import url_for
 
 from edc.api.common import current_actor, etag, if_match
+from edc.api.openapi import etag_doc, if_match_doc
 from edc.api.parsing import Blueprint
 from edc.api.schemas import AuditRecordOut, EntryIn, EntryListArgs, EntryOut, EntryPutIn
 from edc.extensions import db
@@ -31,6 +32,7 @@ def _out(entry, values, outcome=None) -> dict:
 
 
 @blp.post("/subjects/<number>/entries")
+@blp.doc(**etag_doc(create=True))
 @requires("entries:write")
 @blp.arguments(EntryIn)
 @blp.response(201, EntryOut)
@@ -53,6 +55,7 @@ def list_entries(args, number):
 
 
 @blp.get("/entries/<uuid:entry_id>")
+@blp.doc(**etag_doc())
 @requires("entries:read")
 @blp.response(200, EntryOut)
 def get_entry(entry_id: uuid.UUID):
@@ -62,6 +65,7 @@ def get_entry(entry_id: uuid.UUID):
 
 
 @blp.put("/entries/<uuid:entry_id>")
+@blp.doc(**if_match_doc())
 @requires("entries:write")
 @blp.arguments(EntryPutIn)
 @blp.response(200, EntryOut)

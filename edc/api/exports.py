@@ -11,10 +11,11 @@ from flask import Response, send_file, url_for
 from marshmallow import Schema, fields, validate
 
 from edc.api.common import current_actor, page_args
+from edc.api.openapi import ETAG_HEADER, IF_NONE_MATCH, docs, success_doc
 from edc.api.parsing import Blueprint
 from edc.api.schemas import PageArgs, PageOut
 from edc.extensions import db
-from edc.models.exports import ExportJob
+from edc.models.exports import EXPORT_FORMATS, ExportJob
 from edc.security.permissions import requires
 from edc.services import exports
 
@@ -25,7 +26,7 @@ _names = fields.List(fields.String(validate=validate.Length(min=1, max=64)), val
 
 
 class ExportIn(Schema):
-    format = fields.String(required=True, metadata={"description": "csv | odm | fhir"})
+    format = fields.String(required=True, validate=validate.OneOf(EXPORT_FORMATS))
     sites = _names
     forms = _names
     statuses = _names
@@ -74,6 +75,7 @@ def view(job: ExportJob) -> dict[str, Any]:
 
 
 @blp.post("")
+@blp.doc(**docs(errors=(429,)))
 @requires("exports:create")
 @blp.arguments(ExportIn)
 @blp.response(202, ExportOut)
@@ -113,6 +115,7 @@ def get_export(job_id):
 
 
 @blp.get("/<job_id>/manifest")
+@blp.doc(**docs(success_doc("The manifest"), errors=(409,)))
 @requires("exports:create")
 def get_manifest(job_id):
     """The manifest of a completed export: every file with its SHA-256 and counts, form versions, filters, who, when.
@@ -122,6 +125,7 @@ def get_manifest(job_id):
 
 
 @blp.get("/<job_id>/files/<name>")
+@blp.doc(**docs(success_doc("The file (CSV, ODM XML, NDJSON or text)", media="*/*", schema={"type": "string", "format": "binary"}, headers={"ETag": ETAG_HEADER}), {"parameters": [IF_NONE_MATCH]}, {"responses": {"304": {"description": "Not Modified"}}}, errors=(409,)))
 @requires("exports:create")
 def get_file(job_id, name):
     """One file of a completed export, streamed from disk (ETag: its SHA-256)."""

@@ -12,7 +12,9 @@ from flask import url_for
 from marshmallow import Schema, fields, validate
 
 from edc.api.common import current_actor, etag
+from edc.api.openapi import etag_doc
 from edc.api.parsing import Blueprint, multiline
+from edc.api.schemas import required_reason
 from edc.extensions import db
 from edc.security.permissions import requires
 from edc.services import locking
@@ -25,8 +27,7 @@ class LockIn(Schema):
 
 
 class UnlockIn(Schema):
-    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000),
-                           metadata=multiline(description="required, not blank"))
+    reason = required_reason()
 
 
 class EntryLockOut(Schema):
@@ -68,8 +69,7 @@ class CutDetailOut(CutOut):
 
 
 class StudyLockIn(Schema):
-    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000),
-                           metadata=multiline(description="required, not blank"))
+    reason = required_reason()
 
 
 class StudyLockOut(Schema):
@@ -110,6 +110,7 @@ def _committed(body: dict, headers: dict | None = None):
 
 
 @blp.post("/entries/<uuid:entry_id>/lock")
+@blp.doc(**etag_doc())
 @requires("locks:manage")
 @blp.arguments(LockIn)
 @blp.response(200, EntryLockOut)
@@ -120,6 +121,7 @@ def lock_entry(data, entry_id: uuid.UUID):
 
 
 @blp.post("/entries/<uuid:entry_id>/unlock")
+@blp.doc(**etag_doc())
 @requires("locks:manage")
 @blp.arguments(UnlockIn)
 @blp.response(200, EntryLockOut)

@@ -7,6 +7,7 @@ import zoneinfo
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+from edc import clock
 from edc.api.parsing import multiline
 from edc.models.sites import SITE_STATUSES
 from edc.models.users import ROLES, USER_STATUSES
@@ -22,6 +23,37 @@ MAX_PAGE_SIZE = 1_000_000
 WITHHELD_NOTE = (f"{json.dumps(WITHHELD)} in place of its value (identifying items are shown only to the subject's "
                  "site staff, data managers and the roles that enter the form; docs/security.md).")
 REASON = fields.String(required=True, validate=validate.Length(min=1, max=2000), metadata=multiline())
+NOT_BLANK = validate.Regexp(r"[\s\S]*\S", error="Must not be blank.")  # JSON Schema reads the pattern as a search
+
+
+def required_reason(description: str = "required, not blank") -> fields.String:
+    """A reason the service refuses when missing or blank: the schema (and so the OpenAPI document) says so too."""
+    return fields.String(required=True, validate=[validate.Length(min=1, max=2000), NOT_BLANK],
+                         metadata=multiline(description=description))
+
+
+class RecentYear(validate.Range):
+    """A year from `years` years ago to this one, counted when it is checked (and when the document is built)."""
+
+    def __init__(self, years: int) -> None:
+        super().__init__()
+        self.years = years
+
+    @property
+    def min(self):  # noqa: A003
+        return clock.utcnow().year - self.years
+
+    @min.setter
+    def min(self, value) -> None:
+        pass
+
+    @property
+    def max(self):  # noqa: A003
+        return clock.utcnow().year
+
+    @max.setter
+    def max(self, value) -> None:
+        pass
 
 
 def _time_zone(value: str) -> None:
@@ -239,7 +271,7 @@ SUBJECT_STATUSES = ("screening", "enrolled", "screen_failed", "withdrawn", "comp
 
 class SubjectIn(Schema):
     site = fields.String(required=True, validate=SITE_CODE)
-    birth_year = fields.Integer(required=True, strict=True)
+    birth_year = fields.Integer(required=True, strict=True, validate=RecentYear(30))
     birth_month = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=12))
     sex = fields.String(required=True, validate=validate.OneOf(("F", "M", "U")))
     consent_date = fields.Date(required=True)

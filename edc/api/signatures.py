@@ -10,6 +10,7 @@ import uuid
 from marshmallow import Schema, fields, validate
 
 from edc.api.common import current_actor
+from edc.api.openapi import docs
 from edc.api.parsing import Blueprint
 from edc.extensions import db
 from edc.models.monitoring import SIGNATURE_MEANINGS
@@ -52,6 +53,7 @@ def _out(view: signatures.SignatureView) -> dict:
 
 
 @blp.post("/entries/<uuid:entry_id>/signatures")
+@blp.doc(**docs(errors=(429,)))
 @requires("signatures:sign")
 @blp.arguments(SignIn)
 @blp.response(201, SignatureOut)
@@ -64,6 +66,7 @@ def sign_entry(data, entry_id: uuid.UUID):
 
 
 @blp.post("/subjects/<number>/signatures")
+@blp.doc(**docs(errors=(429,)))
 @requires("signatures:sign")
 @blp.arguments(SignIn)
 @blp.response(201, SignatureOut)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import url_for
 
 from edc.api.common import current_actor, etag, if_match, page_args
+from edc.api.openapi import etag_doc, if_match_doc
 from edc.api.parsing import Blueprint
 from edc.api.schemas import (AuditHistoryArgs, AuditRecordOut, CasebookOut, SubjectIn, SubjectListArgs, SubjectOut,
                              SubjectPage, SubjectStatusIn)
@@ -16,6 +17,7 @@ blp = Blueprint("subjects", __name__, url_prefix="/api/v1/subjects", description
 
 
 @blp.post("")
+@blp.doc(**etag_doc(create=True))
 @requires("subjects:enrol")
 @blp.arguments(SubjectIn)
 @blp.response(201, SubjectOut)
@@ -36,6 +38,7 @@ def list_subjects(args):
 
 
 @blp.get("/<number>")
+@blp.doc(**etag_doc())
 @requires("subjects:read")
 @blp.response(200, SubjectOut)
 def get_subject(number):
@@ -45,6 +48,7 @@ def get_subject(number):
 
 
 @blp.post("/<number>/status")
+@blp.doc(**if_match_doc())
 @requires("subjects:status")
 @blp.arguments(SubjectStatusIn)
 @blp.response(200, SubjectOut)

@@ -1,0 +1,147 @@
+"""Fuzzing from the OpenAPI document (Schemathesis): every operation of /api/openapi.json, called through the WSGI
+app by an investigator, a monitor and the data manager, must answer no 5xx, and every answer must be one of the
+operation's documented status codes, with its documented content type, headers and body schema.
+
+The number of generated requests per operation and mode is bounded here (EDC_FUZZ_EXAMPLES, small by default so
+the suite stays fast); `make fuzz` runs the same test with many more.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+from openapi_spec_validator import validate
+from schemathesis.core.failures import FailureGroup
+from schemathesis.generation import GenerationMode
+from schemathesis.specs.openapi import checks
+
+from conftest import bearer, login
+from edc.security.permissions import AUTHENTICATED, MATRIX, PUBLIC, declared_permission
+
+EXAMPLES = int(os.environ.get("EDC_FUZZ_EXAMPLES", "3"))
+CHECKS = [checks.status_code_conformance, checks.content_type_conformance, checks.response_headers_conformance,
+          checks.response_schema_conformance]
+# Logging out ends the session the token belongs to: fuzz it last, or every later call would be a 401.
+LAST = ("/api/v1/auth/logout",)
+
+
+def _operations(app):
+    schema = schemathesis.openapi.from_wsgi("/api/openapi.json", app)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    return sorted(operations, key=lambda operation: operation.path in LAST)
+
+
+def _may_call(app, operation, role: str) -> bool:
+    """Does the role's permission set include the operation's (the check that runs before any input is read)?"""
+    path = re.sub(r"{[^}]+}", str(uuid.uuid4()), operation.path)
+    endpoint, _ = app.url_map.bind("localhost").match(path, method=operation.method.upper())
+    permission = declared_permission(app.view_functions[endpoint])
+    return permission in (PUBLIC, AUTHENTICATED) or role in MATRIX[permission]
+
+
+def _fuzz(operation, mode: GenerationMode, headers: dict[str, str], examples: int) -> list[str]:
+    """The failures of up to `examples` generated requests to one operation (not shrunk: the first of each is kept)."""
+    found: list[str] = []
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(max_examples=examples, deadline=None, database=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    def run(case):
+        response = case.call(headers=headers)
+        failure = _failure(case, response)
+        if failure and len(found) < 3:
+            found.append(failure)
+
+    try:
+        run()
+    except Unsatisfiable:  # negative mode: an operation that takes nothing has nothing to make invalid
+        assert mode is GenerationMode.NEGATIVE, operation.label
+    return found
+
+
+def _failure(case, response) -> str | None:
+    where = f"{case.operation.label} ({case.meta.generation.mode.value if case.meta else '?'})"
+    if response.status_code >= 500:
+        return f"{where}: {response.status_code} {response.get_data(as_text=True)[:300]}"
+    try:
+        case.validate_response(response, checks=CHECKS)
+    except FailureGroup as exc:  # names every check that failed
+        return f"{where}: {str(exc)[:1200]}"
+    return None
+
+
+@pytest.mark.parametrize("role", ["investigator", "monitor", "data_manager"])
+def test_every_operation_answers_as_documented_under_fuzzing(app, client, staff, role):
+    headers = bearer(login(client, staff[role]))
+    failures = []
+    for operation in _operations(app):
+        if _may_call(app, operation, role):
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+                failures += _fuzz(operation, mode, headers, EXAMPLES)
+        else:  # refused (403) before its input is read, whatever the input: one request shows the answer is documented
+            failures += _fuzz(operation, GenerationMode.POSITIVE, headers, 1)
+    assert not failures, f"{len(failures)} failures:\n" + "\n\n".join(failures)
+
+
+# ---------------------------------------------------------------- the document itself
+
+
+def _each_operation(document):
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method != "parameters":
+                yield path, method, operation
+
+
+def test_the_openapi_document_is_valid_and_complete(app, client):
+    document = client.get("/api/openapi.json").get_json()
+    validate(document)  # openapi-spec-validator: OpenAPI 3.1 structure and JSON Schema
+    operations = list(_each_operation(document))
+    ids = [operation["operationId"] for _, _, operation in operations]
+    assert len(ids) == len(set(ids)) == len(operations) > 80
+    adapter = app.url_map.bind("localhost")
+    for path, method, operation in operations:
+        endpoint, _ = adapter.match(re.sub(r"{[^}]+}", str(uuid.uuid4()), path), method=method.upper())
+        public = declared_permission(app.view_functions[endpoint]) == PUBLIC
+        assert (operation.get("security") == []) == public, (method, path)
+        for status, response in operation["responses"].items():
+            if int(status) >= 400:
+                [media] = document["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]["content"]
+                expected = {"/fhir/auth/token": "application/json"}.get(path) if int(status) in (400, 401) else None
+                assert media == expected or media == ("application/fhir+json" if path.startswith("/fhir") else
+                                                      "application/problem+json"), (method, path, status)
+    problem = document["components"]["schemas"]["Problem"]
+    assert problem["properties"]["errors"]["items"] == {"$ref": "#/components/schemas/FieldError"}
+
+
+@pytest.mark.parametrize("path, method, field, rule", [
+    ("/api/v1/entries/{entry_id}/unlock", "post", "reason", "required"),
+    ("/api/v1/study/lock", "post", "reason", "required"),
+    ("/api/v1/study/unlock", "post", "reason", "required"),
+    ("/api/v1/exports", "post", "format", "enum"),
+    ("/api/v1/subjects", "post", "birth_year", "minimum"),
+])
+def test_request_schemas_are_as_strict_as_the_server(client, path, method, field, rule):
+    document = client.get("/api/openapi.json").get_json()
+    schema = document["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]
+    schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    if rule == "required":
+        assert field in schema["required"] and schema["properties"][field]["pattern"]
+    else:
+        assert rule in schema["properties"][field]
+
+
+def test_versioned_records_declare_their_etag_and_preconditions(client):
+    document = client.get("/api/openapi.json").get_json()
+    read = document["paths"]["/api/v1/subjects/{number}"]["get"]
+    assert "ETag" in read["responses"]["200"]["headers"] and "304" in read["responses"]
+    assert {"If-None-Match"} <= {p["name"] for p in read["parameters"]}
+    write = document["paths"]["/api/v1/entries/{entry_id}"]["put"]
+    assert [p for p in write["parameters"] if p["name"] == "If-Match"][0]["required"] is True
+    assert {"412", "428"} <= set(write["responses"])
