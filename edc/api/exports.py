@@ -11,16 +11,17 @@ from flask import Response, send_file, url_for
 from marshmallow import Schema, fields, validate
 
 from edc.api.common import current_actor, page_args
-from edc.api.openapi import ETAG_HEADER, IF_NONE_MATCH, docs, success_doc
+from edc.api.openapi import ETAG_HEADER, IF_NONE_MATCH, RETRY_AFTER, docs, success_doc, success_headers_doc
 from edc.api.parsing import Blueprint
 from edc.api.schemas import PageArgs, PageOut
 from edc.extensions import db
-from edc.models.exports import EXPORT_FORMATS, ExportJob
+from edc.models.exports import ACTIVE_STATES, EXPORT_FORMATS, ExportJob
 from edc.security.permissions import requires
 from edc.services import exports
 
 blp = Blueprint("exports", __name__, url_prefix="/api/v1/exports", description="Exports (CSV, CDISC ODM, FHIR)")
 
+POLL_SECONDS = 2  # how long a client polling a queued or running export waits between polls (Retry-After)
 _names = fields.List(fields.String(validate=validate.Length(min=1, max=64)), validate=validate.Length(min=1, max=100),
                      load_default=None)
 
@@ -107,11 +108,13 @@ def list_exports(args):
 
 
 @blp.get("/<job_id>")
+@blp.doc(**success_headers_doc({"Retry-After": RETRY_AFTER}))
 @requires("exports:create")
 @blp.response(200, ExportOut)
 def get_export(job_id):
-    """An export's state and progress."""
-    return view(exports.get_job(db.session, current_actor(), job_id))
+    """An export's state and progress; while it is queued or running, Retry-After says when to poll again."""
+    job = exports.get_job(db.session, current_actor(), job_id)
+    return view(job), 200, ({"Retry-After": str(POLL_SECONDS)} if job.state in ACTIVE_STATES else {})
 
 
 @blp.get("/<job_id>/manifest")

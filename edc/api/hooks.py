@@ -4,12 +4,14 @@ permission check (deny by default), security headers and the JSON request log.""
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 
 from flask import Flask, current_app, g, request
 
 from edc import runtime
+from edc.api.common import add_page_links
 from edc.errors import is_fhir_request
 from edc.extensions import db
 from edc.problems import Forbidden, Unauthorized, UnsupportedMediaType
@@ -22,10 +24,17 @@ log = logging.getLogger("edc.request")
 THIRD_PARTY_PUBLIC = frozenset({"api-docs.openapi_json", "swagger_ui.show"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 JSON_TYPES = ("application/json",)
+# A client's own X-Request-ID is kept when it is a plain token that fits the audit trail's column (64).
+CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+
+
+def _request_id() -> str:
+    sent = request.headers.get("X-Request-ID", "")
+    return sent if CLIENT_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
 
 
 def _start() -> None:
-    g.request_id = uuid.uuid4().hex
+    g.request_id = _request_id()
     g.started = time.perf_counter()
     g.actor = None
     runtime.bind(db.session, runtime.for_app(current_app))
@@ -75,8 +84,20 @@ def _authorize() -> None:
         raise Forbidden("Your role does not allow this action.")
 
 
+def _not_modified(response):
+    """304 to a GET whose If-None-Match names the ETag the answer carries (RFC 9110 §13.1.2)."""
+    etag = response.headers.get("ETag")
+    if request.method in ("GET", "HEAD") and response.status_code == 200 and etag and request.if_none_match:
+        if request.if_none_match.contains_weak(etag.strip('"')):
+            response.status_code = 304
+            response.set_data(b"")
+            response.headers.pop("Content-Type", None)
+
+
 def _finish(response):
     settings = current_app.config["EDC"]
+    add_page_links(response)
+    _not_modified(response)
     response.headers["X-Request-ID"] = g.get("request_id", "")
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"

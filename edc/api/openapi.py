@@ -20,12 +20,18 @@ FHIR_JSON = "application/fhir+json"
 TOKEN_PATH = "/fhir/auth/token"
 BODY_METHODS = frozenset({"post", "put", "patch"})
 ETAG_MARK = "x-edc-etag"  # set by etag_doc, read and removed by the plugin
+HEADERS_MARK = "x-edc-headers"  # headers of every success answer (success_headers_doc)
 ERRORS_MARK = "x-edc-errors"  # statuses an operation answers beyond those the plugin infers (docs())
 
 ETAG_HEADER = {"description": "The record's version (strong ETag): send it back as If-Match to change the record, "
                               "or as If-None-Match to read it only when it changed.",
                "schema": {"type": "string"}}
 RETRY_AFTER = {"description": "Seconds to wait before trying again.", "schema": {"type": "string", "pattern": "^[0-9]+$"}}
+PAGE_HEADERS = {
+    "Link": {"description": "RFC 8288 links to the first, prev, next and last pages (prev and next where they exist)",
+             "schema": {"type": "string"}},
+    "X-Total-Count": {"description": "how many items the list holds, all pages together",
+                      "schema": {"type": "string", "pattern": "^[0-9]+$"}}}
 IF_MATCH = {"in": "header", "name": "If-Match", "required": True, "schema": {"type": "string", "minLength": 1},
             "description": "The ETag you read: the change is refused (412) if the record changed since, and 428 "
                            "without this header."}
@@ -77,6 +83,11 @@ def etag_doc(*, create: bool = False) -> dict[str, Any]:
     """blp.doc(**etag_doc()) on a route whose success answer carries the record's ETag: a GET then also answers 304
     to If-None-Match (edc.api.hooks); a write declares its If-Match itself (IF_MATCH)."""
     return {ETAG_MARK: "create" if create else True}
+
+
+def success_headers_doc(headers: dict[str, Any]) -> dict[str, Any]:
+    """blp.doc(**success_headers_doc({...})): headers every success answer of the operation may carry."""
+    return {HEADERS_MARK: headers}
 
 
 def if_match_doc(*, required: bool = True) -> dict[str, Any]:
@@ -189,6 +200,9 @@ class DocumentPlugin(BasePlugin):
             if public:
                 operation["security"] = []
             self._document_etag(method, operation, operation.pop(ETAG_MARK, None))
+            _add_success_headers(operation, operation.pop(HEADERS_MARK, {}))
+            if any(p.get("name") == "page" for p in operation.get("parameters", []) if isinstance(p, dict)):
+                _add_success_headers(operation, PAGE_HEADERS)
             self._document_page_size(operation)
             extra = set(operation.pop(ERRORS_MARK, ()))
             self._document_errors(rule.rule, method, operation, public=public, extra=extra)
@@ -197,9 +211,7 @@ class DocumentPlugin(BasePlugin):
     def _document_etag(method: str, operation: dict, etag: Any) -> None:
         if not etag:
             return
-        for status, response in operation.get("responses", {}).items():
-            if str(status).startswith("2") and isinstance(response, dict):
-                response.setdefault("headers", {})["ETag"] = ETAG_HEADER
+        _add_success_headers(operation, {"ETag": ETAG_HEADER})
         if method == "get":
             operation.setdefault("parameters", []).append(IF_NONE_MATCH)
             operation["responses"]["304"] = {"description": "Not Modified: the record still has the ETag you sent.",
@@ -223,6 +235,12 @@ class DocumentPlugin(BasePlugin):
             kinds = {s: "Problem" for s in statuses}
         for status in sorted(statuses):
             responses[str(status)] = f"{kinds[status]}{status}"
+
+
+def _add_success_headers(operation: dict, headers: dict[str, Any]) -> None:
+    for status, response in operation.get("responses", {}).items():
+        if str(status).startswith("2") and isinstance(response, dict):
+            response.setdefault("headers", {}).update(headers)
 
 
 def _error_statuses(rule: str, method: str, operation: dict, *, public: bool) -> set[int]:

@@ -15,7 +15,7 @@ from typing import Any
 import flask
 import flask_smorest
 from flask.json.provider import DefaultJSONProvider
-from marshmallow import Schema, ValidationError, fields
+from marshmallow import RAISE, Schema, ValidationError, fields
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.routing import BaseConverter
@@ -77,7 +77,12 @@ def _nesting_depth(text: str) -> int:
 
 class InputParser(FlaskParser):
     """webargs' Flask parser, reading JSON through the app's provider and refusing, field by field (422 naming
-    the field), what edc.ecrf.inputs refuses; the schema's own validation runs only on what passes."""
+    the field), what edc.ecrf.inputs refuses; the schema's own validation runs only on what passes.
+
+    An unknown query parameter is a 422 too, as an unknown body field is: a misspelt filter must not silently
+    return everything."""
+
+    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": RAISE, "querystring": RAISE}
 
     def _raw_load_json(self, req: flask.Request) -> Any:
         if not is_json_request(req):

@@ -67,7 +67,7 @@ class PageArgs(Schema):
     # Bounded so that no offset reaches the database's 64-bit limit (page 10**20 was a 500).
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
     page_size = fields.Integer(load_default=50, validate=validate.Range(min=1, max=MAX_PAGE_SIZE),
-                               metadata={"description": "capped at the configured maximum"})
+                               metadata={"description": "at most the configured maximum (page_size_max); more is a 422"})
 
 
 class PageOut(Schema):
