@@ -22,11 +22,15 @@ from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi import checks
 
 from conftest import bearer, login
+from edc.api.openapi import MULTI_LINE_TEXT, SINGLE_LINE_TEXT, YEARS
+from edc.ecrf.inputs import EARLIEST_DATE, LATEST_DATE, text_problem
 from edc.security.permissions import AUTHENTICATED, MATRIX, PUBLIC, declared_permission
 
 EXAMPLES = int(os.environ.get("EDC_FUZZ_EXAMPLES", "3"))
 CHECKS = [checks.status_code_conformance, checks.content_type_conformance, checks.response_headers_conformance,
           checks.response_schema_conformance]
+if os.environ.get("EDC_FUZZ_EXTRA"):
+    CHECKS += [checks.negative_data_rejection, checks.positive_data_acceptance]
 # Logging out ends the session the token belongs to: fuzz it last, or every later call would be a 401.
 LAST = ("/api/v1/auth/logout",)
 
@@ -145,3 +149,11 @@ def test_versioned_records_declare_their_etag_and_preconditions(client):
     write = document["paths"]["/api/v1/entries/{entry_id}"]["put"]
     assert [p for p in write["parameters"] if p["name"] == "If-Match"][0]["required"] is True
     assert {"412", "428"} <= set(write["responses"])
+
+
+def test_the_documented_input_rules_are_the_parsers():
+    assert [bool(re.match(YEARS, f"{year}-01-01")) for year in (1899, 1900, 2100, 2101)] == [False, True, True, False]
+    assert (EARLIEST_DATE.year, LATEST_DATE.year) == (1900, 2100)
+    for char in map(chr, [*range(0x20), 0x7F, 0x20, 0xE9]):
+        assert (re.fullmatch(SINGLE_LINE_TEXT, f"a{char}b") is None) == (text_problem(f"a{char}b") is not None)
+        assert (re.fullmatch(MULTI_LINE_TEXT, f"a{char}b") is None) == (text_problem(f"a{char}b", multiline=True) is not None)

@@ -11,8 +11,12 @@ import http
 from typing import Any
 
 from apispec import BasePlugin
+from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
+from marshmallow import fields, validate
 
+from edc.api.parsing import MULTILINE
+from edc.ecrf.inputs import INT64_MAX, INT64_MIN
 from edc.security.permissions import PUBLIC, declared_permission
 
 PROBLEM_JSON = "application/problem+json"
@@ -74,6 +78,12 @@ OAUTH_ERROR = {
                                       "unsupported_grant_type", "invalid_scope"]},
                    "error_description": {"type": "string"}},
 }
+# The input rules of edc.ecrf.inputs, which the parser applies to every field, as JSON Schema (ECMA-262 and Python
+# read these patterns alike). A lone surrogate needs no pattern: JSON Schema strings are Unicode text.
+SINGLE_LINE_TEXT = r"^[^\u0000-\u001f\u007f]*$"
+MULTI_LINE_CHAR = r"[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]"
+MULTI_LINE_TEXT = f"^{MULTI_LINE_CHAR}*$"
+YEARS = "^(19[0-9]{2}|20[0-9]{2}|2100)-"  # EARLIEST_DATE to LATEST_DATE by year (tests/test_fuzz.py holds them together)
 HEADERS_OF = {401: {"WWW-Authenticate": {"schema": {"type": "string"}}},
               405: {"Allow": {"schema": {"type": "string"}}},
               429: {"Retry-After": RETRY_AFTER}, 503: {"Retry-After": RETRY_AFTER}}
@@ -145,9 +155,10 @@ FORM_BODY = {"requestBody": {"required": True, "content": {"application/x-www-fo
     "type": "object", "required": ["grant_type", "client_assertion_type", "client_assertion", "scope"], "properties": {
         "grant_type": {"const": "client_credentials"},
         "client_assertion_type": {"const": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
-        "client_assertion": {"type": "string", "description": "a JWT signed with one of the client's registered keys"},
-        "scope": {"type": "string", "description": "e.g. system/*.read"},
-        "client_id": {"type": "string"}}}}}}}
+        "client_assertion": {"type": "string", "pattern": SINGLE_LINE_TEXT,
+                             "description": "a JWT signed with one of the client's registered keys"},
+        "scope": {"type": "string", "pattern": SINGLE_LINE_TEXT, "description": "e.g. system/*.read"},
+        "client_id": {"type": "string", "pattern": SINGLE_LINE_TEXT}}}}}}}
 PREFER_ASYNC = {"in": "header", "name": "Prefer", "required": True,
                 "schema": {"type": "string", "pattern": "^(.*, *)?respond-async *(,.*)?$"},
                 "description": "respond-async (required), optionally with handling=lenient"}
@@ -181,6 +192,8 @@ class DocumentPlugin(BasePlugin):
 
     def init_spec(self, spec) -> None:
         super().init_spec(spec)
+        [marshmallow] = [plugin for plugin in spec.plugins if isinstance(plugin, MarshmallowPlugin)]
+        marshmallow.converter.add_attribute_function(input_rules)
         spec.components.schema("FieldError", FIELD_ERROR)
         spec.components.schema("Problem", PROBLEM)
         spec.components.schema("OperationOutcome", OPERATION_OUTCOME)
@@ -235,6 +248,23 @@ class DocumentPlugin(BasePlugin):
             kinds = {s: "Problem" for s in statuses}
         for status in sorted(statuses):
             responses[str(status)] = f"{kinds[status]}{status}"
+
+
+def input_rules(converter, field: fields.Field, ret: dict, **kwargs: Any) -> dict[str, Any]:
+    """The input rules a field is held to before its schema reads it (edc.api.parsing), as JSON Schema keywords."""
+    if isinstance(field, (fields.Date, fields.DateTime)):
+        return {"pattern": YEARS}
+    if isinstance(field, fields.Integer) and not isinstance(field, fields.Boolean):
+        return {"minimum": ret.get("minimum", INT64_MIN), "maximum": ret.get("maximum", INT64_MAX)}
+    if isinstance(field, fields.Dict):
+        return {"propertyNames": {**ret.get("propertyNames", {}), "pattern": SINGLE_LINE_TEXT}}
+    if isinstance(field, fields.String) and "pattern" not in ret and "enum" not in ret and not _one_of(field):
+        return {"pattern": MULTI_LINE_TEXT if field.metadata.get(MULTILINE) else SINGLE_LINE_TEXT}
+    return {}
+
+
+def _one_of(field: fields.Field) -> bool:
+    return any(isinstance(v, validate.OneOf) for v in field.validators)
 
 
 def _add_success_headers(operation: dict, headers: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ from edc import clock
 from edc.api.parsing import multiline
 from edc.models.sites import SITE_STATUSES
 from edc.models.users import ROLES, USER_STATUSES
-from edc.security import usernames
+from edc.security import passwords, usernames
 from edc.services.identifying import WITHHELD
 
 USERNAME = validate.Regexp(usernames.PATTERN, error=usernames.RULE)
@@ -23,7 +23,10 @@ MAX_PAGE_SIZE = 1_000_000
 WITHHELD_NOTE = (f"{json.dumps(WITHHELD)} in place of its value (identifying items are shown only to the subject's "
                  "site staff, data managers and the roles that enter the form; docs/security.md).")
 REASON = fields.String(required=True, validate=validate.Length(min=1, max=2000), metadata=multiline())
-NOT_BLANK = validate.Regexp(r"[\s\S]*\S", error="Must not be blank.")  # JSON Schema reads the pattern as a search
+# Multi-line text (edc.ecrf.inputs) with at least one character that is not white space; the pattern doubles as the
+# OpenAPI document's, so it states the text rule too.
+_LINE_CHAR = r"[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]"
+NOT_BLANK = validate.Regexp(rf"^{_LINE_CHAR}*[^\s\u0000-\u001f\u007f]{_LINE_CHAR}*$", error="Must not be blank.")
 
 
 def required_reason(description: str = "required, not blank") -> fields.String:
@@ -193,14 +196,22 @@ class RefreshIn(Schema):
     refresh_token = fields.String(required=True, validate=validate.Length(min=1, max=512), load_only=True)
 
 
+def new_password() -> fields.String:
+    """A new password: the policy's length is checked here, so the OpenAPI document states it (the service checks
+    the rest of the policy: common passwords, the username)."""
+    too_short = f"Password must be at least {passwords.MIN_LENGTH} characters."
+    return fields.String(required=True, load_only=True, validate=[
+        validate.Length(min=passwords.MIN_LENGTH, error=too_short), validate.Length(max=1024)])
+
+
 class PasswordChangeIn(Schema):
     current_password = fields.String(required=True, validate=validate.Length(min=1, max=1024), load_only=True)
-    new_password = fields.String(required=True, validate=validate.Length(min=1, max=1024), load_only=True)
+    new_password = new_password()
 
 
 class SetupIn(Schema):
     token = fields.String(required=True, validate=validate.Length(min=1, max=512), load_only=True)
-    new_password = fields.String(required=True, validate=validate.Length(min=1, max=1024), load_only=True)
+    new_password = new_password()
 
 
 class TokenOut(Schema):
