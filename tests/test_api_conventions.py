@@ -124,10 +124,10 @@ def test_a_well_formed_client_request_id_is_echoed_and_logged(client, inv, caplo
     assert problem(client.get("/api/v1/nowhere", headers={"X-Request-ID": sent}), 404)["request_id"] == sent
 
 
-@pytest.mark.parametrize("sent", ["x" * 65, "has space", "new\\nline", "-leading-dash", "ünïcode", ""])
-def test_a_malformed_client_request_id_is_replaced_by_a_generated_one(client, inv, sent):
-    response = client.get("/api/v1/me", headers={**inv, "X-Request-ID": sent})
-    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
+def test_a_malformed_client_request_id_is_replaced_by_a_generated_one(client, inv):
+    for sent in ["x" * 65, "has space", "new\\nline", "-leading-dash", "ünïcode", "a;b", ""]:
+        response = client.get("/api/v1/me", headers={**inv, "X-Request-ID": sent})
+        assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"]), sent
 
 
 # ---------------------------------------------------------------- export polling

@@ -27,10 +27,10 @@ from edc.ecrf.inputs import EARLIEST_DATE, LATEST_DATE, text_problem
 from edc.security.permissions import AUTHENTICATED, MATRIX, PUBLIC, declared_permission
 
 EXAMPLES = int(os.environ.get("EDC_FUZZ_EXAMPLES", "3"))
+# Answers as documented, and input the document calls invalid refused (the document is no stricter than the
+# server). Its converse, positive_data_acceptance, also counts the 404s and 409s of random ids and states.
 CHECKS = [checks.status_code_conformance, checks.content_type_conformance, checks.response_headers_conformance,
-          checks.response_schema_conformance]
-if os.environ.get("EDC_FUZZ_EXTRA"):
-    CHECKS += [checks.negative_data_rejection, checks.positive_data_acceptance]
+          checks.response_schema_conformance, checks.negative_data_rejection]
 # Logging out ends the session the token belongs to: fuzz it last, or every later call would be a 401.
 LAST = ("/api/v1/auth/logout",)
 
@@ -86,8 +86,8 @@ def test_every_operation_answers_as_documented_under_fuzzing(app, client, staff,
     failures = []
     for operation in _operations(app):
         if _may_call(app, operation, role):
-            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-                failures += _fuzz(operation, mode, headers, EXAMPLES)
+            failures += _fuzz(operation, GenerationMode.POSITIVE, headers, EXAMPLES)
+            failures += _fuzz(operation, GenerationMode.NEGATIVE, headers, max(1, EXAMPLES * 2 // 3))
         else:  # refused (403) before its input is read, whatever the input: one request shows the answer is documented
             failures += _fuzz(operation, GenerationMode.POSITIVE, headers, 1)
     assert not failures, f"{len(failures)} failures:\n" + "\n\n".join(failures)
