@@ -12,9 +12,10 @@ from flask import Flask, current_app, g, request
 
 from edc import runtime
 from edc.api.common import add_page_links
+from edc.api.openapi import QUERY_PARAMETERS_KEY
 from edc.errors import is_fhir_request
 from edc.extensions import db
-from edc.problems import Forbidden, Unauthorized, UnsupportedMediaType
+from edc.problems import Forbidden, Unauthorized, UnprocessableContent, UnsupportedMediaType, field_error
 from edc.security.permissions import AUTHENTICATED, PUBLIC, declared_permission
 from edc.services import auth
 
@@ -47,6 +48,20 @@ def _check_content_type() -> None:
     mimetype = request.mimetype or ""
     if has_body and not (mimetype in JSON_TYPES or mimetype.endswith("+json")):
         raise UnsupportedMediaType("Send the request body as application/json.")
+
+
+def _check_query() -> None:
+    """A query parameter the route does not document is a 422 on every /api route, with a query schema or without:
+    a misspelt filter or option must never be silently ignored."""
+    if not request.path.startswith("/api/") or not request.args:
+        return
+    declared = current_app.extensions.get(QUERY_PARAMETERS_KEY, {}).get((request.endpoint, request.method))
+    if declared is None:  # the OpenAPI document itself, the docs page, HEAD and OPTIONS
+        return
+    unknown = sorted(set(request.args) - declared)
+    if unknown:
+        raise UnprocessableContent(errors=[field_error("/query/" + name.replace("~", "~0").replace("/", "~1"),
+                                                       "Unknown query parameter.") for name in unknown])
 
 
 def permission_for(endpoint: str | None) -> str | None:
@@ -135,4 +150,5 @@ def register(app: Flask) -> None:
     app.before_request(_start)
     app.before_request(_authorize)
     app.before_request(_check_content_type)
+    app.before_request(_check_query)
     app.after_request(_finish)

@@ -23,6 +23,7 @@ PROBLEM_JSON = "application/problem+json"
 FHIR_JSON = "application/fhir+json"
 TOKEN_PATH = "/fhir/auth/token"
 BODY_METHODS = frozenset({"post", "put", "patch"})
+QUERY_PARAMETERS_KEY = "edc.query_parameters"  # app.extensions: (endpoint, METHOD) -> the query parameters documented
 ETAG_MARK = "x-edc-etag"  # set by etag_doc, read and removed by the plugin
 HEADERS_MARK = "x-edc-headers"  # headers of every success answer (success_headers_doc)
 ERRORS_MARK = "x-edc-errors"  # statuses an operation answers beyond those the plugin infers (docs())
@@ -207,7 +208,10 @@ class DocumentPlugin(BasePlugin):
             return
         view = self.app.view_functions.get(rule.endpoint)
         public = declared_permission(view) == PUBLIC
+        declared = self.app.extensions.setdefault(QUERY_PARAMETERS_KEY, {})
         for method, operation in operations.items():
+            declared[(rule.endpoint, method.upper())] = frozenset(
+                p["name"] for p in operation.get("parameters", []) if isinstance(p, dict) and p.get("in") == "query")
             name = rule.endpoint.replace(".", "_")
             operation.setdefault("operationId", name if len(operations) == 1 else f"{name}_{method}")
             if public:
