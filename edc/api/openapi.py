@@ -40,8 +40,9 @@ PAGE_HEADERS = {
 IF_MATCH = {"in": "header", "name": "If-Match", "required": True, "schema": {"type": "string", "minLength": 1},
             "description": "The ETag you read: the change is refused (412) if the record changed since, and 428 "
                            "without this header."}
-IF_MATCH_OPTIONAL = {**IF_MATCH, "required": False,
-                     "description": "Optional: the ETag you read; the change is refused (412) if the record changed since."}
+IF_MATCH_OPTIONAL = {**IF_MATCH, "required": False, "schema": {"type": "string"},
+                     "description": "Optional (empty counts as absent): the ETag you read; the change is refused (412) "
+                                    "if the record changed since."}
 IF_NONE_MATCH = {"in": "header", "name": "If-None-Match", "required": False, "schema": {"type": "string"},
                  "description": "The ETag you hold: 304 Not Modified, without a body, while the record is unchanged."}
 
