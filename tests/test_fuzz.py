@@ -21,7 +21,7 @@ from schemathesis.core.failures import FailureGroup
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi import checks
 
-from conftest import bearer, login
+from conftest import bearer, login, problem
 from test_entries import SUBJECT, VITALS, post_entry
 from edc.api.openapi import MULTI_LINE_TEXT, SINGLE_LINE_TEXT, YEARS
 from edc.ecrf.inputs import EARLIEST_DATE, LATEST_DATE, text_problem
@@ -96,7 +96,7 @@ def _fuzz(operation, mode: GenerationMode, headers: dict[str, str], examples: in
 def _failure(case, response) -> str | None:
     where = f"{case.operation.label} ({case.meta.generation.mode.value if case.meta else '?'})"
     if response.status_code >= 500:
-        return f"{where}: {response.status_code} {response.get_data(as_text=True)[:300]}"
+        return f"{where}: {response.status_code} {response.text[:300]}"
     try:
         case.validate_response(response, checks=CHECKS)
     except FailureGroup as exc:  # names every check that failed
@@ -182,3 +182,14 @@ def test_the_documented_input_rules_are_the_parsers():
     for char in map(chr, [*range(0x20), 0x7F, 0x20, 0xE9]):
         assert (re.fullmatch(SINGLE_LINE_TEXT, f"a{char}b") is None) == (text_problem(f"a{char}b") is not None)
         assert (re.fullmatch(MULTI_LINE_TEXT, f"a{char}b") is None) == (text_problem(f"a{char}b", multiline=True) is not None)
+
+
+# ---------------------------------------------------------------- what the fuzz found, pinned
+
+
+@pytest.mark.parametrize("lang", ["", " es", "e s", "es-"])
+def test_a_malformed_language_is_422_not_a_500(client, staff, lang):
+    dm = bearer(login(client, staff["data_manager"]))
+    for url in ("/api/v1/forms/vitals", "/api/v1/forms/vitals/questionnaire"):
+        answer = problem(client.get(url, query_string={"lang": lang}, headers=dm), 422)
+        assert [e["pointer"] for e in answer["errors"]] == ["/query/lang"]

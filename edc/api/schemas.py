@@ -272,7 +272,9 @@ class AuditRecordOut(Schema):
 
 class FormArgs(Schema):
     version = fields.String(validate=validate.Length(max=16))
-    lang = fields.String(load_default="en", validate=validate.Length(max=8))
+    # A language tag (BCP 47 shape): the Questionnaire's `language` must be one, and an empty one was a 500.
+    lang = fields.String(load_default="en", validate=[validate.Length(max=8), validate.Regexp(
+        r"^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*$", error="A language tag, e.g. en or es.")])
 
 
 # --- subjects ----------------------------------------------------------------
