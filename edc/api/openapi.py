@@ -15,7 +15,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 from marshmallow import fields, validate
 
-from edc.api.parsing import MULTILINE
+from edc.api.parsing import MULTILINE, REQUEST_SCHEMAS
 from edc.ecrf.inputs import INT64_MAX, INT64_MIN
 from edc.security.permissions import PUBLIC, declared_permission
 
@@ -256,7 +256,10 @@ class DocumentPlugin(BasePlugin):
 
 
 def input_rules(converter, field: fields.Field, ret: dict, **kwargs: Any) -> dict[str, Any]:
-    """The input rules a field is held to before its schema reads it (edc.api.parsing), as JSON Schema keywords."""
+    """The input rules a field of a request schema is held to before its schema reads it (edc.api.parsing), as JSON
+    Schema keywords. Answers are not held to them: a message's text may run over lines wherever it is shown."""
+    if type(field.root) not in REQUEST_SCHEMAS:
+        return {}
     if isinstance(field, (fields.Date, fields.DateTime)):
         return {"pattern": YEARS}
     if isinstance(field, fields.Integer) and not isinstance(field, fields.Boolean):

@@ -171,10 +171,17 @@ def _key_problems(value: Any) -> list[str] | None:
     return None
 
 
+REQUEST_SCHEMAS: set[type[Schema]] = set()  # every schema a route reads a request with (the OpenAPI input rules)
+
+
 class Blueprint(flask_smorest.Blueprint):
     """flask-smorest's Blueprint whose @arguments read requests with InputParser."""
 
     ARGUMENTS_PARSER = InputParser()
+
+    def arguments(self, schema, *args: Any, **kwargs: Any):
+        REQUEST_SCHEMAS.add(schema if isinstance(schema, type) else type(schema))
+        return super().arguments(schema, *args, **kwargs)
 
 
 # ---------------------------------------------------------------- path segments
