@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FLASK := $(BIN)/flask --app edc:create_app
 
-.PHONY: serve test test-sqlite test-postgres install keys clean
+.PHONY: serve test test-sqlite test-postgres fuzz install keys clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,12 @@ test: $(STAMP)
 	else \
 		echo "== PostgreSQL pass skipped: EDC_TEST_DATABASE_URL is not set" ; \
 	fi
+
+# The OpenAPI fuzz test (tests/test_fuzz.py) with many more generated requests per operation than `make test` runs.
+FUZZ_EXAMPLES ?= 100
+
+fuzz: $(STAMP)
+	EDC_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PYTEST) tests/test_fuzz.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -93,6 +93,7 @@ def _wire(app: Flask, settings: dict[str, Any], study: Any) -> None:
     from edc.api import register_blueprints
     from edc.api.parsing import RequestJSONProvider, SafeStringConverter
     from edc.api.hooks import register as register_hooks
+    from edc.api.openapi import DocumentPlugin
     from edc.database import install_sqlite_pragmas
     from edc.extensions import api, db, migrate
 
@@ -109,7 +110,7 @@ def _wire(app: Flask, settings: dict[str, Any], study: Any) -> None:
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
     app.json = RequestJSONProvider(app)
     app.url_map.converters["default"] = app.url_map.converters["string"] = SafeStringConverter
-    api.init_app(app)
+    api.init_app(app, spec_kwargs={"extra_plugins": [DocumentPlugin(app)]})
     register_blueprints(app, api, benchmark=settings["benchmark_endpoints"])
     app.register_blueprint(get_swaggerui_blueprint(API_DOCS_PATH, "/api/openapi.json", config={"app_name": "edc API"}))
     register_hooks(app)

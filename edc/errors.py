@@ -17,7 +17,7 @@ from flask import Flask, g, has_request_context, request
 from werkzeug.exceptions import HTTPException, SecurityError
 
 from edc.extensions import db
-from edc.problems import OAuthError, Problem, field_error
+from edc.problems import INVALID_JSON, WRONG_HOST, OAuthError, Problem, field_error, problem_type
 
 log = logging.getLogger("edc.errors")
 PROBLEM_TYPE = "application/problem+json"
@@ -51,11 +51,12 @@ def operation_outcome(status: int, detail: str, headers: dict[str, str] | None =
     return fhir_response({"resourceType": "OperationOutcome", "issue": issues}, status, headers)
 
 
-def problem_response(status: int, title: str, detail: str, *, errors=None, headers=None, extra=None):
+def problem_response(status: int, title: str, detail: str, *, errors=None, headers=None, extra=None,
+                     kind: str | None = None):
     if is_fhir_request():
         return operation_outcome(status, detail, headers, errors=errors)
     body: dict[str, Any] = {
-        "type": "about:blank",
+        "type": problem_type(status, kind),
         "title": title,
         "status": status,
         "detail": detail,
@@ -126,7 +127,8 @@ def _roll_back(exc: Problem) -> None:
 
 def handle_problem(exc: Problem):
     _roll_back(exc)
-    return problem_response(exc.status, exc.title, exc.detail, errors=exc.errors, headers=exc.headers, extra=exc.extra)
+    return problem_response(exc.status, exc.title, exc.detail, errors=exc.errors, headers=exc.headers, extra=exc.extra,
+                            kind=exc.kind)
 
 
 def handle_oauth_error(exc: OAuthError):
@@ -145,23 +147,24 @@ def handle_http_exception(exc: HTTPException):
     status = exc.code or 500
     original = exc.get_response()
     headers = {k: v for k, v in original.headers.items() if k in ("Allow", "WWW-Authenticate", "Retry-After")}
-    errors = None
+    errors = kind = None
     detail = exc.description or ""
     if status == 422:
         errors = _webargs_errors(exc) or []
         detail = "The request has invalid fields."
     elif status == 400 and getattr(exc, "data", None):
-        detail = "The request body is not valid JSON."
+        detail, kind = "The request body is not valid JSON.", INVALID_JSON
     elif status == 413:
         detail = "The request body is too large."
     title = "Unprocessable Content" if status == 422 else exc.name  # RFC 9110's name
-    return problem_response(status, title, detail, errors=errors, headers=headers)
+    return problem_response(status, title, detail, errors=errors, headers=headers, kind=kind)
 
 
 def handle_untrusted_host(exc: SecurityError):
     # A Host other than public_base_url's (Flask's TRUSTED_HOSTS): 400, without repeating the Host sent.
     roll_back_quietly()
-    return problem_response(400, "Bad Request", "This server answers only at its public address (public_base_url).")
+    return problem_response(400, "Bad Request", "This server answers only at its public address (public_base_url).",
+                            kind=WRONG_HOST)
 
 
 def handle_integrity_error(exc: sqlalchemy.exc.IntegrityError):

@@ -10,11 +10,28 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 
+# problem+json `type`: one stable URI per kind of problem, listed in docs/api.md. They name the kind; they are
+# not links. A status without a kind here answers RFC 9457's about:blank (its title is the status's name).
+PROBLEM_TYPE_PREFIX = "urn:edc:problem:"
+KIND_OF_STATUS = {400: "bad-request", 401: "unauthenticated", 403: "forbidden", 404: "not-found",
+                  405: "method-not-allowed", 409: "conflict", 410: "gone", 412: "stale-version", 413: "too-large",
+                  415: "unsupported-media-type", 422: "invalid-fields", 428: "version-required",
+                  429: "too-many-requests", 500: "internal-error", 503: "unavailable"}
+INVALID_JSON, WRONG_HOST = "invalid-json", "wrong-host"  # two kinds of 400 a client fixes differently
+
+
+def problem_type(status: int, kind: str | None = None) -> str:
+    """The `type` URI of a problem: its own kind, else its status's, else about:blank."""
+    name = kind or KIND_OF_STATUS.get(status)
+    return PROBLEM_TYPE_PREFIX + name if name else "about:blank"
+
+
 class Problem(Exception):
     """An expected failure of a use case; the handler renders it. Services raise these."""
 
     status = 500
     title = "Internal Server Error"
+    kind: str | None = None  # a problem type of its own (problem_type); None: its status's
 
     def __init__(
         self,

@@ -36,8 +36,11 @@ def test_every_staff_role_lists_sites(client, staff):
 
 
 def test_listing_paginates_with_a_hard_maximum(client, admin, app):
-    body = client.get("/api/v1/sites?page_size=100000", headers=admin).get_json()
-    assert body["page_size"] == app.config["EDC"]["page_size_max"]
+    # Over the maximum is refused, never silently cut to a shorter page (tests/test_api_conventions.py).
+    answer = problem(client.get("/api/v1/sites?page_size=100000", headers=admin), 422)
+    assert [e["pointer"] for e in answer["errors"]] == ["/query/page_size"]
+    limit = app.config["EDC"]["page_size_max"]
+    assert client.get(f"/api/v1/sites?page_size={limit}", headers=admin).get_json()["page_size"] == limit
     second = client.get("/api/v1/sites?page=2&page_size=1", headers=admin).get_json()
     assert [s["code"] for s in second["items"]] == ["IT01"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import g
 
 from edc.api.common import client_address, current_actor
+from edc.api.openapi import docs
 from edc.api.parsing import Blueprint
 from edc.api.transaction import commit_with_answer
 from edc.api.schemas import LoginIn, MeOut, PasswordChangeIn, RefreshIn, SetupIn, TokenOut
@@ -58,6 +59,7 @@ def logout():
 
 
 @blp.post("/auth/password")
+@blp.doc(**docs(errors=(429,)))
 @requires(AUTHENTICATED)
 @blp.arguments(PasswordChangeIn)
 @blp.response(204)

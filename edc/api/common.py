@@ -1,13 +1,15 @@
-"""Small helpers every resource module uses: the current actor, If-Match, page size, ETags."""
+"""Small helpers every resource module uses: the current actor, If-Match, page size and links, ETags."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
+from urllib.parse import urlencode
 
-from flask import current_app, g, request
+from flask import Response, current_app, g, request
 from werkzeug.sansio.utils import get_current_url
 
-from edc.problems import PreconditionRequired
+from edc.problems import PreconditionRequired, UnprocessableContent, field_error
 from edc.security.permissions import Actor
 from edc.services.concurrency import etag_of
 
@@ -46,5 +48,30 @@ def etag(obj: Any) -> str:
 
 
 def page_args(args: dict[str, Any]) -> dict[str, int]:
+    """The page asked for; a page_size over the configured maximum is refused (422), never silently cut, so a
+    client never takes a short page for the end of the list. The answer then carries its Link headers."""
     limit = current_app.config["EDC"]["page_size_max"]
-    return {"page": args["page"], "page_size": min(args["page_size"], limit)}
+    if args["page_size"] > limit:
+        raise UnprocessableContent(errors=[field_error("/query/page_size", f"Must be at most {limit} (page_size_max).")])
+    g.paging = {"page": args["page"], "page_size": args["page_size"]}
+    return dict(g.paging)
+
+
+def add_page_links(response: Response) -> None:
+    """Link (first, prev, next, last; RFC 8288) and X-Total-Count on a page of a list, from its body's total."""
+    paging = g.get("paging")
+    if paging is None or response.status_code != 200 or not response.is_json:
+        return
+    body = response.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("total"), int):
+        return
+    page, size, total = paging["page"], paging["page_size"], body["total"]
+    last = max(1, math.ceil(total / size))
+    pages = {"first": 1, "prev": page - 1 if page > 1 else None, "next": page + 1 if page < last else None, "last": last}
+    response.headers["Link"] = ", ".join(f'<{_page_url(number)}>; rel="{rel}"' for rel, number in pages.items() if number)
+    response.headers["X-Total-Count"] = str(total)
+
+
+def _page_url(number: int) -> str:
+    query = [(name, value) for name, value in request.args.items(multi=True) if name != "page"] + [("page", str(number))]
+    return public_url(request.path) + "?" + urlencode(query)

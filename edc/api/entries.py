@@ -8,6 +8,7 @@ from flask import url_for
 
 from edc.api.common import current_actor, etag, if_match
 from edc.api.idempotency import idempotent
+from edc.api.openapi import etag_doc, if_match_doc
 from edc.api.parsing import Blueprint
 from edc.api.transaction import commit_with_answer
 from edc.api.schemas import AuditRecordOut, EntryIn, EntryListArgs, EntryOut, EntryPutIn
@@ -33,6 +34,7 @@ def _out(entry, values, outcome=None) -> dict:
 
 
 @blp.post("/subjects/<number>/entries")
+@blp.doc(**etag_doc(create=True))
 @requires("entries:write")
 @idempotent
 @blp.arguments(EntryIn)
@@ -56,6 +58,7 @@ def list_entries(args, number):
 
 
 @blp.get("/entries/<uuid:entry_id>")
+@blp.doc(**etag_doc())
 @requires("entries:read")
 @blp.response(200, EntryOut)
 def get_entry(entry_id: uuid.UUID):
@@ -65,6 +68,7 @@ def get_entry(entry_id: uuid.UUID):
 
 
 @blp.put("/entries/<uuid:entry_id>")
+@blp.doc(**if_match_doc())
 @requires("entries:write")
 @blp.arguments(EntryPutIn)
 @blp.response(200, EntryOut)

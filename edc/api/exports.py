@@ -13,22 +13,24 @@ from marshmallow import Schema, fields, validate
 from edc.api.common import current_actor, page_args
 from edc.api.downloads import stored_file
 from edc.api.idempotency import idempotent
+from edc.api.openapi import ETAG_HEADER, IF_NONE_MATCH, RETRY_AFTER, docs, success_doc, success_headers_doc
 from edc.api.parsing import Blueprint
 from edc.api.transaction import commit_with_answer
 from edc.api.schemas import PageArgs, PageOut
 from edc.extensions import db
-from edc.models.exports import ExportJob
+from edc.models.exports import ACTIVE_STATES, EXPORT_FORMATS, ExportJob
 from edc.security.permissions import requires
 from edc.services import exports
 
 blp = Blueprint("exports", __name__, url_prefix="/api/v1/exports", description="Exports (CSV, CDISC ODM, FHIR)")
 
+POLL_SECONDS = 2  # how long a client polling a queued or running export waits between polls (Retry-After)
 _names = fields.List(fields.String(validate=validate.Length(min=1, max=64)), validate=validate.Length(min=1, max=100),
                      load_default=None)
 
 
 class ExportIn(Schema):
-    format = fields.String(required=True, metadata={"description": "csv | odm | fhir"})
+    format = fields.String(required=True, validate=validate.OneOf(EXPORT_FORMATS))
     sites = _names
     forms = _names
     statuses = _names
@@ -84,6 +86,7 @@ def view(job: ExportJob) -> dict[str, Any]:
 
 
 @blp.post("")
+@blp.doc(**docs(errors=(429,)))
 @requires("exports:create")
 @idempotent
 @blp.arguments(ExportIn)
@@ -116,14 +119,17 @@ def list_exports(args):
 
 
 @blp.get("/<job_id>")
+@blp.doc(**success_headers_doc({"Retry-After": RETRY_AFTER}))
 @requires("exports:create")
 @blp.response(200, ExportOut)
 def get_export(job_id):
-    """An export's state and progress."""
-    return view(exports.get_job(db.session, current_actor(), job_id))
+    """An export's state and progress; while it is queued or running, Retry-After says when to poll again."""
+    job = exports.get_job(db.session, current_actor(), job_id)
+    return view(job), 200, ({"Retry-After": str(POLL_SECONDS)} if job.state in ACTIVE_STATES else {})
 
 
 @blp.get("/<job_id>/manifest")
+@blp.doc(**docs(success_doc("The manifest"), errors=(409,)))
 @requires("exports:create")
 def get_manifest(job_id):
     """The manifest of a completed export: every file with its SHA-256 and counts, form versions, filters, who, when.
@@ -133,6 +139,7 @@ def get_manifest(job_id):
 
 
 @blp.get("/<job_id>/files/<name>")
+@blp.doc(**docs(success_doc("The file (CSV, ODM XML, NDJSON or text)", media="*/*", schema={"type": "string", "format": "binary"}, headers={"ETag": ETAG_HEADER}), {"parameters": [IF_NONE_MATCH]}, {"responses": {"304": {"description": "Not Modified"}}}, errors=(409,)))
 @requires("exports:create")
 def get_file(job_id, name):
     """One file of a completed export, streamed from export storage (ETag: its SHA-256); 410 once storage no

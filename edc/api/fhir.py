@@ -9,6 +9,7 @@ read nothing else. edc.errors renders them, in the one place that renders every 
 from __future__ import annotations
 
 from edc.api.common import current_actor, public_url
+from edc.api.openapi import FHIR_JSON, fhir_resource, success_doc
 from edc.api.parsing import Blueprint
 from edc.api.transaction import commit
 from edc.errors import fhir_response
@@ -26,6 +27,7 @@ def fhir_base() -> str:
 
 
 @blp.route("/metadata", methods=["GET"])
+@blp.doc(**success_doc("The CapabilityStatement", media=FHIR_JSON, schema=fhir_resource("CapabilityStatement")))
 @public
 def metadata():
     """The server's CapabilityStatement (R4): Bulk Data export, Patient/$everything, SMART Backend Services."""
@@ -33,6 +35,7 @@ def metadata():
 
 
 @blp.route("/Patient/<subject_id>/$everything", methods=["GET"])
+@blp.doc(**success_doc("A searchset Bundle", media=FHIR_JSON, schema=fhir_resource("Bundle")))
 @requires(fhir_export.PERMISSION)
 def patient_everything(subject_id: str):
     """Everything about one subject as a searchset Bundle (R4 JSON)."""

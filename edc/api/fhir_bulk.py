@@ -24,6 +24,7 @@ from flask import Response, json, request, url_for
 
 from edc.api.common import current_actor, public_request_url, public_url
 from edc.api.downloads import stored_file
+from edc.api.openapi import BULK_MANIFEST, FHIR_JSON, PREFER_ASYNC, RETRY_AFTER, docs, fhir_resource, success_doc
 from edc.api.parsing import Blueprint
 from edc.api.transaction import commit
 from edc.errors import fhir_response, operation_outcome
@@ -52,6 +53,9 @@ KICK_OFF_PARAMETERS = [
     {"in": "query", "name": "_since", "schema": {"type": "string", "format": "date-time"},
      "description": "only resources changed after this instant (with a time zone)"},
 ]
+KICK_OFF_DOC = docs({"parameters": [*KICK_OFF_PARAMETERS, PREFER_ASYNC]}, success_doc(
+    "Accepted: poll the status URL in Content-Location", status=202, media=FHIR_JSON, schema=fhir_resource("OperationOutcome"),
+    headers={"Content-Location": {"schema": {"type": "string", "format": "uri"}, "required": True}}), errors=(429,))
 
 
 def _prefer() -> set[str]:
@@ -122,7 +126,7 @@ def _instant(value: str | None) -> datetime | None:
 
 
 @blp.route("/$export", methods=["GET"])
-@blp.doc(parameters=KICK_OFF_PARAMETERS)
+@blp.doc(**KICK_OFF_DOC)
 @requires("fhir:read")
 def system_export():
     """Kick off an export of every resource (Bulk Data system level)."""
@@ -130,7 +134,7 @@ def system_export():
 
 
 @blp.route("/Patient/$export", methods=["GET"])
-@blp.doc(parameters=KICK_OFF_PARAMETERS)
+@blp.doc(**KICK_OFF_DOC)
 @requires("fhir:read")
 def patient_export():
     """Kick off an export of the Patient compartment (Bulk Data patient level)."""
@@ -138,6 +142,7 @@ def patient_export():
 
 
 @blp.route("/bulk-status/<job_id>", methods=["GET"])
+@blp.doc(**docs(success_doc("The manifest of the completed export", schema=BULK_MANIFEST), success_doc("In progress", status=202, media="", headers={"X-Progress": {"schema": {"type": "string"}}, "Retry-After": RETRY_AFTER}), errors=(500,)))
 @requires("fhir:read")
 def export_status(job_id):
     """Poll a bulk export: 202 while it runs, 200 with the manifest once complete, 404 once cancelled."""
@@ -166,6 +171,7 @@ def _manifest(job: ExportJob) -> Response:
 
 
 @blp.route("/bulk-status/<job_id>", methods=["DELETE"])
+@blp.doc(**success_doc("Cancelled, or deleted with its files", status=202, media=""))
 @requires("fhir:read")
 def cancel_export(job_id):
     """Cancel a running bulk export, or delete a finished one and its files."""
@@ -189,6 +195,7 @@ def ignored_parameters_file(job_id):
 
 
 @blp.route("/bulk-files/<job_id>/<name>", methods=["GET"])
+@blp.doc(**success_doc("NDJSON, one resource a line", media=NDJSON, schema={"type": "string"}))
 @requires("fhir:read")
 def export_file(job_id, name):
     """One NDJSON file of a completed bulk export (410 once export storage no longer has it)."""

@@ -4,15 +4,18 @@ permission check (deny by default), security headers and the JSON request log.""
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 
 from flask import Flask, current_app, g, request
 
 from edc import runtime
+from edc.api.common import add_page_links
+from edc.api.openapi import QUERY_PARAMETERS_KEY
 from edc.errors import is_fhir_request
 from edc.extensions import db
 from edc.logs import REQUEST_FIELDS
-from edc.problems import Forbidden, Unauthorized, UnsupportedMediaType
+from edc.problems import Forbidden, Unauthorized, UnprocessableContent, UnsupportedMediaType, field_error
 from edc.security.permissions import AUTHENTICATED, PUBLIC, declared_permission
 from edc.services import auth
 
@@ -22,10 +25,17 @@ log = logging.getLogger("edc.request")
 THIRD_PARTY_PUBLIC = frozenset({"api-docs.openapi_json", "swagger_ui.show"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 JSON_TYPES = ("application/json",)
+# A client's own X-Request-ID is kept when it is a plain token that fits the audit trail's column (64).
+CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+
+
+def _request_id() -> str:
+    sent = request.headers.get("X-Request-ID", "")
+    return sent if CLIENT_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
 
 
 def _start() -> None:
-    g.request_id = uuid.uuid4().hex
+    g.request_id = _request_id()
     g.actor = None
     runtime.bind(db.session, runtime.for_app(current_app))
 
@@ -37,6 +47,20 @@ def _check_content_type() -> None:
     mimetype = request.mimetype or ""
     if has_body and not (mimetype in JSON_TYPES or mimetype.endswith("+json")):
         raise UnsupportedMediaType("Send the request body as application/json.")
+
+
+def _check_query() -> None:
+    """A query parameter the route does not document is a 422 on every /api route, with a query schema or without:
+    a misspelt filter or option must never be silently ignored."""
+    if not request.path.startswith("/api/") or not request.args:
+        return
+    declared = current_app.extensions.get(QUERY_PARAMETERS_KEY, {}).get((request.endpoint, request.method))
+    if declared is None:  # the OpenAPI document itself, the docs page, HEAD and OPTIONS
+        return
+    unknown = sorted(set(request.args) - declared)
+    if unknown:
+        raise UnprocessableContent(errors=[field_error("/query/" + name.replace("~", "~0").replace("/", "~1"),
+                                                       "Unknown query parameter.") for name in unknown])
 
 
 def permission_for(endpoint: str | None) -> str | None:
@@ -74,8 +98,20 @@ def _authorize() -> None:
         raise Forbidden("Your role does not allow this action.")
 
 
+def _not_modified(response):
+    """304 to a GET whose If-None-Match names the ETag the answer carries (RFC 9110 §13.1.2)."""
+    etag = response.headers.get("ETag")
+    if request.method in ("GET", "HEAD") and response.status_code == 200 and etag and request.if_none_match:
+        if request.if_none_match.contains_weak(etag.strip('"')):
+            response.status_code = 304
+            response.set_data(b"")
+            response.headers.pop("Content-Type", None)
+
+
 def _finish(response):
     settings = current_app.config["EDC"]
+    add_page_links(response)
+    _not_modified(response)
     response.headers["X-Request-ID"] = g.get("request_id", "")
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
@@ -127,4 +163,5 @@ def register(app: Flask) -> None:
     app.before_request(_start)
     app.before_request(_authorize)
     app.before_request(_check_content_type)
+    app.before_request(_check_query)
     app.after_request(_finish)

@@ -12,8 +12,10 @@ from flask import url_for
 from marshmallow import Schema, fields, validate
 
 from edc.api.common import current_actor, etag
+from edc.api.openapi import etag_doc
 from edc.api.parsing import Blueprint, multiline
 from edc.api.transaction import commit_with_answer
+from edc.api.schemas import required_reason
 from edc.extensions import db
 from edc.security.permissions import requires
 from edc.services import locking
@@ -26,8 +28,7 @@ class LockIn(Schema):
 
 
 class UnlockIn(Schema):
-    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000),
-                           metadata=multiline(description="required, not blank"))
+    reason = required_reason()
 
 
 class EntryLockOut(Schema):
@@ -69,8 +70,7 @@ class CutDetailOut(CutOut):
 
 
 class StudyLockIn(Schema):
-    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000),
-                           metadata=multiline(description="required, not blank"))
+    reason = required_reason()
 
 
 class StudyLockOut(Schema):
@@ -111,6 +111,7 @@ def _committed(body: dict, headers: dict | None = None):
 
 
 @blp.post("/entries/<uuid:entry_id>/lock")
+@blp.doc(**etag_doc())
 @requires("locks:manage")
 @blp.arguments(LockIn)
 @blp.response(200, EntryLockOut)
@@ -121,6 +122,7 @@ def lock_entry(data, entry_id: uuid.UUID):
 
 
 @blp.post("/entries/<uuid:entry_id>/unlock")
+@blp.doc(**etag_doc())
 @requires("locks:manage")
 @blp.arguments(UnlockIn)
 @blp.response(200, EntryLockOut)

@@ -16,7 +16,7 @@ from typing import Any
 import flask
 import flask_smorest
 from flask.json.provider import DefaultJSONProvider
-from marshmallow import Schema, ValidationError, fields
+from marshmallow import RAISE, Schema, ValidationError, fields
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.routing import BaseConverter
@@ -79,7 +79,12 @@ def _nesting_depth(text: str) -> int:
 
 class InputParser(FlaskParser):
     """webargs' Flask parser, reading JSON through the app's provider and refusing, field by field (422 naming
-    the field), what edc.ecrf.inputs refuses; the schema's own validation runs only on what passes."""
+    the field), what edc.ecrf.inputs refuses; the schema's own validation runs only on what passes.
+
+    An unknown query parameter is a 422 too, as an unknown body field is: a misspelt filter must not silently
+    return everything."""
+
+    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": RAISE, "querystring": RAISE}
 
     def _raw_load_json(self, req: flask.Request) -> Any:
         if not is_json_request(req):
@@ -168,6 +173,9 @@ def _key_problems(value: Any) -> list[str] | None:
     return None
 
 
+REQUEST_SCHEMAS: set[type[Schema]] = set()  # every schema a route reads a request with (the OpenAPI input rules)
+
+
 class Blueprint(flask_smorest.Blueprint):
     """flask-smorest's Blueprint whose @arguments read requests with InputParser, and whose @response
     serialises the answer before the view's writes are committed (edc.api.transaction)."""
@@ -187,6 +195,10 @@ class Blueprint(flask_smorest.Blueprint):
             return answer_then_commit
 
         return decorator
+
+    def arguments(self, schema, *args: Any, **kwargs: Any):
+        REQUEST_SCHEMAS.add(schema if isinstance(schema, type) else type(schema))
+        return super().arguments(schema, *args, **kwargs)
 
 
 # ---------------------------------------------------------------- path segments

@@ -14,6 +14,7 @@ from marshmallow import RAISE, Schema, fields, validate
 from edc import clock
 from edc.api.common import current_actor, etag, page_args
 from edc.api.idempotency import idempotent
+from edc.api.openapi import etag_doc, if_match_doc
 from edc.api.parsing import Blueprint, multiline
 from edc.api.transaction import commit_with_answer
 from edc.api.schemas import SITE_CODE, PageArgs, PageOut, QueryOut
@@ -141,6 +142,7 @@ def list_queries(args):
 
 
 @blp.post("")
+@blp.doc(**etag_doc(create=True))
 @requires("queries:manage")
 @idempotent
 @blp.arguments(QueryIn)
@@ -155,6 +157,7 @@ def open_query(data):
 
 
 @blp.get("/<uuid:query_id>")
+@blp.doc(**etag_doc())
 @requires("queries:read")
 @blp.response(200, QueryDetailOut)
 def get_query(query_id: uuid.UUID):
@@ -186,6 +189,7 @@ def _transition(query_id: uuid.UUID, action: str, data: dict):
 
 
 @blp.post("/<uuid:query_id>/answer")
+@blp.doc(**if_match_doc(required=False))
 @requires("queries:answer")
 @blp.arguments(AnswerIn)
 @blp.response(200, QueryDetailOut)
@@ -195,6 +199,7 @@ def answer_query(data, query_id: uuid.UUID):
 
 
 @blp.post("/<uuid:query_id>/close")
+@blp.doc(**if_match_doc(required=False))
 @requires("queries:manage")
 @blp.arguments(CloseIn)
 @blp.response(200, QueryDetailOut)
@@ -204,6 +209,7 @@ def close_query(data, query_id: uuid.UUID):
 
 
 @blp.post("/<uuid:query_id>/reopen")
+@blp.doc(**if_match_doc(required=False))
 @requires("queries:manage")
 @blp.arguments(MessageIn)
 @blp.response(200, QueryDetailOut)
@@ -213,6 +219,7 @@ def reopen_query(data, query_id: uuid.UUID):
 
 
 @blp.post("/<uuid:query_id>/cancel")
+@blp.doc(**if_match_doc(required=False))
 @requires("queries:manage")
 @blp.arguments(MessageIn)
 @blp.response(200, QueryDetailOut)

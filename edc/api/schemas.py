@@ -7,10 +7,11 @@ import zoneinfo
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+from edc import clock
 from edc.api.parsing import multiline
 from edc.models.sites import SITE_STATUSES
 from edc.models.users import ROLES, USER_STATUSES
-from edc.security import usernames
+from edc.security import passwords, usernames
 from edc.services.identifying import WITHHELD
 
 USERNAME = validate.Regexp(usernames.PATTERN, error=usernames.RULE)
@@ -22,6 +23,40 @@ MAX_PAGE_SIZE = 1_000_000
 WITHHELD_NOTE = (f"{json.dumps(WITHHELD)} in place of its value (identifying items are shown only to the subject's "
                  "site staff, data managers and the roles that enter the form; docs/security.md).")
 REASON = fields.String(required=True, validate=validate.Length(min=1, max=2000), metadata=multiline())
+# Multi-line text (edc.ecrf.inputs) with at least one character that is not white space; the pattern doubles as the
+# OpenAPI document's, so it states the text rule too.
+_LINE_CHAR = r"[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]"
+NOT_BLANK = validate.Regexp(rf"^{_LINE_CHAR}*[^\s\u0000-\u001f\u007f]{_LINE_CHAR}*$", error="Must not be blank.")
+
+
+def required_reason(description: str = "required, not blank") -> fields.String:
+    """A reason the service refuses when missing or blank: the schema (and so the OpenAPI document) says so too."""
+    return fields.String(required=True, validate=[validate.Length(min=1, max=2000), NOT_BLANK],
+                         metadata=multiline(description=description))
+
+
+class RecentYear(validate.Range):
+    """A year from `years` years ago to this one, counted when it is checked (and when the document is built)."""
+
+    def __init__(self, years: int) -> None:
+        super().__init__()
+        self.years = years
+
+    @property
+    def min(self):  # noqa: A003
+        return clock.utcnow().year - self.years
+
+    @min.setter
+    def min(self, value) -> None:
+        pass
+
+    @property
+    def max(self):  # noqa: A003
+        return clock.utcnow().year
+
+    @max.setter
+    def max(self, value) -> None:
+        pass
 
 
 def _time_zone(value: str) -> None:
@@ -35,7 +70,7 @@ class PageArgs(Schema):
     # Bounded so that no offset reaches the database's 64-bit limit (page 10**20 was a 500).
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
     page_size = fields.Integer(load_default=50, validate=validate.Range(min=1, max=MAX_PAGE_SIZE),
-                               metadata={"description": "capped at the configured maximum"})
+                               metadata={"description": "at most the configured maximum (page_size_max); more is a 422"})
 
 
 class PageOut(Schema):
@@ -161,14 +196,22 @@ class RefreshIn(Schema):
     refresh_token = fields.String(required=True, validate=validate.Length(min=1, max=512), load_only=True)
 
 
+def new_password() -> fields.String:
+    """A new password: the policy's length is checked here, so the OpenAPI document states it (the service checks
+    the rest of the policy: common passwords, the username)."""
+    too_short = f"Password must be at least {passwords.MIN_LENGTH} characters."
+    return fields.String(required=True, load_only=True, validate=[
+        validate.Length(min=passwords.MIN_LENGTH, error=too_short), validate.Length(max=1024)])
+
+
 class PasswordChangeIn(Schema):
     current_password = fields.String(required=True, validate=validate.Length(min=1, max=1024), load_only=True)
-    new_password = fields.String(required=True, validate=validate.Length(min=1, max=1024), load_only=True)
+    new_password = new_password()
 
 
 class SetupIn(Schema):
     token = fields.String(required=True, validate=validate.Length(min=1, max=512), load_only=True)
-    new_password = fields.String(required=True, validate=validate.Length(min=1, max=1024), load_only=True)
+    new_password = new_password()
 
 
 class TokenOut(Schema):
@@ -229,7 +272,9 @@ class AuditRecordOut(Schema):
 
 class FormArgs(Schema):
     version = fields.String(validate=validate.Length(max=16))
-    lang = fields.String(load_default="en", validate=validate.Length(max=8))
+    # A language tag (BCP 47 shape): the Questionnaire's `language` must be one, and an empty one was a 500.
+    lang = fields.String(load_default="en", validate=[validate.Length(max=8), validate.Regexp(
+        r"^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*$", error="A language tag, e.g. en or es.")])
 
 
 # --- subjects ----------------------------------------------------------------
@@ -239,7 +284,7 @@ SUBJECT_STATUSES = ("screening", "enrolled", "screen_failed", "withdrawn", "comp
 
 class SubjectIn(Schema):
     site = fields.String(required=True, validate=SITE_CODE)
-    birth_year = fields.Integer(required=True, strict=True)
+    birth_year = fields.Integer(required=True, strict=True, validate=RecentYear(30))
     birth_month = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=12))
     sex = fields.String(required=True, validate=validate.OneOf(("F", "M", "U")))
     consent_date = fields.Date(required=True)

@@ -11,6 +11,7 @@ from marshmallow import Schema, fields, validate
 
 from edc.api.common import current_actor
 from edc.api.idempotency import idempotent
+from edc.api.openapi import docs
 from edc.api.parsing import Blueprint
 from edc.api.transaction import commit_with_answer
 from edc.extensions import db
@@ -58,6 +59,7 @@ def _out(view: signatures.SignatureView) -> dict:
 
 
 @blp.post("/entries/<uuid:entry_id>/signatures")
+@blp.doc(**docs(errors=(429,)))
 @requires("signatures:sign")
 @idempotent
 @blp.arguments(SignIn)
@@ -71,6 +73,7 @@ def sign_entry(data, entry_id: uuid.UUID):
 
 
 @blp.post("/subjects/<number>/signatures")
+@blp.doc(**docs(errors=(429,)))
 @requires("signatures:sign")
 @idempotent
 @blp.arguments(SignIn)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import url_for
 
 from edc.api.common import current_actor, etag, if_match, page_args
+from edc.api.openapi import etag_doc, if_match_doc
 from edc.api.parsing import Blueprint
 from edc.api.transaction import commit_with_answer
 from edc.api.schemas import ReasonIn, SiteIn, SiteListArgs, SiteOut, SitePage, SitePatch
@@ -25,6 +26,7 @@ def list_sites(args):
 
 
 @blp.post("")
+@blp.doc(**etag_doc(create=True))
 @requires("sites:manage")
 @blp.arguments(SiteIn)
 @blp.response(201, SiteOut)
@@ -36,6 +38,7 @@ def create_site(data):
 
 
 @blp.get("/<code>")
+@blp.doc(**etag_doc())
 @requires("sites:read")
 @blp.response(200, SiteOut)
 def get_site(code):
@@ -45,6 +48,7 @@ def get_site(code):
 
 
 @blp.patch("/<code>")
+@blp.doc(**if_match_doc())
 @requires("sites:manage")
 @blp.arguments(SitePatch)
 @blp.response(200, SiteOut)
@@ -57,6 +61,7 @@ def update_site(data, code):
 
 
 @blp.post("/<code>/close")
+@blp.doc(**if_match_doc())
 @requires("sites:manage")
 @blp.arguments(ReasonIn)
 @blp.response(200, SiteOut)

@@ -12,6 +12,7 @@ from flask import Response, g, json, request
 
 from edc.api.common import client_address
 from edc.api.fhir import fhir_base
+from edc.api.openapi import FORM_BODY, SMART_CONFIGURATION, TOKEN_RESPONSE, docs, success_doc
 from edc.api.parsing import Blueprint
 from edc.api.transaction import commit
 from edc.ecrf.inputs import text_problem
@@ -46,6 +47,7 @@ def _token_parameters() -> dict[str, str]:
 
 
 @blp.route("/auth/token", methods=["POST"])
+@blp.doc(**docs(success_doc("An access token (RFC 6749 §5.1)", schema=TOKEN_RESPONSE), FORM_BODY))
 @public
 def issue_token():
     """Exchange a client assertion (SMART Backend Services, client credentials) for a short-lived access token."""
@@ -56,6 +58,7 @@ def issue_token():
 
 
 @blp.route("/.well-known/smart-configuration", methods=["GET"])
+@blp.doc(**success_doc("SMART configuration", schema=SMART_CONFIGURATION))
 @public
 def smart_configuration():
     """How a backend service gets an access token here (token URL, private_key_jwt, RS384/ES384, scopes)."""

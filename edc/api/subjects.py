@@ -6,6 +6,7 @@ from flask import url_for
 
 from edc.api.common import current_actor, etag, if_match, page_args
 from edc.api.idempotency import idempotent
+from edc.api.openapi import etag_doc, if_match_doc
 from edc.api.parsing import Blueprint
 from edc.api.transaction import commit_with_answer
 from edc.api.schemas import (AuditHistoryArgs, AuditRecordOut, CasebookOut, SubjectIn, SubjectListArgs, SubjectOut,
@@ -18,6 +19,7 @@ blp = Blueprint("subjects", __name__, url_prefix="/api/v1/subjects", description
 
 
 @blp.post("")
+@blp.doc(**etag_doc(create=True))
 @requires("subjects:enrol")
 @idempotent
 @blp.arguments(SubjectIn)
@@ -39,6 +41,7 @@ def list_subjects(args):
 
 
 @blp.get("/<number>")
+@blp.doc(**etag_doc())
 @requires("subjects:read")
 @blp.response(200, SubjectOut)
 def get_subject(number):
@@ -48,6 +51,7 @@ def get_subject(number):
 
 
 @blp.post("/<number>/status")
+@blp.doc(**if_match_doc())
 @requires("subjects:status")
 @blp.arguments(SubjectStatusIn)
 @blp.response(200, SubjectOut)

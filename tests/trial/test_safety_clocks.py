@@ -65,7 +65,7 @@ def save_review(trial, number, data, complete=True):
 
 
 def clock_audit(trial, number):
-    response = trial.client.get(f"/api/v1/subjects/{number}/audit", query_string={"page_size": 500},
+    response = trial.client.get(f"/api/v1/subjects/{number}/audit", query_string={"page_size": 200},
                                 headers=trial.headers["data_manager"])
     assert response.status_code == 200, response.get_json()
     return [r for r in response.get_json() if r["entity_type"] == "safety_clock"]
