@@ -11,11 +11,11 @@ from flask import Response, url_for
 from marshmallow import Schema, fields, validate
 
 from edc.api.common import current_actor, page_args
-from edc.api.downloads import stored_file
+from edc.api.downloads import handed_out, stored_file
 from edc.api.idempotency import idempotent
 from edc.api.openapi import ETAG_HEADER, IF_NONE_MATCH, RETRY_AFTER, docs, success_doc, success_headers_doc
 from edc.api.parsing import Blueprint
-from edc.api.transaction import commit_with_answer
+from edc.api.transaction import commit, commit_with_answer
 from edc.api.schemas import PageArgs, PageOut
 from edc.extensions import db
 from edc.models.exports import ACTIVE_STATES, EXPORT_FORMATS, ExportJob
@@ -144,10 +144,13 @@ def get_manifest(job_id):
 def get_file(job_id, name):
     """One file of a completed export, streamed from export storage (ETag: its SHA-256); 410 once storage no
     longer has it."""
-    stream, listed = exports.open_file(db.session, current_actor(), job_id, name)
+    actor = current_actor()
+    stream, listed = exports.open_file(db.session, actor, job_id, name)
     response: Response = stored_file(stream, media_type=listed["media_type"], size=listed["bytes"],
                                      sha256=listed["sha256"], download_name=name)
-    return response
+    if handed_out(response):
+        exports.record_download(db.session, actor, job_id, name, response.headers.get("Content-Range"))
+    return commit(response)
 
 
 @blp.delete("/<job_id>")

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 from flask import Response, json, request, url_for
 
 from edc.api.common import current_actor, public_request_url, public_url
-from edc.api.downloads import stored_file
+from edc.api.downloads import handed_out, stored_file
 from edc.api.openapi import BULK_MANIFEST, FHIR_JSON, PREFER_ASYNC, RETRY_AFTER, docs, fhir_resource, success_doc
 from edc.api.parsing import Blueprint
 from edc.api.transaction import commit
@@ -199,5 +199,9 @@ def ignored_parameters_file(job_id):
 @requires("fhir:read")
 def export_file(job_id, name):
     """One NDJSON file of a completed bulk export (410 once export storage no longer has it)."""
-    stream, listed = exports.open_file(db.session, current_actor(), job_id, name, bulk=True)
-    return stored_file(stream, media_type=NDJSON, size=listed["bytes"], sha256=listed["sha256"])
+    actor = current_actor()
+    stream, listed = exports.open_file(db.session, actor, job_id, name, bulk=True)
+    response = stored_file(stream, media_type=NDJSON, size=listed["bytes"], sha256=listed["sha256"])
+    if handed_out(response):
+        exports.record_download(db.session, actor, job_id, name, response.headers.get("Content-Range"))
+    return commit(response)

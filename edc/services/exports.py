@@ -224,6 +224,13 @@ def open_file(session: Session, actor: Actor, job_id: uuid.UUID | str, name: str
         return _storage(session).open(f"{job.id}/{name}"), listed[name]
 
 
+def record_download(session: Session, actor: Actor, job_id: uuid.UUID | str, name: str, byte_range: str | None) -> None:
+    """Audit a file handed out (whole, or the byte range of a resumed download): who took which export file.
+    The caller commits with its answer."""
+    audit.record(session, actor, "export_downloaded", entity_type="export", entity_id=uuid.UUID(str(job_id)),
+                 changes=[audit.change("file", None, name), audit.change("range", None, byte_range)])
+
+
 def files_missing(session: Session, job: ExportJob) -> bool:
     """Whether a completed export lacks any of its files in storage (one listing; False for other states)."""
     if job.state != "completed" or not job.manifest:

@@ -123,9 +123,30 @@ def test_a_csv_export_is_queued_run_by_the_worker_and_its_files_match_the_manife
         inside = json.loads(archive.read("manifest.json"))
         assert inside["files"] == manifest["files"]
     assert body["links"]["manifest"] == f"/api/v1/exports/{asked['id']}/manifest"
-    actions = study.session.scalars(sa.select(AuditRecord.action).where(AuditRecord.entity_id == asked["id"])
+    records = study.session.scalars(sa.select(AuditRecord).where(AuditRecord.entity_id == asked["id"])
                                    .order_by(AuditRecord.seq)).all()
-    assert actions == ["export_requested", "export_completed"]
+    downloads = len(manifest["files"]) + 2  # every file, the archive, and the archive again
+    assert [r.action for r in records] == ["export_requested", "export_completed"] + ["export_downloaded"] * downloads
+    first = records[2]
+    assert first.actor_username == "stat"
+    assert first.changes == [{"field": "file", "old": None, "new": manifest["files"][0]["name"]},
+                             {"field": "range", "old": None, "new": None}]
+
+
+def test_a_resumed_download_is_audited_with_its_byte_range_and_a_304_is_not(study):
+    asked = study.asked()
+    finished(study, asked["id"])
+    listed = study.manifest(asked["id"])["files"][0]
+    path = f"/api/v1/exports/{asked['id']}/files/{listed['name']}"
+    part = study.client.get(path, headers={**study.as_("stat"), "Range": "bytes=0-9"})
+    assert part.status_code == 206 and len(part.get_data()) == 10
+    part.close()
+    unchanged = study.client.get(path, headers={**study.as_("stat"), "If-None-Match": f'"{listed["sha256"]}"'})
+    unchanged.close()  # a streamed response holds its storage stream until closed, as a WSGI server does
+    assert unchanged.status_code == 304
+    records = study.session.scalars(sa.select(AuditRecord).where(AuditRecord.entity_id == asked["id"],
+                                                                 AuditRecord.action == "export_downloaded")).all()
+    assert [r.changes[1]["new"] for r in records] == [f"bytes 0-9/{listed['bytes']}"]
 
 
 def test_odm_and_fhir_exports_complete_with_their_files(study):
@@ -220,7 +241,7 @@ def test_deleting_a_finished_export_removes_its_files(study):
     assert not (study.export_dir / asked["id"]).exists() and study.status(asked["id"]).status_code == 404
     actions = study.session.scalars(sa.select(AuditRecord.action).where(AuditRecord.entity_id == asked["id"])
                                    .order_by(AuditRecord.seq)).all()
-    assert actions == ["export_requested", "export_completed", "export_deleted"]
+    assert actions == ["export_requested", "export_completed", "export_deleted"]  # nothing was downloaded
 
 
 # --- limits -----------------------------------------------------------------------------------------

@@ -256,7 +256,7 @@ class TcpProxy:
                     if not data:
                         return
                     ends[end].sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: select() on a socket that cut() closed meanwhile (fd -1)
             return
         finally:
             for end in (client, server):

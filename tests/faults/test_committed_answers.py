@@ -21,10 +21,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from account_mail import mailed_setup_token
 from conftest import PASSWORD, bearer
-from edc import clock
+from edc import clock, runtime
 from edc.security.permissions import Actor
 from edc.services import fhir_clients
 from monitoring.conftest import username_of
+from test_demo_subjects import invoke
 from trial.test_baseline_forms import VS
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -164,13 +165,23 @@ def _sessions(d: Driver) -> None:
     d.send("POST", "/api/v1/auth/logout", None, 204, headers=bearer(fresh["access_token"]))
 
 
-def _exports(d: Driver) -> None:
+def _exports(d: Driver, registry: dict[str, str]) -> None:
     job = d.send("POST", "/api/v1/exports", "statistician", 202, json_body={"format": "csv"})
     assert job.get_json()["state"] == "queued" and job.headers["Location"]
     d.send("DELETE", f"/api/v1/exports/{job.get_json()['id']}", "statistician", 204)
+    # A download is audited (a commit): run one export of each kind, then take a file of each.
+    staff = d.m.headers["statistician"]
+    native = d.m.client.post("/api/v1/exports", json={"format": "csv"}, headers=staff).get_json()["id"]
+    bulk = d.m.client.get("/fhir/$export", headers={**registry, "Prefer": "respond-async"})
+    assert invoke(d.m.client.application, "worker", "--once").exit_code == 0
+    name = d.m.client.get(f"/api/v1/exports/{native}/manifest", headers=staff).get_json()["files"][0]["name"]
+    d.send("GET", f"/api/v1/exports/{native}/files/{name}", "statistician", 200).close()  # a streamed file
+    status = d.m.client.get("/fhir/" + bulk.headers["Content-Location"].split("/fhir/", 1)[1], headers=registry)
+    url = status.get_json()["output"][0]["url"]
+    d.send("GET", "/fhir/" + url.split("/fhir/", 1)[1], None, 200, headers=registry).close()
 
 
-def _registry(d: Driver, session, number: str) -> None:
+def _registry(d: Driver, session, number: str) -> dict[str, str]:
     key = ec.generate_private_key(ec.SECP384R1())
     jwks = {"keys": [{**ECAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "k1", "alg": "ES384"}]}
     client_id = fhir_clients.register_client(session, Actor.system("tests"), username="registry", name="registry client",
@@ -191,18 +202,22 @@ def _registry(d: Driver, session, number: str) -> None:
     kicked = d.send("GET", "/fhir/$export", None, 202, headers=asynchronous)
     status_path = "/fhir/" + kicked.headers["Content-Location"].split("/fhir/", 1)[1]
     d.send("DELETE", status_path, None, 202, headers=registry)
+    return registry
 
 
 def test_every_committing_route_answers_its_success_when_the_connection_dies_after_the_commit(monitoring, commit_breaker,
-                                                                                             session):
+                                                                                             session, tmp_path):
+    app = monitoring.client.application
+    app.config["EDC"]["export_dir"] = str(tmp_path / "exports")  # the exports it runs write here, not in the checkout
+    app.extensions.pop(runtime.APP_KEY, None)  # the next request's runtime opens that export storage
     d = Driver(monitoring, commit_breaker)
     number, entry_id = _clinical(d)
     _queries(d, entry_id)
-    _registry(d, session, number)
+    registry = _registry(d, session, number)
     _review(d, number, entry_id)
     _administration(d, session)
     _sessions(d)
-    _exports(d)
+    _exports(d, registry)
     assert committing_endpoints(monitoring.client.application) - d.driven == set()
 
 
