@@ -7,13 +7,10 @@ was lost or half-written (bench/integrity.py, which bench/fault_kill.py runs too
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import select
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -24,38 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from bench.integrity import audit_verify, half_written, recount_differences  # noqa: F401 (the tests' checks)
-from conftest import PROJECT_ROOT
-
-READY_SECONDS = 60
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_call(port: int, method: str, path: str, body=None, headers=None, timeout: float = 10.0):
-    """One request on a fresh connection: (status, headers, parsed body or None). OSError or HTTPException when
-    nobody answers (refused, reset, cut short)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        sent = {"Accept": "application/json", **(headers or {})}
-        payload = None
-        if body is not None:
-            payload = json.dumps(body).encode()
-            sent["Content-Type"] = "application/json"
-        conn.request(method, path, body=payload, headers=sent)
-        response = conn.getresponse()
-        raw = response.read()
-        try:
-            parsed = json.loads(raw) if raw else None
-        except ValueError:
-            parsed = None
-        return response.status, dict(response.getheaders()), parsed
-    finally:
-        conn.close()
-
+from servers import Gunicorn, http_call  # noqa: F401 (http_call: the tests' client)
 
 AE = {"AESTDAT": "2026-11", "AEONGO": True, "AETOXGR": "1", "AESER": "N", "AEREL": "POSSIBLE"}  # demo forms' ae, less AETERM
 
@@ -131,45 +97,18 @@ def stored_terms(client, headers, subjects: list[str]) -> Counter:
     return found
 
 
-class Gunicorn:
-    """gunicorn serving wsgi.py in a process group of its own, on a fixed free port across restarts."""
+class KillableGunicorn(Gunicorn):
+    """The suite's gunicorn (tests/servers.py), whose worker or master the test can SIGKILL; `start` waits
+    until it is ready and counts the starts (a server that recovered by itself was started once)."""
 
     def __init__(self, env: dict[str, str], log: Path, workers: int = 2, threads: int = 4) -> None:
-        self.port = free_port()
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("EDC_")}
-        self.env.update(env, EDC_BIND=f"127.0.0.1:{self.port}", EDC_WORKERS=str(workers), EDC_THREADS=str(threads),
-                        PYTHONUNBUFFERED="1",
-                        # The app is built once per start, in the master, instead of once per worker (each build
-                        # loads the forms: seconds on a busy machine); workers and kills behave the same.
-                        GUNICORN_CMD_ARGS="--preload")
-        self.log = log
-        self.process: subprocess.Popen | None = None
+        super().__init__(env, log, workers, threads)
         self.starts = 0
 
     def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "wsgi:app"],
-                cwd=PROJECT_ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True)  # its own process group: the test kills only gunicorn's processes
+        super().start()
         self.starts += 1
         self.wait_ready()
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if http_call(self.port, "GET", "/readyz", timeout=2)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"gunicorn not ready within {READY_SECONDS} s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
 
     def workers(self) -> list[int]:
         """The master's live children (its workers)."""
@@ -188,27 +127,7 @@ class Gunicorn:
         would), so the port is free for a restart."""
         os.kill(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
-        self._kill_group()
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self._kill_group()  # the test is over: no graceful shutdown to wait for
-        self.process = None
-
-    def _kill_group(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        self.process.wait(timeout=10)  # reap the master: a zombie would keep the group alive
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # wait until the group is gone and the port is free again
-            try:
-                os.killpg(self.process.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
+        self.stop()
 
 
 class TcpProxy:
@@ -310,6 +229,6 @@ def gunicorn_env(database_url, keys_dir, tmp_path) -> dict[str, str]:
 @pytest.fixture
 def gunicorn(gunicorn_env, tmp_path, app):
     """A gunicorn of the test's database, stopped (and its processes killed) before the database is emptied."""
-    server = Gunicorn(gunicorn_env, tmp_path / "gunicorn.log")
+    server = KillableGunicorn(gunicorn_env, tmp_path / "gunicorn.log")
     yield server
     server.stop()
