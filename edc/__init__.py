@@ -96,6 +96,7 @@ def _wire(app: Flask, settings: dict[str, Any], study: Any) -> None:
     from edc.api.openapi import DocumentPlugin
     from edc.database import install_sqlite_pragmas
     from edc.extensions import api, db, migrate
+    from edc.web.wiring import register as register_web
 
     logs.configure()
     # Invalid form definitions stop the service here, before it answers anything.
@@ -113,6 +114,7 @@ def _wire(app: Flask, settings: dict[str, Any], study: Any) -> None:
     api.init_app(app, spec_kwargs={"extra_plugins": [DocumentPlugin(app)]})
     register_blueprints(app, api, benchmark=settings["benchmark_endpoints"])
     app.register_blueprint(get_swaggerui_blueprint(API_DOCS_PATH, "/api/openapi.json", config={"app_name": "edc API"}))
+    register_web(app)
     register_hooks(app)
     errors.register(app)  # after flask-smorest, so ours replace its handlers
     cli.register(app)

@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy.exc
 import sqlalchemy.orm.exc
-from flask import Flask, g, has_request_context, request
+from flask import Flask, current_app, g, has_request_context, request
 from werkzeug.exceptions import HTTPException, SecurityError
 
 from edc.extensions import db
@@ -51,10 +51,30 @@ def operation_outcome(status: int, detail: str, headers: dict[str, str] | None =
     return fhir_response({"resourceType": "OperationOutcome", "issue": issues}, status, headers)
 
 
+# Set by edc.web.register: renders an error as an HTML page for the browser (the web pages' own surface).
+WEB_ERROR_PAGE = "edc.web.error_page"
+NOT_WEB_PREFIXES = ("/api/", "/fhir", "/.well-known/", "/healthz", "/readyz", "/bench/")
+
+
+def is_web_request() -> bool:
+    """Is this a request of the web pages (or a browser's request for an unknown page), answered in HTML?"""
+    if not has_request_context():
+        return False
+    if request.blueprint == "web":
+        return True
+    return (request.endpoint is None and not request.path.startswith(NOT_WEB_PREFIXES)
+            and request.accept_mimetypes.accept_html)
+
+
 def problem_response(status: int, title: str, detail: str, *, errors=None, headers=None, extra=None,
                      kind: str | None = None):
     if is_fhir_request():
         return operation_outcome(status, detail, headers, errors=errors)
+    if is_web_request() and WEB_ERROR_PAGE in current_app.extensions:
+        response = current_app.extensions[WEB_ERROR_PAGE](status, title, detail, errors)
+        for name, value in (headers or {}).items():
+            response.headers[name] = value
+        return response
     body: dict[str, Any] = {
         "type": problem_type(status, kind),
         "title": title,
@@ -111,7 +131,7 @@ def _webargs_errors(exc: HTTPException) -> list[dict[str, str]]:
     return out
 
 
-def _roll_back(exc: Problem) -> None:
+def settle_problem(exc: Problem) -> None:
     """Undo the request's writes, then commit the security events that must survive it."""
     roll_back_quietly()
     if exc.after_rollback:
@@ -126,13 +146,13 @@ def _roll_back(exc: Problem) -> None:
 
 
 def handle_problem(exc: Problem):
-    _roll_back(exc)
+    settle_problem(exc)
     return problem_response(exc.status, exc.title, exc.detail, errors=exc.errors, headers=exc.headers, extra=exc.extra,
                             kind=exc.kind)
 
 
 def handle_oauth_error(exc: OAuthError):
-    _roll_back(exc)
+    settle_problem(exc)
     from flask import json
 
     response = Flask.response_class(json.dumps({"error": exc.error, "error_description": exc.detail}),

@@ -13,6 +13,8 @@ PUBLIC_ROUTES = {
     "/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/setup",
     # FHIR discovery and the registry clients' token endpoint (SMART Backend Services), as FHIR servers have them.
     "/fhir/metadata", "/fhir/.well-known/smart-configuration", "/fhir/auth/token",
+    # The web pages' sign-in, first password, language choice and static files (edc/web/).
+    "/login", "/setup", "/language", "/static/<path:name>",
 }
 
 
@@ -43,7 +45,13 @@ def test_unauthenticated_requests_are_401_everywhere_but_public_routes(app, clie
             continue
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             response = client.open(_concrete(rule.rule), method=method, json={})
-            if rule.rule.startswith("/fhir/"):  # FHIR clients get an OperationOutcome, not problem+json
+            if rule.endpoint.startswith("web."):  # a browser is sent to sign in; a write without its CSRF token is refused
+                response = client.open(_concrete(rule.rule), method=method, data={})
+                if method == "GET":
+                    assert response.status_code == 302 and response.headers["Location"].startswith("/login?next=")
+                else:
+                    assert response.status_code == 403 and response.mimetype == "text/html"
+            elif rule.rule.startswith("/fhir/"):  # FHIR clients get an OperationOutcome, not problem+json
                 assert response.status_code == 401 and response.mimetype == "application/fhir+json"
                 assert response.get_json(force=True)["resourceType"] == "OperationOutcome"
             else:

@@ -23,6 +23,7 @@ log = logging.getLogger("edc.request")
 
 # Views that third-party packages register: the OpenAPI document and the offline docs page.
 THIRD_PARTY_PUBLIC = frozenset({"api-docs.openapi_json", "swagger_ui.show"})
+WEB_BLUEPRINT = "web"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 JSON_TYPES = ("application/json",)
 # A client's own X-Request-ID is kept when it is a plain token that fits the audit trail's column (64).
@@ -75,6 +76,8 @@ def permission_for(endpoint: str | None) -> str | None:
 
 def _authorize() -> None:
     if request.endpoint is None:  # 404 / 405: the routing error answers
+        return
+    if request.blueprint == WEB_BLUEPRINT:  # the web pages authorize their browser sessions themselves (edc/web/browser.py)
         return
     permission = permission_for(request.endpoint)
     if permission is None:

@@ -237,6 +237,43 @@ def authenticate(session: Session, bearer: str, *, request_id: str | None, clien
                  request_id=request_id, client_address=client_address, client_id=first.client_id, scope=first.scope)
 
 
+def authenticate_browser(session: Session, cookie_token: str, *, request_id: str | None,
+                         client_address: str | None) -> Actor | None:
+    """The Actor of a browser session (edc/web), or None when the cookie names no live session.
+
+    A browser session is a login like the API's: its cookie holds the session's refresh token, which the
+    browser never spends; the same idle and absolute limits apply (refresh_idle_seconds, refresh_absolute_seconds).
+    Each use moves the idle limit forward, committed at once, at most once a minute."""
+    now = clock.utcnow()
+    token = session.execute(
+        sa.select(RefreshToken.id, RefreshToken.session_id, RefreshToken.idle_expires_at, RefreshToken.used_at,
+                  AuthSession.user_id, AuthSession.expires_at)
+        .join(AuthSession, AuthSession.id == RefreshToken.session_id)
+        .where(RefreshToken.token_hash == tokens.opaque_token_hash(cookie_token))
+    ).one_or_none()
+    if token is None or token.used_at is not None or token.idle_expires_at <= now:
+        return None
+    rows = session.execute(_ACTOR_QUERY, {"user_id": token.user_id, "session_id": token.session_id}).all()
+    first = rows[0] if rows else None
+    if first is None or first.status != "active" or first.revoked_at is not None or first.expires_at <= now \
+            or first.client_id is not None:
+        return None
+    idle = timedelta(seconds=runtime.of(session).settings["refresh_idle_seconds"])
+    if token.idle_expires_at < min(now + idle, token.expires_at) - timedelta(seconds=60):
+        session.execute(sa.update(RefreshToken).where(RefreshToken.id == token.id)
+                        .values(idle_expires_at=min(now + idle, token.expires_at)))
+        session.commit()
+    grants = tuple(
+        Grant(role=r.role, site_id=r.site_id, site_code=r.site_code, principal_investigator=r.principal_investigator,
+              assignment_id=r.assignment_id, granted_at=r.granted_at, granted_by=r.granted_by)
+        for r in rows if r.role is not None
+    )
+    return Actor(username=first.username, display_name=first.display_name, user_id=token.user_id, email=first.email,
+                 grants=grants, session_id=token.session_id,
+                 must_change_password=first.must_change_password and not first.is_demo,
+                 request_id=request_id, client_address=client_address)
+
+
 def _actor_query() -> sa.Select:
     """User, session and active role assignments with their sites, in one statement (runs on every request)."""
     users, sessions, roles = User.__table__, AuthSession.__table__, RoleAssignment.__table__

@@ -44,6 +44,7 @@ SUBJECTS = {
     "password_reset": "Your password was reset: set a new one",
 }
 SETUP_PATH = "/api/v1/auth/setup"
+WEB_SETUP_PATH = "/setup"  # the web page with the same form (edc/web/pages/account.py)
 LINKS = {
     "sae_new": "/api/v1/safety/clocks?subject={subject}",
     "critical_query": "/api/v1/queries?subject={subject}",
@@ -189,6 +190,7 @@ def _compose_account_mail(settings: dict[str, Any], record: OutboxMessage, secre
     if secret is None:
         raise DeliveryError(f"outbox record {record.id} has no secret to send")
     setup_url = settings["mail_link_base"].rstrip("/") + SETUP_PATH
+    web_setup_url = settings["mail_link_base"].rstrip("/") + WEB_SETUP_PATH
     lines = [
         f"Account: {secret['username']}",
         "",
@@ -198,7 +200,8 @@ def _compose_account_mail(settings: dict[str, Any], record: OutboxMessage, secre
         "",
         f"    {secret['token']}",
         "",
-        f"Send it with the password you choose to {setup_url}",
+        f"In a browser, open {web_setup_url} and enter it there with the password you choose.",
+        f"From a program, send it with the password to {setup_url}",
         '    (POST, JSON: {"token": "<the token above>", "new_password": "<your password>"})',
         "",
         "Nobody else has this token, and nobody will ever ask you for it or for your password.",

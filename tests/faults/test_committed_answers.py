@@ -27,6 +27,7 @@ from edc.services import fhir_clients
 from monitoring.conftest import username_of
 from test_demo_subjects import invoke
 from trial.test_baseline_forms import VS
+from web.conftest import WebClient
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 NEW_PASSWORD = "another-staple-ferry-7"
@@ -35,18 +36,23 @@ NEW_PASSWORD = "another-staple-ferry-7"
 def _calls_commit(function, depth: int = 1) -> bool:
     """Does a view (or a helper of its module it calls) commit? Views commit through edc.api.transaction."""
     source = inspect.getsource(function)
-    if "commit(" in source or "commit_with_answer(" in source or "_committed(" in source:
+    if "commit(" in source or "commit_with_answer(" in source or "committed(" in source:
         return True
     module = inspect.getmodule(function)
     helpers = [getattr(module, name) for name in function.__code__.co_names if inspect.isfunction(getattr(module, name, None))]
     return depth > 0 and any(_calls_commit(h, depth - 1) for h in helpers if inspect.getmodule(h) is module)
 
 
-def committing_endpoints(app) -> set[str]:
-    """Every route that writes: a writing method, or a view that commits (a read with an audit record)."""
+# Web routes that write nothing to the database (a cookie only).
+WRITES_NO_ROWS = {"web.choose_language"}
+
+
+def committing_endpoints(app, *, web: bool = False) -> set[str]:
+    """Every route that writes: a writing method, or a view that commits (a read with an audit record);
+    the API's and FHIR's, or with web=True the web pages' (edc/web/rendering.committed)."""
     found = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint.startswith("bench."):
+        if rule.endpoint.startswith("bench.") or rule.endpoint.startswith("web.") != web or rule.endpoint in WRITES_NO_ROWS:
             continue
         view = inspect.unwrap(app.view_functions[rule.endpoint])
         if rule.methods & WRITE_METHODS or _calls_commit(view):
@@ -219,6 +225,64 @@ def test_every_committing_route_answers_its_success_when_the_connection_dies_aft
     _sessions(d)
     _exports(d, registry)
     assert committing_endpoints(monitoring.client.application) - d.driven == set()
+
+
+class WebDriver(Driver):
+    """The same for the web pages: forms posted by a browser (cookies, CSRF token of the page) instead of JSON."""
+
+    def __init__(self, monitoring, breaker) -> None:
+        super().__init__(monitoring, breaker)
+        self.browsers: dict[str, WebClient] = {}
+
+    def browser(self, account: str) -> WebClient:
+        if account not in self.browsers:
+            self.browsers[account] = WebClient(self.m.client.application.test_client())
+            self.browsers[account].login(username_of(account))
+        return self.browsers[account]
+
+    def post(self, path: str, account: str | WebClient, status: int, data: dict, *, skip_commits: int = 0,
+             location: str | None = None):
+        browser = self.browser(account) if isinstance(account, str) else account
+        endpoint = browser.client.application.url_map.bind("localhost").match(path.split("?")[0], "POST")[0]
+        with self.breaker.after_next_commit(skip=skip_commits):
+            response = browser.post(path, data)
+            assert self.breaker.tripped, f"{endpoint} did not commit: {response.status_code}"
+        assert response.status_code == status, (endpoint, response.status_code, response.get_data(as_text=True)[:800])
+        if location is not None:
+            assert response.headers["Location"] == location
+        self.driven.add(endpoint)
+        return response
+
+
+def _web_setup(d: WebDriver, session) -> None:
+    created = d.m.client.post("/api/v1/users", json={"username": "web-cra", "display_name": "Web CRA",
+                                                     "email": "web-cra@mail.example"}, headers=d.m.headers["admin"])
+    assert created.status_code == 201
+    newcomer = WebClient(d.m.client.application.test_client())
+    newcomer.get("/setup")
+    d.post("/setup", newcomer, 303, {"token": mailed_setup_token(session, "web-cra"), "new_password": NEW_PASSWORD,
+                                     "confirm_password": NEW_PASSWORD}, location="/login?notice=password_set")
+
+
+def _web_sessions(d: WebDriver) -> None:
+    anonymous = WebClient(d.m.client.application.test_client())
+    anonymous.get("/login")
+    d.post("/login", anonymous, 303, {"username": username_of("coordinator_ES01"), "password": PASSWORD},
+           skip_commits=1, location="/")
+    assert anonymous.client.get_cookie("edc_session") is not None
+    anonymous.get("/password")
+    d.post("/password", anonymous, 303, {"current_password": PASSWORD, "new_password": NEW_PASSWORD,
+                                         "confirm_password": NEW_PASSWORD}, skip_commits=1, location="/?notice=password_changed")
+    anonymous.get("/")
+    d.post("/logout", anonymous, 303, {}, location="/login?notice=signed_out")
+
+
+def test_every_committing_web_page_answers_its_success_when_the_connection_dies_after_the_commit(monitoring,
+                                                                                                commit_breaker, session):
+    d = WebDriver(monitoring, commit_breaker)
+    _web_sessions(d)
+    _web_setup(d, session)
+    assert committing_endpoints(monitoring.client.application, web=True) - d.driven == set()
 
 
 def test_a_failing_rollback_at_teardown_leaves_the_answer_as_it_was(monitoring, commit_breaker, caplog):
