@@ -83,6 +83,9 @@ def test_the_inbox_shows_each_role_the_queries_of_its_sites(monitoring, browsers
     assert browsers("monitor_IT01").get("/queries?site=ES01").status_code == 404  # not among their sites, as the API
     assert manager.get("/queries?state=bogus").status_code == 422
     assert manager.get("/queries?page=0").status_code == 422
+    manager.client.set_cookie("edc_lang", "ar")
+    arabic = manager.text("/queries")
+    assert 'dir="rtl"' in arabic and "حالة الاستفسار" in arabic  # the page's words in the user's language
     refused = browsers("statistician").get("/queries")
     assert refused.status_code == 403 and refused.mimetype == "text/html"
 

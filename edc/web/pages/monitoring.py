@@ -46,7 +46,7 @@ WAITING_TEXT = {"site": "the site", "monitor": "the monitor", "data_manager": "t
 ENTRY_STATUS_TEXT = {"draft": "draft entry", "complete": "complete entry"}
 MEANING_TEXT = {"approval": "Approval of these data", "review": "Review of these data",
                 "responsibility": "Responsibility for these data", "authorship": "Authorship of these data"}
-ACTION_TEXT = {"open": "opened the query", "answer": "answered", "close": "closed the query",
+ACTION_TEXT = {"open": "opened the query", "answer": "answered the query", "close": "closed the query",
                "reopen": "re-opened the query", "cancel": "cancelled the query", "comment": "commented"}
 REQUIREMENT_TEXT = {"all": "every item entered", "critical": "the critical items", "none": "nothing (not required)"}
 MESSAGE_MAX = 4000  # as the API's query messages (edc/api/queries.py)
