@@ -117,7 +117,8 @@ def test_a_query_is_opened_from_the_form_answered_closed_reopened_and_cancelled_
     assert monitor.post(f"{thread}/answer", {"message": "Done."}).status_code == 403
     assert coordinator.post(f"{thread}/close", {}).status_code == 403
     assert monitoring.update(entry_id, {**VS, "HR": 88}, reason="transcription error", role="coordinator_ES01").status_code == 200
-    assert coordinator.post(f"{thread}/answer", {"message": ""}).status_code == 422
+    empty = coordinator.post(f"{thread}/answer", {"message": ""})
+    assert empty.status_code == 422 and 'id="m-answer"' in body(empty) and 'aria-invalid="true"' in body(empty)
     answered = coordinator.post(f"{thread}/answer", {"message": "Corrected to 88."})
     assert answered.status_code == 303 and answered.headers["Location"] == f"{thread}?notice=query_answered"
     after = api_query(monitoring, query_id)

@@ -246,8 +246,10 @@ def _now() -> datetime:
 
 
 def _query_item_label(query) -> str:
+    """The queried item's label from the form's latest version (labels, not items, change between versions; no
+    read of each query's entry)."""
     try:
-        form = _study().form(query.form_id, query.entry.form_version)
+        form = _study().form(query.form_id)
     except KeyError:
         return query.item_id or ""
     return item_label(form, query.item_id)
