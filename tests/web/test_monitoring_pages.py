@@ -216,6 +216,13 @@ def test_the_pi_signs_with_the_password_again_and_an_edit_invalidates_the_signat
     assert page.count("signature invalidated") == 2 and "signature valid<" not in page, page[page.find("<table"):page.find("</table>")]
     assert browsers("investigator_IT01").get(casebook).status_code == 404
 
+    for _ in range(8):  # the login throttle holds the account after a few wrong passwords (config: 5 free)
+        answer = pi.post(path, {"username": username_of("investigator_ES01"), "password": "guess", "meaning": "approval"})
+        if answer.status_code != 401:
+            break
+    assert answer.status_code == 429 and int(answer.headers["Retry-After"]) > 0
+    assert "Too many failed password checks" in body(answer)
+
 
 def test_an_items_history_shows_who_when_old_new_and_why_with_identifying_values_withheld(monitoring, browsers):  # noqa: F811
     entry_id = vs_entry(monitoring, "IT01")
