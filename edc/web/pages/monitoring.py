@@ -97,7 +97,7 @@ def item_label(form: FormDef, item: str | None) -> str:
 
 def _event_text(event_key: str) -> str:
     if not event_key:
-        return t("Subject log")
+        return t("Subject-level log (no visit)")
     event_id, _, instance = event_key.partition("/")
     try:
         label = _label(_study().event(event_id).label, event_id)
