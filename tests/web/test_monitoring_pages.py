@@ -77,6 +77,10 @@ def test_the_inbox_shows_each_role_the_queries_of_its_sites(monitoring, browsers
     assert "Spanish answered query" in only_answered and "open query" not in only_answered
     italian = manager.text("/queries?site=IT01")
     assert "Italian open query" in italian and "Spanish open query" not in italian
+    spanish = monitoring.entry(es01)["subject"]
+    by_subject = manager.text(f"/queries?state=all&subject={spanish.lower()}")
+    assert "Spanish answered query" in by_subject and "Italian open query" not in by_subject
+    assert browsers("monitor_IT01").get(f"/queries?subject={spanish}").status_code == 404
     paged = manager.text("/queries?state=all&page_size=2&page=2")
     assert "page 2 of 2" in paged and paged.count('href="/queries/') == 1 and 'rel="prev"' in paged
 

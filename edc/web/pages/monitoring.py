@@ -214,7 +214,8 @@ def _positive(name: str, default: int, maximum: int) -> int:
 @blp.get("/queries")
 @requires("queries:read")
 def query_inbox():
-    """The queries of your sites: site staff start on the open ones, which wait for their answer."""
+    """The queries of your sites (of one site or one subject if asked): site staff start on the open ones,
+    which wait for their answer."""
     actor = browser.current_actor()
     site_staff = actor.can("queries:answer")
     state = request.args.get("state")
@@ -223,10 +224,11 @@ def query_inbox():
     if state not in (*QUERY_STATES, ANY_STATE):
         raise UnprocessableContent(errors=[field_error("/query/state", f"One of {', '.join((*QUERY_STATES, ANY_STATE))}.")])
     site = request.args.get("site", "").strip().upper() or None
+    subject = request.args.get("subject", "").strip().upper() or None
     page_size = _positive("page_size", PAGE_SIZE, current_app.config["EDC"]["page_size_max"])
     number = _positive("page", 1, 1_000_000)
-    result = queries.list_queries(db.session, actor, site=site, state=None if state == ANY_STATE else state,
-                                  page=number, page_size=page_size)
+    result = queries.list_queries(db.session, actor, site=site, subject=subject,
+                                  state=None if state == ANY_STATE else state, page=number, page_size=page_size)
     rows = []
     for view in result.items:
         query = view.query
@@ -237,7 +239,7 @@ def query_inbox():
                      "age_days": (_now() - query.opened_at).days})
     last_page = max(1, -(-result.total // result.page_size))
     return page("web/monitoring/queries.html", rows=rows, state=state, states=[(code, _text(STATE_TEXT, code)) for code in QUERY_STATES], any_state=ANY_STATE,
-                site=site or "", sites=_scope_sites(actor), total=result.total, page_number=result.page,
+                site=site or "", subject=subject or "", sites=_scope_sites(actor), total=result.total, page_number=result.page,
                 last_page=last_page, page_size=result.page_size, site_staff=site_staff, notice=notice())
 
 
