@@ -119,7 +119,9 @@ def test_a_query_is_opened_from_the_form_answered_closed_reopened_and_cancelled_
     assert browsers("monitor_IT01").get(thread).status_code == 404
 
     assert monitor.post(f"{thread}/answer", {"message": "Done."}).status_code == 403
-    assert coordinator.post(f"{thread}/close", {}).status_code == 403
+    for action in ("close", "reopen", "cancel"):  # queries:manage: monitors and data managers only
+        assert coordinator.post(f"{thread}/{action}", {"message": "x"}).status_code == 403
+    assert browsers("auditor").post(f"{thread}/messages", {"message": "x"}).status_code == 403
     assert monitoring.update(entry_id, {**VS, "HR": 88}, reason="transcription error", role="coordinator_ES01").status_code == 200
     empty = coordinator.post(f"{thread}/answer", {"message": ""})
     assert empty.status_code == 422 and 'id="m-answer"' in body(empty) and 'aria-invalid="true"' in body(empty)
