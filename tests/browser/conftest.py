@@ -240,10 +240,11 @@ def _transfer(response) -> Transfer:
                     headers.get("content-encoding"), from_header)
 
 
-def page_weight(page, path: str, *, wait_until: str = "networkidle") -> PageWeight:
-    """Load `path` in `page` and count every response of the load (the document, its scripts, styles, images,
-    and what they fetch before the network is idle). Cached resources that the browser takes from memory
-    fire no response and count nothing, as on a second visit over a slow link."""
+def page_weight(page, path: str, *, ready: str | None = None, wait_until: str = "networkidle") -> PageWeight:
+    """Load `path` in `page` and count every response of the load: the document, its scripts, styles, images,
+    and what they fetch until the network is idle and, with `ready` (a selector), until that element shows
+    (on a busy machine, a script may fetch after the network looked idle). Cached resources that the browser
+    takes from memory fire no response and count nothing, as on a second visit over a slow link."""
     responses = []
 
     def record(response) -> None:
@@ -252,6 +253,9 @@ def page_weight(page, path: str, *, wait_until: str = "networkidle") -> PageWeig
     page.on("response", record)
     try:
         answer = page.goto(path, wait_until=wait_until)
+        if ready is not None:
+            page.wait_for_selector(ready)
+            page.wait_for_load_state("networkidle")
     finally:
         page.remove_listener("response", record)
     assert answer is not None, f"{path}: no response"
