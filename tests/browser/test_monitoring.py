@@ -1,0 +1,133 @@
+"""Monitoring in a real browser, on the demo study served by gunicorn: a monitor opens a query on an item, the
+coordinator corrects the value and answers, the monitor closes the query; SDV is marked and cleared by a later
+change; the PI signs (a wrong password is refused first), and an edit invalidates the signature on the page.
+
+The entry under review is made, and its value corrected, through the JSON API with the demo accounts' tokens:
+that is how the data reach these pages whatever the case form looks like; the case form's own scenario is in
+its test module.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, timedelta
+
+from browser.conftest import login, page_weight
+from edc.services.demo import DEMO_PASSWORD
+
+MONITOR, COORDINATOR, PI = "mon.es01", "crc.es01", "inv.es01"
+LATER_PAGES_BUDGET = 50_000  # bytes transferred by a page once the stylesheet and htmx are cached (docs/web.md)
+
+
+class Api:
+    """The JSON API of the server under test, as one demo account (through the browser's request context)."""
+
+    def __init__(self, page, username: str) -> None:
+        self.request = page.request
+        answer = self.request.post("/api/v1/auth/login", data={"username": username, "password": DEMO_PASSWORD})
+        assert answer.status == 200, answer.text()
+        self.headers = {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+    def post(self, path: str, body: dict) -> dict:
+        answer = self.request.post(path, data=body, headers=self.headers)
+        assert answer.status in (200, 201), (path, answer.status, answer.text())
+        return answer.json()
+
+    def change_entry(self, entry_id: str, data: dict, reason: str) -> dict:
+        current = self.request.get(f"/api/v1/entries/{entry_id}", headers=self.headers)
+        answer = self.request.put(f"/api/v1/entries/{entry_id}", data={"data": data, "complete": True, "reason": reason},
+                                  headers={**self.headers, "If-Match": current.headers["etag"]})
+        assert answer.status == 200, answer.text()
+        return answer.json()
+
+
+def vital_signs(today: date) -> dict:
+    return {"VSDAT": today.isoformat(), "TEMP": 36.8, "HR": 96, "SYSBP": 105, "DIABP": 65, "RESP": 20, "OXYSAT": 98,
+            "WEIGHT": 32.0, "HEIGHT": 140.0}
+
+
+def submit(page, form: str, button: str | None = None) -> None:
+    """Submit a form with its button (by its text), as a user does, and wait for the page it leads to."""
+    target = page.locator(form)
+    target = target.get_by_role("button", name=button) if button else target.locator("button[type=submit]").first
+    with page.expect_navigation():
+        target.click()
+
+
+def test_a_query_is_raised_answered_and_closed_sdv_is_cleared_and_an_edit_invalidates_the_signature(new_page):
+    monitor, coordinator, pi = new_page(), new_page(), new_page()
+    site_api = Api(coordinator, COORDINATOR)
+    today = date.today()
+    number = site_api.post("/api/v1/subjects", {"site": "ES01", "birth_year": today.year - 10, "birth_month": 4, "sex": "F",
+                                                "consent_date": (today - timedelta(days=18)).isoformat()})["number"]
+    values = vital_signs(today)
+    entry = site_api.post(f"/api/v1/subjects/{number}/entries",
+                          {"form": "vs", "event": "SCR", "event_instance": 1, "data": values, "complete": True})
+    entry_id = entry["id"]
+
+    # The monitor raises a query on the heart rate.
+    login(monitor, MONITOR)
+    monitor.goto(f"/entries/{entry_id}/queries")
+    monitor.select_option("#q-item", "HR")
+    monitor.fill("#q-message", "HR 96 at rest? Please check the nurse chart.")
+    submit(monitor, f"form[action='/entries/{entry_id}/queries']")
+    assert monitor.url.endswith(f"/entries/{entry_id}?notice=query_opened")
+    monitor.goto("/queries")
+    assert number in monitor.inner_text("main")
+    with monitor.expect_navigation():
+        monitor.get_by_role("link", name=re.compile("HR 96 at rest")).click()
+    thread_url = monitor.url
+    assert "Heart rate" in monitor.inner_text("main") and "96 beats/min" in monitor.inner_text("main")
+
+    # The coordinator corrects the value, then answers on the thread.
+    site_api.change_entry(entry_id, {**values, "HR": 88}, "transcription error")
+    login(coordinator, COORDINATOR)
+    coordinator.goto("/queries")
+    with coordinator.expect_navigation():
+        coordinator.get_by_role("link", name=re.compile("HR 96 at rest")).click()
+    assert "88 beats/min" in coordinator.inner_text("main")
+    coordinator.fill("#m-answer", "Corrected to 88 from the nurse chart.")
+    submit(coordinator, "form[action$='/answer']")
+    assert "The query was answered." in coordinator.inner_text("main")
+
+    # The monitor closes it.
+    monitor.goto(thread_url)
+    submit(monitor, "form[action$='/close']")
+    assert "The query was closed." in monitor.inner_text("main") and "closed: resolved" in monitor.inner_text("main")
+    weight = page_weight(monitor, "/queries")
+    assert weight.total < LATER_PAGES_BUDGET, weight.describe()
+
+    # SDV: the monitor verifies the heart rate and the weight; a later change of the heart rate clears its mark.
+    monitor.goto(f"/entries/{entry_id}/sdv")
+    monitor.check("#sdv-HR")
+    monitor.check("#sdv-WEIGHT")
+    submit(monitor, f"form[action='/entries/{entry_id}/sdv']", "Mark the ticked items verified")
+    assert monitor.locator("tr.verified").count() == 2
+    site_api.change_entry(entry_id, {**values, "HR": 86}, "re-measured at rest")
+    monitor.reload()
+    cleared = monitor.locator("tr.cleared")
+    assert cleared.count() == 1 and "cleared by a later change" in cleared.inner_text()
+    assert "Heart rate" in cleared.inner_text() and monitor.locator("tr.verified").count() == 1
+
+    # The PI signs: a wrong password is refused, the right one signs.
+    login(pi, PI)
+    pi.goto(f"/entries/{entry_id}/sign")
+    pi.select_option("#f-meaning", "approval")
+    pi.fill("#f-username", PI)
+    pi.fill("#f-password", "not-the-password")
+    submit(pi, "form[method=post][action$='/sign']", "Sign with my password")
+    assert "username and password, entered again" in pi.inner_text("main")
+    assert pi.locator("#f-password").get_attribute("aria-invalid") == "true" and pi.input_value("#f-password") == ""
+    pi.select_option("#f-meaning", "approval")
+    pi.fill("#f-username", PI)
+    pi.fill("#f-password", DEMO_PASSWORD)
+    submit(pi, "form[method=post][action$='/sign']", "Sign with my password")
+    signed = pi.locator("tr.sig-valid")
+    assert "Your signature was recorded." in pi.inner_text("main") and signed.count() == 1
+    assert "Approval of these data" in signed.inner_text() and re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", signed.inner_text())
+
+    # An edit invalidates the signature shown on the page.
+    site_api.change_entry(entry_id, {**values, "HR": 87}, "late correction")
+    pi.reload()
+    assert pi.locator("tr.sig-valid").count() == 0 and pi.locator("tr.sig-invalidated").count() == 1
+    assert "signature invalidated" in pi.inner_text("main")
