@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from conftest import PASSWORD
 from monitoring.conftest import monitoring, username_of  # noqa: F401 (a fixture)
-from trial.test_baseline_forms import VS
+from trial.test_baseline_forms import MH, VS
 from trial.test_treatment_forms import APH, COI
 from web.conftest import WebClient
 
@@ -146,6 +146,19 @@ def test_a_query_is_opened_from_the_form_answered_closed_reopened_and_cancelled_
         assert action in actions
     forged = monitor.post(f"{thread}/reopen", {"message": "x", "csrf_token": "0" * 64})
     assert forged.status_code == 403
+
+
+def test_a_query_on_an_item_of_a_repeating_groups_row(monitoring, browsers):  # noqa: F811
+    entry_id = monitoring.saved(monitoring.enrol(), "mh", MH, event="SCR")["id"]
+    monitor = browsers("monitor_ES01")
+    assert 'value="MH/1/MHTERM"' in monitor.text(f"/entries/{entry_id}/queries")
+    # The case form's field keys spell a row's item GROUP.<row>.ITEM: the same item.
+    assert monitor.post(f"/entries/{entry_id}/queries", {"item": "MH.1.MHTERM", "message": "Which year?"}).status_code == 303
+    assert monitor.post(f"/entries/{entry_id}/queries", {"item": "MH/7/MHTERM", "message": "?"}).status_code == 422
+    [query] = monitoring.entry(entry_id)["queries"]
+    assert query["item"] == "MH/1/MHTERM"
+    thread = monitor.text(f"/queries/{query['id']}")
+    assert "#2: " in thread and "Appendicectomy" in thread and f"/entries/{entry_id}/items/MH/history" in thread
 
 
 def test_sdv_marks_items_and_the_whole_entry_and_shows_what_a_later_change_cleared(monitoring, browsers):  # noqa: F811

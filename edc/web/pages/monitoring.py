@@ -394,7 +394,9 @@ def entry_queries(entry_id: uuid.UUID):
 @requires("queries:manage")
 def open_query(entry_id: uuid.UUID):
     """Raise a query on an item (or the whole entry), then back to the case form."""
-    item = request.form.get("item", "").strip() or None
+    # A row's item is GROUP/<row>/ITEM, as in the API; the case form's field keys spell it GROUP.<row>.ITEM
+    # (item ids have no dots, so either spelling names one item).
+    item = request.form.get("item", "").strip().replace(".", "/") or None
     text = request.form.get("message", "")
     errors = _message_errors(text, required=True)
     if errors:
