@@ -8,8 +8,10 @@ from __future__ import annotations
 import re
 
 import pytest
+import sqlalchemy as sa
 
 from conftest import count_rows
+from edc.extensions import db
 from monitoring.conftest import monitoring, username_of  # noqa: F401 (a fixture)
 from trial.test_baseline_forms import VS
 from trial.test_treatment_forms import CM
@@ -200,3 +202,45 @@ def test_another_sites_subject_is_a_404_page(accounts, trial_data):
         response = coordinator.get(path)
         assert response.status_code == 404 and response.mimetype == "text/html"
         assert "Page not found" in response.get_data(as_text=True)
+
+
+# --- statements per page -------------------------------------------------------------------------------------
+
+def statements(app, fetch) -> int:
+    """How many SQL statements the app runs while `fetch` loads a page."""
+    with app.app_context():
+        engine = db.engine
+    count = 0
+
+    def seen(*_args) -> None:
+        nonlocal count
+        count += 1
+
+    sa.event.listen(engine, "before_cursor_execute", seen)
+    try:
+        fetch()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", seen)
+    return count
+
+
+def test_the_pages_read_as_many_statements_for_many_subjects_and_entries_as_for_few(accounts, trial_data):
+    app = accounts.client.application
+    paths = {"coordinator_ES01": ["/", "/subjects", f"/subjects/{trial_data['es']}"], "monitor_ES01": ["/"],
+             "data_manager": ["/"]}
+    browsers = {account: browser(accounts, account) for account in paths}
+
+    def count_all() -> dict[str, int]:
+        return {f"{account} {path}": statements(app, lambda: browsers[account].text(path))
+                for account, listed in paths.items() for path in listed}
+
+    before = count_all()
+    for _ in range(3):
+        number = accounts.enrol()
+        accounts.saved(number, "vs", VS, event="SCR")
+    accounts.saved(trial_data["es"], "cm", {**CM, "CMTRT": "Ondansetron"})
+    vs = accounts.saved(trial_data["es"], "vs", VS, event="UNS")
+    accounts.client.post("/api/v1/queries", json={"entry_id": vs["id"], "item": "HR", "message": "HR again?"},
+                         headers=accounts.headers["monitor_ES01"])
+    assert count_all() == before
+    assert max(before.values()) <= 20, before  # the session's own statements included
