@@ -189,7 +189,7 @@ def login(page, username: str, password: str = DEMO_PASSWORD) -> None:
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", password)
     with page.expect_navigation():
-        page.click("button[type=submit], input[type=submit]")
+        page.click("main button[type=submit]")
     assert not page.url.rstrip("/").endswith("/login"), f"{username} was not signed in: still on {page.url}"
 
 
