@@ -216,10 +216,11 @@ def casebook_page(number: str):
     subject = scope.get_subject(db.session, actor, book["subject"], "entries:read")
     writable = subject.locked_at is None and locking.study_lock(db.session) is None
     writers: dict[str, bool] = {}
+    study = labels.study()
 
     def may_enter(form_id: str) -> bool:
         if form_id not in writers:
-            writers[form_id] = writable and entries.may_write_form(db.session, actor, form_id)
+            writers[form_id] = writable and actor.can("entries:write") and entries.may_write_form(actor, study, form_id)
         return writers[form_id]
 
     places: dict[tuple[str, str], list] = {}
