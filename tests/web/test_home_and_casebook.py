@@ -190,6 +190,7 @@ def test_the_casebook_grid_shows_states_in_words_and_links_each_form(accounts, t
     assert f'href="/subjects/{number}/enter?form=vs&amp;event=UNS&amp;instance=1"' in page
     assert f'<a href="/entries/{trial_data["cm"]}">1</a>' in page and "Levetiracetam" in page
     assert f'href="/subjects/{number}/enter?form=ae"' in page and f'href="/subjects/{number}/enter?form=crs_daily"' in page
+    assert '<a href="/subjects" aria-current="page">Subjects</a>' in page
     assert 'href="/subjects/' + number + '/sign"' not in page  # the coordinator does not sign
     assert f'href="/subjects/{number}/sign"' in browser(accounts, "investigator_ES01").text(f"/subjects/{number}")
     monitor = browser(accounts, "monitor_ES01").text(f"/subjects/{number}")
