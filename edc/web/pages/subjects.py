@@ -35,6 +35,8 @@ NOTICES = {"enrolled": "The subject is enrolled under the study number shown her
 SEX_NAMES = {"F": "Female", "M": "Male", "U": "Unknown or undetermined"}
 ENROL_FIELDS = ("site", "consent_date", "sex", "birth_year", "birth_month")
 FORM_TOKEN = re.compile(r"[0-9a-f]{32}")
+ALREADY_SENT = "This form was already sent with other values; check the subject list before you enrol the subject again."
+STILL_SAVING = "This form is still being saved; wait a moment and send it again to see its result."
 LOG_COLUMNS = 3  # a log's table shows its form's first items (and its last derived one, a grade, say)
 
 
@@ -132,7 +134,14 @@ def enrol():
     arguments, errors = _parsed(values)
     if errors:
         return _enrol_page(actor, 422, values=values, errors=errors, token=token)
-    claim = idempotency.claim(db.session, actor.user_id, f"web-enrol:{token}", _request_digest())
+    try:
+        claim = idempotency.claim(db.session, actor.user_id, f"web-enrol:{token}", _request_digest())
+    except UnprocessableContent as exc:  # the token of a form already sent, now with other values
+        refused(exc)
+        return _enrol_page(actor, exc.status, values=values, problem=t(ALREADY_SENT))
+    except Conflict as exc:  # the first POST of this form is still running
+        refused(exc)
+        return _enrol_page(actor, exc.status, values=values, problem=t(STILL_SAVING), token=token)
     if isinstance(claim, idempotency.Answer):  # the first POST was stored; its answer was lost on the way
         return redirect(claim.headers["Location"], 303)
     try:
@@ -152,14 +161,21 @@ def enrol():
 
 
 def _enrol_refused(actor: Actor, exc: Problem, values: dict[str, str], token: str) -> Response:
-    errors = {e["pointer"].lstrip("/"): e["detail"] for e in exc.errors or []}
-    problem = None
+    """The form again with the service's reasons: beside their fields, or above the form for the others."""
+    fields = {*ENROL_FIELDS, "hospital_number"}
+    errors, others = {}, []
+    for error in exc.errors or []:
+        name = error["pointer"].lstrip("/")
+        if name in fields:
+            errors[name] = error["detail"]
+        else:
+            others.append(error["detail"])
     if isinstance(exc, Conflict) and exc.extra.get("existing"):
         errors["hospital_number"] = t("This hospital number is already registered at this site as {number}.",
                                       number=exc.extra["existing"])
-    elif not errors:
-        problem = exc.detail
-    return _enrol_page(actor, exc.status, values=values, errors=errors, problem=problem, token=token)
+    elif not errors and not others:
+        others.append(exc.detail)
+    return _enrol_page(actor, exc.status, values=values, errors=errors, problem=" ".join(others) or None, token=token)
 
 
 # --- the casebook -----------------------------------------------------------------------------------------
