@@ -60,7 +60,7 @@ def test_site_staff_see_their_sites_subjects_with_next_due_visit_and_open_querie
     home = browser(accounts, "coordinator_ES01").text("/")
     assert f'href="/subjects/{trial_data["es"]}"' in home and trial_data["it"] not in home and "IT01" not in home
     assert "Screening and registration" in home  # the next due visit
-    assert f'<a href="/queries?subject={trial_data["es"]}">1</a>' in home
+    assert f'<a href="/queries?subject={trial_data["es"]}&amp;state=open">1</a>' in home
     assert 'href="/subjects/new"' in home
     italian = browser(accounts, "investigator_IT01").text("/")
     assert trial_data["it"] in italian and trial_data["es"] not in italian and "ES01" not in italian
@@ -191,6 +191,7 @@ def test_the_casebook_grid_shows_states_in_words_and_links_each_form(accounts, t
     assert f'<a href="/entries/{trial_data["cm"]}">1</a>' in page and "Levetiracetam" in page
     assert f'href="/subjects/{number}/enter?form=ae"' in page and f'href="/subjects/{number}/enter?form=crs_daily"' in page
     assert '<a href="/subjects" aria-current="page">Subjects</a>' in page
+    assert f'<a href="/queries/{trial_data["query"]}">Please check HR.</a>' in page
     assert 'href="/subjects/' + number + '/sign"' not in page  # the coordinator does not sign
     assert f'href="/subjects/{number}/sign"' in browser(accounts, "investigator_ES01").text(f"/subjects/{number}")
     monitor = browser(accounts, "monitor_ES01").text(f"/subjects/{number}")

@@ -37,6 +37,7 @@ ENROL_FIELDS = ("site", "consent_date", "sex", "birth_year", "birth_month")
 FORM_TOKEN = re.compile(r"[0-9a-f]{32}")
 ALREADY_SENT = "This form was already sent with other values; check the subject list before you enrol the subject again."
 STILL_SAVING = "This form is still being saved; wait a moment and send it again to see its result."
+UNRESOLVED_QUERIES = ("open", "answered")  # the casebook lists the queries still waiting for someone
 LOG_COLUMNS = 3  # a log's table shows its form's first items (and its last derived one, a grade, say)
 
 
@@ -249,8 +250,11 @@ def casebook_page(number: str):
         casebook_signatures = [v for v in signatures.subject_signatures(db.session, actor, subject.number)
                                if v.signature.entry_id is None]
     open_queries = sum(1 for q in book["queries"] if q.state == "open")
+    event_of = {place.id: place.event_key for found in places.values() for place in found}
+    unresolved = [{"query": q, "event_key": event_of.get(q.entry_id, "")} for q in book["queries"]
+                  if q.state in UNRESOLVED_QUERIES]
     return page("web/casebook.html", subject=subject, book=book, grid=_grid(book, places), may_enter=may_enter,
-                logs=_logs(actor, subject.number, book, may_enter), open_queries=open_queries,
+                logs=_logs(actor, subject.number, book, may_enter), open_queries=open_queries, unresolved=unresolved,
                 casebook_signatures=casebook_signatures, writable=writable, notice=notice(),
                 may_sign=signatures.is_principal_investigator(actor, subject.site_id) and actor.can("signatures:sign"),
                 **labels.helpers())
