@@ -118,7 +118,7 @@ def test_a_statistician_sees_no_subjects(accounts, trial_data):
 
 # --- enrolment -----------------------------------------------------------------------------------------------
 
-def test_enrolment_gives_the_next_study_number_and_never_shows_the_hospital_number(accounts, session):
+def test_enrolment_gives_the_next_study_number_and_never_shows_the_hospital_number(accounts, session, caplog):
     coordinator = browser(accounts, "coordinator_ES01")
     form = coordinator.text("/subjects/new")
     assert '<option value="ES01"' in form and "IT01" not in form
@@ -133,6 +133,7 @@ def test_enrolment_gives_the_next_study_number_and_never_shows_the_hospital_numb
     assert re.search(r'aria-describedby="h-hospital_number e-hospital_number" aria-invalid="true"', html)
     assert re.search(r'id="e-hospital_number">[^<]*already registered at this site as ES01-0001', html)
     assert count_rows(session, "subjects") == 1
+    assert caplog.records and not [r for r in caplog.records if HOSPITAL_NUMBER in str(vars(r))]  # nor in a log
 
 
 def test_enrolment_errors_are_shown_beside_their_fields_and_change_nothing(accounts, session):
