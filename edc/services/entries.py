@@ -74,6 +74,11 @@ def _may_write_form(actor: Actor, study: Study, form_id: str) -> bool:
     return form_id not in study.exclusive_forms and bool(roles & SITE_WRITERS)
 
 
+def may_write_form(actor: Actor, study: Study, form_id: str) -> bool:
+    """Whether the actor's roles enter this form (what the page offers to save; the save checks it again)."""
+    return _may_write_form(actor, study, form_id)
+
+
 def get_entry(session: Session, actor: Actor, entry_id: uuid.UUID) -> tuple[Entry, dict[str, Any]]:
     """An entry and its values as the actor may see them (identifying items withheld unless theirs to see)."""
     entry = _scope_entry(session, actor, entry_id, "entries:read")
@@ -96,6 +101,26 @@ def list_entries(session: Session, actor: Actor, number: str, *, event: str | No
         stmt = stmt.where(Entry.form_id == form)
     rows = [e for e in session.scalars(stmt) if _may_touch_form(actor, study, e.form_id)]
     return [(e, _shown(session, actor, study, e)) for e in rows]
+
+
+class EntryPlace(NamedTuple):
+    id: uuid.UUID
+    event_key: str
+    form_id: str
+    status: str
+    created_at: datetime
+    updated_at: datetime
+
+
+def entry_places(session: Session, actor: Actor, number: str) -> list[EntryPlace]:
+    """A subject's entries without their values (where each is, its status and dates), oldest first: what a
+    casebook links to; the forms the actor does not reach are left out as in list_entries."""
+    subject = get_subject(session, actor, number, "entries:read")
+    study = _study(session)
+    rows = session.execute(sa.select(Entry.id, Entry.event_key, Entry.form_id, Entry.status, Entry.created_at,
+                                     Entry.updated_at).where(Entry.subject_id == subject.id)
+                           .order_by(Entry.created_at, Entry.id))
+    return [EntryPlace(*row) for row in rows if _may_touch_form(actor, study, row.form_id)]
 
 
 # --- writing -------------------------------------------------------------------------------
