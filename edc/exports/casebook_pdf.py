@@ -19,6 +19,7 @@ Values are shown as the reader may see them: the caller passes the items hidden 
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Callable, Iterable
@@ -29,6 +30,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from fontTools.ttLib import TTFont
 from fpdf import FPDF
 from sqlalchemy.orm import Session
 
@@ -210,11 +212,20 @@ class Words:
         return clean(str(code))
 
 
+@functools.cache
+def covered() -> frozenset[int]:
+    """The code points the embedded font has glyphs for (regular and bold alike)."""
+    with TTFont(FONTS / "DejaVuSans.ttf", lazy=True) as font:
+        return frozenset(font.getBestCmap())
+
+
 def clean(text: str) -> str:
-    """Text as printed: line ends kept (multi-line free text), tabs as spaces. Other control characters never
-    reach storage (refused when entered); any found anyway are shown as U+XXXX rather than dropped."""
+    """Entered text as printed: line ends kept (multi-line free text), tabs as spaces. A character the font has no
+    glyph for (CJK, for one) is printed as [U+XXXX] rather than silently left out; so is a control character,
+    which never reaches storage (refused when entered) but is never dropped either."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\t", " ")
-    return "".join(ch if ch == "\n" or ord(ch) >= 32 and ch != "\x7f" else f"U+{ord(ch):04X}" for ch in text)
+    glyphs = covered()
+    return "".join(ch if ch == "\n" or (ord(ch) >= 32 and ord(ch) in glyphs) else f"[U+{ord(ch):04X}]" for ch in text)
 
 
 # --------------------------------------------------------------------------------------- layout
