@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from edc import clock, runtime
 from edc.database import READ_ONLY_SNAPSHOT, allow_long_statements
-from edc.exports import archive, csv_files, fhir_ndjson, odm, source
+from edc.exports import archive, casebook_pdf, csv_files, fhir_ndjson, odm, source
 from edc.exports.files import Cancelled, ExportFile, describe
 from edc.models.exports import ACTIVE_STATES, ARCHIVE_FORMAT, EXPORT_FORMATS, ExportJob
 from edc.models.monitoring import DataCut
@@ -628,7 +628,7 @@ def _write_archive(reader: Session, job: ExportJob, selection: source.Selection,
                                    generated_at=job.started_at.replace(microsecond=0), generated_by=by)
 
     about = {"study": study.id, "site": p["site"], "export": str(job.id), "requested_by": job.requested_by,
-             "generated_at": job.started_at.isoformat(), "software": f"edc {casebook.casebook_pdf.SOFTWARE_VERSION}"}
+             "generated_at": job.started_at.isoformat(), "software": f"edc {casebook_pdf.SOFTWARE_VERSION}"}
     return archive.write_archive(reader, selection, work, name=f"{study.id}-{p['site']}-archive.zip", about=about,
                                  render=render, file_oid=f"EDC.ARCHIVE.{job.id}", created_at=job.started_at,
                                  progress=progress)
