@@ -583,17 +583,19 @@ casebook_cli = AppGroup("casebook", help="Human-readable copies of subjects' cas
 @click.argument("number")
 @click.option("--lang", default="en", show_default=True, help="Language of item labels: one of the study's.")
 @click.option("--include-audit", is_flag=True, help="Add each entry's full audit history.")
+@click.option("--data-cut", default=None, help="The name of a data cut: the record as it stood at its cut-off.")
 @click.option("--generated-at", type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]), default=None,
               help="The generation time to print (UTC unless an offset is given), e.g. to render a copy again and "
                    "compare its SHA-256 with the audit record of the original; default now.")
 @click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Where to write the PDF (default casebook-NUMBER-LANG.pdf).")
-def casebook_pdf_command(number, lang, include_audit, generated_at, output):
+def casebook_pdf_command(number, lang, include_audit, data_cut, generated_at, output):
     """Write a subject's casebook as a PDF; the copy is audited with its SHA-256, which is printed."""
     moment = None if generated_at is None else (
         generated_at.replace(tzinfo=UTC) if generated_at.tzinfo is None else generated_at.astimezone(UTC))
     made = _run(lambda s: casebook.casebook_pdf_copy(s, Actor.system("casebook"), number, lang=lang,
-                                                     include_audit=include_audit, generated_at=moment))
+                                                     include_audit=include_audit, data_cut=data_cut,
+                                                     generated_at=moment))
     path = output or made.file_name
     with open(path, "wb") as target:
         target.write(made.content)

@@ -31,6 +31,8 @@ class CasebookPdfArgs(Schema):
         r"^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*$", error="A language tag, e.g. en or ar.")],
         metadata={"description": "the language of item labels, titles and code labels: one of the study's (en, es, it, ar)"})
     include_audit = fields.Boolean(load_default=False, metadata={"description": "add each entry's full audit history"})
+    data_cut = fields.String(load_default=None, validate=validate.Length(min=1, max=64), metadata={
+        "description": "the name of a data cut: the record as it stood at its cut-off (default: the live record)"})
 
 
 class ArchiveOut(Schema):
@@ -69,7 +71,7 @@ def get_casebook_pdf(args, number):
     """A subject's casebook as a PDF: cover, every event and form in schedule order, values, queries, SDV,
     signatures and, with include_audit, each entry's audit trail. Each copy is audited with its SHA-256."""
     made = casebook.casebook_pdf_copy(db.session, current_actor(), number, lang=args["lang"],
-                                      include_audit=args["include_audit"])
+                                      include_audit=args["include_audit"], data_cut=args["data_cut"])
     response = Response(made.content, mimetype=PDF)
     response.set_etag(made.sha256)
     response.headers.set("Content-Disposition", "attachment", filename=made.file_name)

@@ -38,7 +38,7 @@ from edc import runtime
 from edc.ecrf import FormDef, Study
 from edc.ecrf.definitions import ItemDef
 from edc.models.entries import SUBJECT_LOG_KEY, Entry, Query
-from edc.models.monitoring import QueryMessage, SdvMark, Signature
+from edc.models.monitoring import DataCutEntry, QueryMessage, SdvMark, Signature
 from edc.models.subjects import Subject
 from edc.services import audit, identifying
 from edc.services.sealing import StoredDocument, unseal
@@ -53,6 +53,45 @@ HiddenItems = Callable[[str], frozenset[str]]  # form id -> the items whose valu
 
 
 # --------------------------------------------------------------------------------------- the record
+
+
+@dataclass(frozen=True)
+class SignatureLine:
+    """A signature as it stood when the casebook shows the record (live, or at a data cut's cut-off)."""
+
+    printed_name: str
+    signer_username: str
+    meaning: str
+    signed_at: datetime
+    invalidated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class QueryLine:
+    """A query as it stood when the casebook shows the record."""
+
+    item_id: str | None
+    state: str
+    critical: bool
+    origin: str
+    message: str
+    opened_at: datetime
+    opened_by: str
+    closed_at: datetime | None
+    closed_by: str | None
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A data cut: the casebook shows the record as it stood at its cut-off."""
+
+    id: uuid.UUID
+    name: str
+    cutoff_at: datetime
+
+
+# A query's state after each action of its thread (comments change none).
+STATE_AFTER = {"open": "open", "answer": "answered", "reopen": "open", "close": "closed", "cancel": "cancelled"}
 
 
 @dataclass
@@ -73,8 +112,8 @@ class EntryPage:
     hidden: frozenset[str]
     sdv_items: set[str] = field(default_factory=set)   # items with an active SDV mark
     sdv_entry: datetime | None = None                 # when the whole entry was marked verified (active mark)
-    queries: list[tuple[Query, list[QueryMessage]]] = field(default_factory=list)
-    signatures: list[Signature] = field(default_factory=list)
+    queries: list[tuple[QueryLine, list[QueryMessage]]] = field(default_factory=list)
+    signatures: list[SignatureLine] = field(default_factory=list)
     audit: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -84,59 +123,113 @@ class Record:
 
     subject: Subject
     entries: list[EntryPage]
-    casebook_signatures: list[Signature]
+    casebook_signatures: list[SignatureLine]
     other_audit: list[dict[str, Any]] | None  # audit records of the subject that belong to no entry (None: not asked)
 
 
-def gather(session: Session, subject: Subject, *, hidden: HiddenItems, include_audit: bool) -> Record:
-    """Read a subject's whole record (the caller has checked the reader may see it)."""
+def gather(session: Session, subject: Subject, *, hidden: HiddenItems, include_audit: bool,
+           cut: Cut | None = None) -> Record:
+    """Read a subject's whole record (the caller has checked the reader may see it); with a data cut, as it stood
+    at the cut-off: the cut's snapshot of each entry, and the SDV marks, queries, signatures and audit records of
+    that moment."""
     study = runtime.of(session).study
-    rows = session.execute(
-        sa.select(Entry.id, Entry.event_key, Entry.form_id, Entry.form_version, Entry.status, Entry.version,
-                  Entry.created_at, Entry.created_by, Entry.updated_at, Entry.updated_by, Entry.locked_at, Entry.data)
-        .where(Entry.subject_id == subject.id).order_by(Entry.created_at, Entry.id))
+    until = None if cut is None else utc(cut.cutoff_at)
+    if cut is None:
+        stmt = (sa.select(Entry.id, Entry.event_key, Entry.form_id, Entry.form_version, Entry.status, Entry.version,
+                          Entry.created_at, Entry.created_by, Entry.updated_at, Entry.updated_by, Entry.locked_at,
+                          Entry.data)
+                .where(Entry.subject_id == subject.id))
+    else:
+        stmt = (sa.select(DataCutEntry.entry_id, DataCutEntry.event_key, DataCutEntry.form_id, DataCutEntry.form_version,
+                          DataCutEntry.status, DataCutEntry.entry_version, Entry.created_at, Entry.created_by,
+                          Entry.updated_at, Entry.updated_by, Entry.locked_at, DataCutEntry.data)
+                .join(Entry, Entry.id == DataCutEntry.entry_id)
+                .where(DataCutEntry.cut_id == cut.id, DataCutEntry.subject_id == subject.id))
     entries: dict[uuid.UUID, EntryPage] = {}
     for (entry_id, event_key, form_id, form_version, status, version, created_at, created_by, updated_at, updated_by,
-         locked_at, data) in rows:
+         locked_at, data) in session.execute(stmt.order_by(Entry.created_at, Entry.id)):
         form = study.form(form_id, form_version)
         values = unseal(session, form, StoredDocument(entry_id, data), in_place=True)
         hide = hidden(form_id)
+        if until is not None and updated_at is not None and utc(updated_at) > until:
+            updated_at, updated_by = None, ""  # changed after the cut: when it last changed before is in its audit trail
+        if until is not None and locked_at is not None and utc(locked_at) > until:
+            locked_at = None
         entries[entry_id] = EntryPage(entry_id, event_key, form, status, version, created_at, created_by, updated_at,
                                       updated_by, locked_at, identifying.withhold(values, hide), hide)
-    for mark in session.scalars(sa.select(SdvMark).where(SdvMark.subject_id == subject.id, SdvMark.cleared_at.is_(None))
-                                .order_by(SdvMark.verified_at, SdvMark.id)):
+    marks = sa.select(SdvMark).where(SdvMark.subject_id == subject.id)
+    if until is None:
+        marks = marks.where(SdvMark.cleared_at.is_(None))
+    else:
+        marks = marks.where(SdvMark.verified_at <= until, sa.or_(SdvMark.cleared_at.is_(None), SdvMark.cleared_at > until))
+    for mark in session.scalars(marks.order_by(SdvMark.verified_at, SdvMark.id)):
         page = entries.get(mark.entry_id)
         if page is not None:
             if mark.item_id is None:
                 page.sdv_entry = mark.verified_at
             else:
                 page.sdv_items.add(mark.item_id)
-    found = list(session.scalars(sa.select(Query).where(Query.subject_id == subject.id).order_by(Query.opened_at, Query.id)))
-    threads: dict[uuid.UUID, list[QueryMessage]] = {}
-    if found:
-        for message in session.scalars(sa.select(QueryMessage).where(QueryMessage.query_id.in_([q.id for q in found]))
-                                       .order_by(QueryMessage.created_at, QueryMessage.id)):
-            threads.setdefault(message.query_id, []).append(message)
-    for query in found:
-        if query.entry_id in entries:
-            entries[query.entry_id].queries.append((query, threads.get(query.id, [])))
+    _gather_queries(session, subject, entries, until)
     casebook_signatures = []
     for signature in session.scalars(sa.select(Signature).where(Signature.subject_id == subject.id)
                                      .order_by(Signature.signed_at, Signature.id)):
+        signed_at, invalidated_at = utc(signature.signed_at), signature.invalidated_at
+        if until is not None and signed_at > until:
+            continue
+        if until is not None and invalidated_at is not None and utc(invalidated_at) > until:
+            invalidated_at = None  # still valid at the cut-off
+        line = SignatureLine(signature.printed_name, signature.signer_username, signature.meaning, signed_at,
+                             invalidated_at)
         if signature.entry_id is None:
-            casebook_signatures.append(signature)
+            casebook_signatures.append(line)
         elif signature.entry_id in entries:
-            entries[signature.entry_id].signatures.append(signature)
+            entries[signature.entry_id].signatures.append(line)
     other_audit = None
     if include_audit:
         other_audit = []
         for record in audit.history(session, chain=audit.subject_chain(subject.id), limit=10_000_000):
+            if until is not None and utc(record["occurred_at"]) > until:
+                continue
             page = entries.get(_uuid(record["entity_id"])) if record["entity_type"] == "entry" else None
             if page is None:
                 other_audit.append(record)
             else:
                 page.audit.append({**record, "changes": identifying.withhold_changes(record["changes"], page.hidden)})
     return Record(subject, list(entries.values()), casebook_signatures, other_audit)
+
+
+def _gather_queries(session: Session, subject: Subject, entries: dict[uuid.UUID, EntryPage],
+                    until: datetime | None) -> None:
+    stmt = sa.select(Query).where(Query.subject_id == subject.id)
+    if until is not None:
+        stmt = stmt.where(Query.opened_at <= until)
+    found = list(session.scalars(stmt.order_by(Query.opened_at, Query.id)))
+    threads: dict[uuid.UUID, list[QueryMessage]] = {}
+    if found:
+        messages = sa.select(QueryMessage).where(QueryMessage.query_id.in_([q.id for q in found]))
+        if until is not None:
+            messages = messages.where(QueryMessage.created_at <= until)
+        for message in session.scalars(messages.order_by(QueryMessage.created_at, QueryMessage.id)):
+            threads.setdefault(message.query_id, []).append(message)
+    for query in found:
+        if query.entry_id not in entries:
+            continue
+        thread = threads.get(query.id, [])
+        state, closed_at, closed_by = query.state, query.closed_at, query.closed_by
+        if until is not None:  # the state the thread had reached at the cut-off
+            state = next((STATE_AFTER[m.action] for m in reversed(thread) if m.action in STATE_AFTER), "open")
+            if closed_at is not None and utc(closed_at) > until:
+                closed_at, closed_by = None, None
+        line = QueryLine(query.item_id, state, query.critical, query.origin, query.message, query.opened_at,
+                         query.opened_by, closed_at, closed_by)
+        entries[query.entry_id].queries.append((line, thread))
+
+
+def utc(moment: datetime) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite gives naive UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def _uuid(value: Any) -> uuid.UUID | None:
@@ -565,19 +658,19 @@ def _flags(item: ItemDef | None, item_id: str, page: EntryPage, queried: dict[st
     return "\n".join(flags)
 
 
-def _signature_rows(signatures: list[Signature], zone: ZoneInfo):
+def _signature_rows(signatures: list[SignatureLine], zone: ZoneInfo):
     for s in signatures:
         status = "valid" if s.invalidated_at is None else f"invalidated {utc_text(s.invalidated_at)}"
         yield (f"{s.printed_name}\n({s.signer_username})", s.meaning,
                f"{utc_text(s.signed_at)}\n{local_text(s.signed_at, zone)}", status)
 
 
-def _signature_table(pdf: _Document, signatures: list[Signature], zone: ZoneInfo) -> None:
+def _signature_table(pdf: _Document, signatures: list[SignatureLine], zone: ZoneInfo) -> None:
     _table(pdf, ("Signed by (printed name)", "Meaning", "Signed at (UTC and site's local time)", "Status"),
            list(_signature_rows(signatures, zone)), (48, 22, 70, 40), size=7.5)
 
 
-def _casebook_signatures(pdf: _Document, signatures: list[Signature], zone: ZoneInfo) -> None:
+def _casebook_signatures(pdf: _Document, signatures: list[SignatureLine], zone: ZoneInfo) -> None:
     _heading(pdf, "Casebook signatures")
     if signatures:
         _signature_table(pdf, signatures, zone)

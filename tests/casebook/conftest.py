@@ -23,8 +23,8 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / ".cache" / "casebook"  # rende
 class Book:
     """The seeded demo study, logged-in clients by username, and helpers to read PDFs back."""
 
-    def __init__(self, app, session, export_dir: Path) -> None:
-        self.app, self.session, self.export_dir = app, session, export_dir
+    def __init__(self, app, session, export_dir: Path, clock) -> None:
+        self.app, self.session, self.export_dir, self.clock = app, session, export_dir, clock
         self.client = app.test_client()
         self.headers: dict[str, dict[str, str]] = {}
 
@@ -55,4 +55,4 @@ def book(app_factory, session, fake_clock, tmp_path, seed_once):
     app = app_factory(forms_dir=TRIAL_FORMS, export_dir=str(export_dir), export_lease_seconds=60, export_max_attempts=2)
     seed_once("demo study, no subjects, at START", lambda: seed_demo_study(app, 0, 0))
     seed_once(f"demo study, {SUBJECTS} subjects, seed 2, at START", lambda: seed_demo_subjects(app, SUBJECTS, 2))
-    return Book(app, session, export_dir)
+    return Book(app, session, export_dir, fake_clock)

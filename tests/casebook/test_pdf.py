@@ -10,7 +10,7 @@ import json
 import re
 import shutil
 import subprocess
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from pypdf import PdfReader
@@ -95,7 +95,8 @@ def test_a_monitor_reads_every_label_value_query_sdv_mark_signature_and_audit_ro
     assert copy.actor_username == "mon.es01" and copy.entity_type == "casebook"
     changes = {c["field"]: c["new"] for c in copy.changes}
     assert changes["sha256"] == digest and changes["bytes"] == len(content)
-    assert changes["options"] == {"lang": "en", "include_audit": True, "generated_at": "2026-09-01T09:00:00+00:00"}
+    assert changes["options"] == {"lang": "en", "include_audit": True, "data_cut": None,
+                                  "generated_at": "2026-09-01T09:00:00+00:00"}
     render_page(content, "monitor-en")
 
 
@@ -151,6 +152,32 @@ def test_the_arabic_casebook_carries_the_arabic_labels_shaped_right_to_left(book
         assert label in text, label
     assert all(word in text for label in labels for word in ARABIC_WORD.findall(label) if not MARKS.search(word))
     render_page(content, "crs-ar")
+
+
+def test_a_casebook_at_a_data_cut_shows_the_record_as_it_stood_at_its_cut_off(book):
+    number = first_subject(book)
+    cut = book.client.post("/api/v1/data-cuts", headers=book.as_("dm"),
+                           json={"name": "interim", "cutoff_at": START.isoformat(), "reason": "DSMB review"})
+    assert cut.status_code == 201, cut.get_json()
+    book.clock.now = START + timedelta(hours=2)
+    book.headers.clear()  # the tokens bought before have expired
+    deviation = {"form": "dv", "complete": True, "data": {
+        "DVDAT": "2026-08-20", "DVCAT": "DOSING", "DVTERM": "Entered after the cut", "DVSEV": "MINOR",
+        "DVACN": "Retrained staff", "DVECREP": "N"}}
+    assert book.client.post(f"/api/v1/subjects/{number}/entries", headers=book.as_("inv.es01"),
+                            json=deviation).status_code == 201
+    vs = next(e for e in entries_of(book, number) if e["form"] == "vs")
+    assert book.client.post("/api/v1/queries", headers=book.as_("mon.es01"), json={
+        "entry_id": vs["id"], "item": "HR", "message": "Raised after the cut."}).status_code == 201
+    live = flat(text_of(book.pdf(number, "dm").get_data()))
+    assert "Entered after the cut" in live and "Raised after the cut." in live
+    at_cut = book.pdf(number, "dm", data_cut="interim", include_audit=True)
+    assert at_cut.status_code == 200
+    text = flat(text_of(at_cut.get_data()))
+    assert "interim: the record as it stood at 2026-09-01 09:00:00 UTC" in text
+    assert "Entered after the cut" not in text and "Raised after the cut." not in text and "query_opened" not in text
+    assert {c["field"]: c["new"] for c in copies_audited(book)[-1].changes}["options"]["data_cut"] == "interim"
+    assert book.pdf(number, "dm", data_cut="final").status_code == 404
 
 
 def test_a_subject_without_entries_gets_a_valid_pdf_that_says_so(book):
