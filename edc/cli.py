@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from datetime import UTC
@@ -597,7 +598,8 @@ def casebook_pdf_command(number, lang, include_audit, data_cut, generated_at, ou
                                                      include_audit=include_audit, data_cut=data_cut,
                                                      generated_at=moment))
     path = output or made.file_name
-    with open(path, "wb") as target:
+    # A casebook is clinical data: readable by the operator's account only, whatever the umask.
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as target:
         target.write(made.content)
     click.echo(f"{path}: {len(made.content)} bytes, SHA-256 {made.sha256}")
 

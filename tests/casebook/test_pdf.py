@@ -69,7 +69,7 @@ def test_a_monitor_reads_every_label_value_query_sdv_mark_signature_and_audit_ro
     assert response.mimetype == "application/pdf"
     content = response.get_data()
     digest = hashlib.sha256(content).hexdigest()
-    assert response.headers["ETag"] == f'"{digest}"'
+    assert response.headers["ETag"] == f'"{digest}"' and response.headers["Cache-Control"] == "no-store"
     assert f"casebook-{number}-en.pdf" in response.headers["Content-Disposition"]
     text = flat(text_of(content))
     assert f"Casebook of subject {number}" in text and "Hospital Clínic Barcelona" in text and "page 1 of" in text
@@ -238,6 +238,7 @@ def test_the_command_line_writes_the_pdf_and_a_copy_made_again_has_the_audited_s
                         "--generated-at", "2026-09-01T09:00:00", "--output", str(tmp_path / name))
         assert result.exit_code == 0, result.output
         outputs.append((tmp_path / name).read_bytes())
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600
         assert hashlib.sha256(outputs[-1]).hexdigest() in result.output
     assert outputs[0] == outputs[1]
     recorded = {c["field"]: c["new"] for c in copies_audited(book)[0].changes}
