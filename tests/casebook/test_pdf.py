@@ -126,7 +126,17 @@ def test_two_renderings_of_the_same_data_and_options_are_byte_identical(book):
     first = book.pdf(number, "dm").get_data()
     second = book.pdf(number, "dm").get_data()
     assert first == second and first.startswith(b"%PDF-")
-    assert PdfReader(io.BytesIO(first)).metadata["/CreationDate"] == "D:20260901090000Z"
+    reader = PdfReader(io.BytesIO(first))
+    assert reader.metadata["/CreationDate"] == "D:20260901090000Z"
+    fonts = {}
+    for page in reader.pages:
+        for font in page["/Resources"]["/Font"].values():
+            font = font.get_object()
+            fonts[font["/BaseFont"]] = font
+    assert len(fonts) == 2  # DejaVu Sans and its bold, nothing else
+    for name, font in fonts.items():  # embedded (as subsets), never left to the reader's machine
+        descriptor = font["/DescendantFonts"][0].get_object()["/FontDescriptor"].get_object()
+        assert "/FontFile2" in descriptor and "DejaVuSans" in name, name
     assert len(copies_audited(book)) == 2  # each copy made is audited, though the bytes are the same
 
 
