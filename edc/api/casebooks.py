@@ -10,11 +10,12 @@ from typing import Any
 from flask import Response, url_for
 from marshmallow import Schema, fields, validate
 
-from edc.api.common import current_actor
+from edc.api.common import current_actor, page_args
 from edc.api.downloads import handed_out, stored_file
 from edc.api.exports import POLL_SECONDS, ExportProgressOut
 from edc.api.openapi import ETAG_HEADER, IF_NONE_MATCH, RETRY_AFTER, docs, success_doc, success_headers_doc
 from edc.api.parsing import Blueprint
+from edc.api.schemas import PageArgs, PageOut
 from edc.api.transaction import commit, commit_with_answer
 from edc.extensions import db
 from edc.models.exports import ACTIVE_STATES, ExportJob
@@ -48,6 +49,10 @@ class ArchiveOut(Schema):
     error = fields.String(allow_none=True)
     files = fields.List(fields.Dict(), metadata={"description": "once completed: the zip's name, SHA-256 and size"})
     links = fields.Dict(metadata={"description": "self, and once completed: files"})
+
+
+class ArchivePage(PageOut):
+    items = fields.List(fields.Nested(ArchiveOut))
 
 
 def view(job: ExportJob) -> dict[str, Any]:
@@ -89,6 +94,18 @@ def create_archive(code):
     job = exports.request_archive(db.session, current_actor(), code)
     commit_with_answer()
     return view(job), 202, {"Location": url_for("casebooks.get_archive", code=job.parameters["site"], job_id=job.id)}
+
+
+@blp.get("/sites/<code>/archives")
+@requires("archives:read")
+@blp.arguments(PageArgs, location="query")
+@blp.response(200, ArchivePage)
+def list_archives(args, code):
+    """A site's archives, newest first (data managers and the site's principal investigator)."""
+    paging = page_args(args)
+    rows, total = exports.list_archives(db.session, current_actor(), code, limit=paging["page_size"],
+                                        offset=(paging["page"] - 1) * paging["page_size"])
+    return {"items": [view(job) for job in rows], "total": total, **paging}
 
 
 @blp.get("/sites/<code>/archives/<job_id>")

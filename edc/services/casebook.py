@@ -89,7 +89,7 @@ def check_language(session: Session, lang: str) -> None:
     """422 unless the study's forms carry labels in `lang`."""
     languages = runtime.of(session).study.languages
     if lang not in languages:
-        raise UnprocessableContent(errors=[field_error("/lang", f"Unknown language {lang!r}; one of {', '.join(languages)}.")])
+        raise UnprocessableContent(errors=[field_error("/query/lang", f"Unknown language {lang!r}; one of {', '.join(languages)}.")])
 
 
 def find_cut(session: Session, name: str) -> casebook_pdf.Cut:

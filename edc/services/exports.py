@@ -591,6 +591,18 @@ def _reads_archives_of(actor: Actor, site_id: uuid.UUID) -> bool:
                for g in actor.grants)
 
 
+def list_archives(session: Session, actor: Actor, code: str, *, limit: int, offset: int) -> tuple[list[ExportJob], int]:
+    """A site's archives, newest first (data managers and the site's principal investigator; 404 for anyone else)."""
+    require(actor, ARCHIVE_READ)
+    site = session.scalars(sa.select(Site).where(Site.code == code.upper())).one_or_none()
+    if site is None or not _reads_archives_of(actor, site.id):
+        raise NotFound(f"No site {code} among your sites.")
+    rows = [job for job in session.scalars(
+        sa.select(ExportJob).where(ExportJob.format == ARCHIVE_FORMAT, ExportJob.deleted_at.is_(None))
+        .order_by(ExportJob.requested_at.desc(), ExportJob.id)) if job.site_ids == [str(site.id)]]
+    return rows[offset:offset + limit], len(rows)
+
+
 def get_archive(session: Session, actor: Actor, code: str, job_id: uuid.UUID | str) -> ExportJob:
     """An archive job of a site (404 for anyone but the data managers and the site's principal investigator)."""
     require(actor, ARCHIVE_READ)

@@ -62,6 +62,10 @@ def test_the_archive_holds_every_casebook_the_exports_and_a_manifest_and_only_th
     assert asked.headers["Location"] == f"/api/v1/sites/ES01/archives/{body['id']}" and body["state"] == "queued"
     status = book.client.get(asked.headers["Location"], headers=book.as_("inv.es01"))  # the site's PI
     assert status.status_code == 200 and status.headers["Retry-After"]
+    listed = book.client.get("/api/v1/sites/ES01/archives", headers=book.as_("inv.es01")).get_json()
+    assert [a["id"] for a in listed["items"]] == [body["id"]] and listed["total"] == 1
+    assert book.client.get("/api/v1/sites/IT01/archives", headers=book.as_("dm")).get_json()["total"] == 0
+    assert book.client.get("/api/v1/sites/ES01/archives", headers=book.as_("inv.it01")).status_code == 404
     for outsider, expected in (("inv.it01", 404), ("mon.es01", 403), ("crc.es01", 403), ("stat", 403)):
         assert book.client.get(asked.headers["Location"], headers=book.as_(outsider)).status_code == expected, outsider
     book.work()

@@ -236,7 +236,7 @@ def test_the_statistician_is_refused_and_another_sites_staff_find_no_subject(boo
 def test_an_unknown_language_is_422_naming_the_parameter(book):
     response = book.pdf(first_subject(book), "dm", lang="xx")
     assert response.status_code == 422
-    assert response.get_json()["errors"][0]["pointer"] == "/lang" and "en" in response.get_json()["errors"][0]["detail"]
+    assert response.get_json()["errors"][0]["pointer"] == "/query/lang" and "en" in response.get_json()["errors"][0]["detail"]
     assert copies_audited(book) == []
 
 
