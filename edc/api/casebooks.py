@@ -12,6 +12,7 @@ from marshmallow import Schema, fields, validate
 
 from edc.api.common import current_actor, page_args
 from edc.api.downloads import handed_out, stored_file
+from edc.api.idempotency import idempotent
 from edc.api.exports import POLL_SECONDS, ExportProgressOut
 from edc.api.openapi import ETAG_HEADER, IF_NONE_MATCH, RETRY_AFTER, docs, success_doc, success_headers_doc
 from edc.api.parsing import Blueprint
@@ -86,6 +87,7 @@ def get_casebook_pdf(args, number):
 @blp.post("/sites/<code>/archive")
 @blp.doc(**docs(errors=(409, 429)))
 @requires("archives:create")
+@idempotent
 @blp.response(202, ArchiveOut)
 def create_archive(code):
     """Archive a site at study close (data managers; 409 unless the study or every subject of the site is locked):

@@ -48,8 +48,12 @@ def test_an_archive_is_refused_before_the_lock_and_to_anyone_but_a_data_manager(
         assert book.client.post(f"/api/v1/subjects/{number}/lock", headers=book.as_("dm"), json={}).status_code == 200
     assert ask(book).status_code == 409
     assert book.client.post(f"/api/v1/subjects/{numbers[-1]}/lock", headers=book.as_("dm"), json={}).status_code == 200
-    accepted = ask(book)  # every subject of the site locked: the site is
+    retry = {**book.as_("dm"), "Idempotency-Key": "archive-es01-1"}
+    accepted = book.client.post("/api/v1/sites/ES01/archive", headers=retry)  # every subject locked: the site is
     assert accepted.status_code == 202, accepted.get_json()
+    again = book.client.post("/api/v1/sites/ES01/archive", headers=retry)  # a retry after a lost answer
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json()["id"] == accepted.get_json()["id"]
     book.session.expire_all()
     assert book.session.scalar(sa.select(sa.func.count(ExportJob.id))) == 1
 
