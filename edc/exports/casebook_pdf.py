@@ -342,7 +342,6 @@ class _Document(FPDF):
         self.add_font(FONT, "", str(FONTS / "DejaVuSans.ttf"))
         self.add_font(FONT, "B", str(FONTS / "DejaVuSans-Bold.ttf"))
         self.alias_nb_pages()
-
         self.widths: dict[tuple[str, float, str], float] = {}
 
     def measure(self, text: str) -> float:
@@ -393,7 +392,7 @@ def render(study: Study, record: Record, options: Options) -> bytes:
                 _entry(pdf, study, words, page, zone, options, rtl)
     logs = [p for p in record.entries if p.event_key == SUBJECT_LOG_KEY]
     if logs:
-        _section(pdf, "Subject-level logs", rtl)
+        _section(pdf, "Logs and repeating forms (tied to no visit)", rtl)
         for page in logs:
             _entry(pdf, study, words, page, zone, options, rtl)
     scheduled = {e.id for e in study.events}
@@ -404,7 +403,7 @@ def render(study: Study, record: Record, options: Options) -> bytes:
             _entry(pdf, study, words, page, zone, options, rtl)
     if not record.entries:
         pdf.set_font(FONT, "", 10)
-        _paragraph(pdf, 6, "This subject has no entries: no form has been entered.",)
+        _paragraph(pdf, 6, "This subject has no entries: no form has been entered.")
     _casebook_signatures(pdf, record.casebook_signatures, zone)
     if record.other_audit is not None:
         _heading(pdf, "Audit trail of the subject (records that belong to no single entry)")
