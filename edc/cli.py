@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+from datetime import UTC
 
 import click
 from flask import Flask, current_app
@@ -16,7 +18,7 @@ from edc.extensions import db
 from edc.problems import Problem
 from edc.security import keyring
 from edc.security.permissions import Actor
-from edc.services import audit, demo, summaries, users
+from edc.services import audit, casebook, demo, summaries, users
 
 edc_cli = AppGroup("edc", help="edc operations.")
 keys_cli = AppGroup("keys", help="Key material: key ring and token-signing keys.")
@@ -598,7 +600,34 @@ def worker_command(once, interval):
         exporter.join(timeout=60)
 
 
+casebook_cli = AppGroup("casebook", help="Human-readable copies of subjects' casebooks.")
+
+
+@casebook_cli.command("pdf")
+@click.argument("number")
+@click.option("--lang", default="en", show_default=True, help="Language of item labels: one of the study's.")
+@click.option("--include-audit", is_flag=True, help="Add each entry's full audit history.")
+@click.option("--data-cut", default=None, help="The name of a data cut: the record as it stood at its cut-off.")
+@click.option("--generated-at", type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]), default=None,
+              help="The generation time to print (UTC unless an offset is given), e.g. to render a copy again and "
+                   "compare its SHA-256 with the audit record of the original; default now.")
+@click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Where to write the PDF (default casebook-NUMBER-LANG.pdf).")
+def casebook_pdf_command(number, lang, include_audit, data_cut, generated_at, output):
+    """Write a subject's casebook as a PDF; the copy is audited with its SHA-256, which is printed."""
+    moment = None if generated_at is None else (
+        generated_at.replace(tzinfo=UTC) if generated_at.tzinfo is None else generated_at.astimezone(UTC))
+    made = _run(lambda s: casebook.casebook_pdf_copy(s, Actor.system("casebook"), number, lang=lang,
+                                                     include_audit=include_audit, data_cut=data_cut,
+                                                     generated_at=moment))
+    path = output or made.file_name
+    # A casebook is clinical data: readable by the operator's account only, whatever the umask.
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as target:
+        target.write(made.content)
+    click.echo(f"{path}: {len(made.content)} bytes, SHA-256 {made.sha256}")
+
+
 def register(app: Flask) -> None:
-    for group in (keys_cli, users_cli, roles_cli, audit_cli, forms_cli, meddra_cli, fhir_clients_cli):
+    for group in (keys_cli, users_cli, roles_cli, audit_cli, forms_cli, meddra_cli, fhir_clients_cli, casebook_cli):
         edc_cli.add_command(group)
     app.cli.add_command(edc_cli)

@@ -239,3 +239,11 @@ def test_sqlite_sync_runs(bench, tmp_path):
     doc = read_json(out)
     assert set(doc["settings"]) == {"NORMAL", "FULL"} and all(f["saves"] == 6 for f in doc["settings"].values())
     assert all(f["median_ms"] > 0 and f["bare_commit_median_ms"] > 0 for f in doc["settings"].values())
+
+
+@pytest.mark.skipif(BACKEND == "postgresql", reason="builds its own SQLite study; once is enough")
+def test_casebook_bench_runs(bench, tmp_path):
+    out = tmp_path / "casebook.json"
+    bench("casebook_bench.py", "--subjects", "1", "--renders", "1", "--json-out", str(out))
+    doc = read_json(out)
+    assert doc["casebook"]["pages"] > 1 and doc["archive"]["subjects"] >= 1 and doc["archive"]["csv_seconds"] > 0

@@ -89,13 +89,14 @@ def test_the_matrix_only_names_known_roles():
 @pytest.mark.parametrize("role, allowed", [
     ("admin", {"sites:read", "sites:manage", "users:read", "users:manage", "forms:read"}),
     ("auditor", {"sites:read", "users:read", "audit:read", "forms:read", "subjects:read", "entries:read", "clinical_audit:read",
-                 "safety:read", "queries:read", "sdv:read", "signatures:read", "cuts:read", "reports:read"}),
+                 "safety:read", "queries:read", "sdv:read", "signatures:read", "cuts:read", "reports:read", "casebooks:read"}),
     ("investigator", {"sites:read", "forms:read", "subjects:read", "subjects:enrol", "subjects:status", "entries:read",
                       "entries:write", "clinical_audit:read", "safety:read", "queries:read", "queries:answer",
-                      "queries:message", "sdv:read", "signatures:read", "signatures:sign", "reports:read", "exports:create"}),
+                      "queries:message", "sdv:read", "signatures:read", "signatures:sign", "reports:read", "exports:create",
+                      "casebooks:read", "archives:read"}),
     ("monitor", {"sites:read", "forms:read", "subjects:read", "entries:read", "clinical_audit:read", "safety:read",
                  "queries:read", "queries:manage", "queries:message", "sdv:read", "sdv:write", "signatures:read",
-                 "reports:read", "exports:create"}),
+                 "reports:read", "exports:create", "casebooks:read"}),
     ("statistician", {"sites:read", "forms:read", "cuts:read", "fhir:read", "exports:create"}),
     ("registry", {"fhir:read", "exports:create"}),
 ])

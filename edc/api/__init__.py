@@ -7,11 +7,11 @@ from flask_smorest import Api
 
 
 def register_blueprints(app: Flask, api: Api, *, benchmark: bool) -> None:
-    from edc.api import (audit, auth, entries, exports, fhir, fhir_bulk, health, locking, outbox, queries, reports, safety, sdv,
+    from edc.api import (audit, auth, casebooks, entries, exports, fhir, fhir_bulk, health, locking, outbox, queries, reports, safety, sdv,
                          signatures, sites, smart, study, subjects, users)
 
     for module in (health, auth, sites, users, audit, study, subjects, entries, safety, queries, locking, sdv, signatures,
-                   reports, outbox, exports, fhir, fhir_bulk, smart):
+                   reports, outbox, exports, casebooks, fhir, fhir_bulk, smart):
         api.register_blueprint(module.blp)
     if benchmark:
         from edc.api import bench

@@ -12,7 +12,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from edc.models.base import Base, IdMixin
 from edc.models.types import JSONDocument
 
-EXPORT_FORMATS = ("csv", "odm", "fhir")
+EXPORT_FORMATS = ("csv", "odm", "fhir")  # what POST /exports asks for
+ARCHIVE_FORMAT = "archive"  # a site archive at study close (POST /sites/{code}/archive)
+JOB_FORMATS = (*EXPORT_FORMATS, ARCHIVE_FORMAT)
 # queued -> running -> completed | failed | cancelled; a running job whose worker stopped heartbeating is
 # queued again (or failed once out of attempts). `deleted` hides a cancelled or finished job and its files.
 EXPORT_STATES = ("queued", "running", "completed", "failed", "cancelled")
@@ -25,7 +27,7 @@ class ExportJob(IdMixin, Base):
 
     __tablename__ = "export_jobs"
     __table_args__ = (
-        sa.CheckConstraint(f"format IN {EXPORT_FORMATS!r}", name="format"),
+        sa.CheckConstraint(f"format IN {JOB_FORMATS!r}", name="format"),
         sa.CheckConstraint(f"state IN {EXPORT_STATES!r}", name="state"),
         sa.Index("ix_export_jobs_active", "state", "requested_at", sqlite_where=_ACTIVE, postgresql_where=_ACTIVE),
         sa.Index("ix_export_jobs_requester", "requested_by_id", "state"),

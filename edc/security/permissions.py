@@ -62,6 +62,13 @@ MATRIX: dict[str, frozenset[str]] = {
     "users:read": frozenset({"admin", "auditor"}),
     "users:manage": frozenset({"admin"}),
     "audit:read": frozenset({"auditor"}),
+    # The PDF casebook shows free text and the audit trail: site staff and monitors of the subject's site, data
+    # managers and auditors; never the statistician or a registry.
+    "casebooks:read": frozenset({"investigator", "coordinator", "monitor", "data_manager", "auditor"}),
+    # The site archive at study close: asked for by a data manager; downloaded by the data manager and the site's
+    # principal investigator (the principal investigator flag is checked per site).
+    "archives:create": frozenset({"data_manager"}),
+    "archives:read": frozenset({"investigator", "data_manager"}),
 }
 
 

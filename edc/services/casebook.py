@@ -1,19 +1,25 @@
-"""A subject's casebook: the schedule with due dates and windows, and each form's state,
-read from the form-status table (never by scanning entries)."""
+"""A subject's casebook: the schedule with due dates and windows, and each form's state, read from the
+form-status table (never by scanning entries); and the casebook as a PDF, the human-readable copy of the
+record (edc/exports/casebook_pdf.py lays it out), each copy made audited with its SHA-256."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+import hashlib
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from edc import clock, runtime
+from edc.exports import casebook_pdf
 from edc.models.entries import FormStatus
 from edc.models.subjects import Subject
 from edc.security.permissions import Actor
-from edc.services import queries
+from edc.models.monitoring import DataCut
+from edc.problems import NotFound, UnprocessableContent, field_error
+from edc.services import audit, identifying, queries
 from edc.services.scope import get_subject
 
 NOT_STARTED = "not_started"
@@ -62,3 +68,69 @@ def casebook(session: Session, actor: Actor, number: str) -> dict[str, Any]:
         "logs": logs,
         "queries": queries.for_subject(session, subject.id),
     }
+
+
+PDF_PERMISSION = "casebooks:read"
+
+
+@dataclass(frozen=True)
+class CasebookPdf:
+    number: str
+    content: bytes
+    sha256: str
+    options: dict[str, Any]
+
+    @property
+    def file_name(self) -> str:
+        return f"casebook-{self.number}-{self.options['lang']}.pdf"
+
+
+def check_language(session: Session, lang: str) -> None:
+    """422 unless the study's forms carry labels in `lang`."""
+    languages = runtime.of(session).study.languages
+    if lang not in languages:
+        raise UnprocessableContent(errors=[field_error("/query/lang", f"Unknown language {lang!r}; one of {', '.join(languages)}.")])
+
+
+def find_cut(session: Session, name: str) -> casebook_pdf.Cut:
+    """A data cut by name (404 otherwise)."""
+    cut = session.scalars(sa.select(DataCut).where(DataCut.name == name)).one_or_none()
+    if cut is None:
+        raise NotFound(f"No data cut named {name}.")
+    return casebook_pdf.Cut(cut.id, cut.name, cut.cutoff_at)
+
+
+def render_pdf(session: Session, actor: Actor, subject: Subject, *, lang: str, include_audit: bool,
+               generated_at: datetime, generated_by: str, cut: casebook_pdf.Cut | None = None) -> bytes:
+    """A subject's casebook PDF as `actor` may see it, live or at a data cut (no permission check, no audit: callers
+    do both)."""
+    study = runtime.of(session).study
+    record = casebook_pdf.gather(session, subject, include_audit=include_audit, cut=cut,
+                                 hidden=lambda form_id: identifying.hidden_from(study, actor, form_id, subject.site_id))
+    options = casebook_pdf.Options(
+        lang=lang, include_audit=include_audit, generated_at=generated_at, generated_by=generated_by,
+        data_cut=None if cut is None else f"{cut.name}: the record as it stood at {casebook_pdf.utc_text(cut.cutoff_at)}")
+    return casebook_pdf.render(study, record, options)
+
+
+def casebook_pdf_copy(session: Session, actor: Actor, number: str, *, lang: str = "en", include_audit: bool = False,
+                      data_cut: str | None = None, generated_at: datetime | None = None) -> CasebookPdf:
+    """Make a PDF copy of a subject's casebook, live or as it stood at a named data cut, and audit who made it,
+    with which options and its SHA-256 (the caller commits). Another site's subject or an unknown cut is 404, an
+    unknown language 422. The generation time (now, to the second, unless given) is printed on the cover and is
+    the PDF's date: the same data, options and time give the same bytes."""
+    subject = get_subject(session, actor, number, PDF_PERMISSION)
+    check_language(session, lang)
+    cut = None if data_cut is None else find_cut(session, data_cut)
+    moment = (generated_at or clock.utcnow()).replace(microsecond=0)
+    who = f"{actor.display_name} ({actor.username})"
+    content = render_pdf(session, actor, subject, lang=lang, include_audit=include_audit, generated_at=moment,
+                         generated_by=who, cut=cut)
+    digest = hashlib.sha256(content).hexdigest()
+    options = {"lang": lang, "include_audit": include_audit, "data_cut": data_cut, "generated_at": moment.isoformat()}
+    # In the security chain: a copy made is not a change of the subject's record, whose chain the casebook prints.
+    audit.record(session, actor, "casebook_generated", entity_type="casebook", entity_id=subject.id,
+                 site_code=subject.site.code,
+                 changes=[audit.change("subject", None, subject.number), audit.change("options", None, options),
+                          audit.change("sha256", None, digest), audit.change("bytes", None, len(content))])
+    return CasebookPdf(subject.number, content, digest, options)

@@ -12,6 +12,11 @@ Each request, completion, failure, cancellation and deletion is audited in the s
 
 Who may export (exports:create): statisticians and data managers any site, monitors and
 investigators their own sites, the registry client FHIR only, admins nothing.
+
+The site archive at study close (format "archive", edc/exports/archive.py) is a job of the same machinery:
+asked for by a data manager once the study or the site is locked (archives:create), followed and downloaded
+by the data managers and the site's principal investigator (archives:read), run, retried and published
+like any export.
 """
 
 from __future__ import annotations
@@ -33,17 +38,17 @@ from sqlalchemy.orm import Session
 
 from edc import clock, runtime
 from edc.database import READ_ONLY_SNAPSHOT, allow_long_statements
-from edc.exports import csv_files, fhir_ndjson, odm, source
+from edc.exports import archive, casebook_pdf, csv_files, fhir_ndjson, odm, source
 from edc.exports.files import Cancelled, ExportFile, describe
-from edc.models.exports import ACTIVE_STATES, EXPORT_FORMATS, ExportJob
+from edc.models.exports import ACTIVE_STATES, ARCHIVE_FORMAT, EXPORT_FORMATS, ExportJob
 from edc.models.monitoring import DataCut
 from edc.models.sites import Site
-from edc.models.subjects import SUBJECT_STATUSES
+from edc.models.subjects import SUBJECT_STATUSES, Subject
 from edc.models.users import User
 from edc.problems import (Conflict, Forbidden, Gone, NotFound, ServiceUnavailable, TooManyRequests, UnprocessableContent,
                           field_error)
 from edc.security.permissions import MATRIX, Actor, require
-from edc.services import audit
+from edc.services import audit, casebook, locking
 from edc.storage import ObjectMissing, Storage, StorageError, failure_reason
 
 log = logging.getLogger("edc.exports")
@@ -454,6 +459,8 @@ def _progress(session: Session, job: ExportJob, attempt: int) -> Callable[[int],
 
 def _write(reader: Session, job: ExportJob, selection: source.Selection, work: Path, progress) -> list[ExportFile]:
     p = job.parameters
+    if job.format == ARCHIVE_FORMAT:
+        return _write_archive(reader, job, selection, work, progress)
     if job.format == "csv":
         return csv_files.write_csv(reader, selection, work, include_audit=p["include_audit"],
                                    spreadsheet_safe=p.get("spreadsheet_safe", False), progress=progress)
@@ -542,3 +549,98 @@ def _finish_failed(session: Session, job: ExportJob, message: str) -> None:
     audit.record(session, SYSTEM, "export_failed", entity_type="export", entity_id=job.id,
                  changes=[audit.change("error", None, message)])
     session.commit()
+
+
+# --- the site archive -------------------------------------------------------------------------
+
+ARCHIVE_CREATE, ARCHIVE_READ = "archives:create", "archives:read"
+ARCHIVE_LANGUAGE = "en"
+
+
+def request_archive(session: Session, actor: Actor, code: str) -> ExportJob:
+    """Queue the archive of a site (the caller commits): 404 for an unknown site, 409 unless the study is
+    locked or every subject of the site is."""
+    require(actor, ARCHIVE_CREATE)
+    site = session.scalars(sa.select(Site).where(Site.code == code.upper())).one_or_none()
+    if site is None:
+        raise NotFound(f"No site {code}.")
+    if locking.study_lock(session) is None:
+        counts = session.execute(sa.select(sa.func.count(Subject.id), sa.func.count(Subject.locked_at))
+                                 .where(Subject.site_id == site.id)).one()
+        if counts[0] == 0 or counts[0] != counts[1]:
+            raise Conflict(f"Site {site.code} can be archived once the study is locked, or every subject of the site "
+                           f"is ({counts[1]} of {counts[0]} locked).")
+    _check_active_limit(session, actor)
+    parameters = {"site": site.code, "include_audit": True, "lang": ARCHIVE_LANGUAGE}
+    job = ExportJob(id=uuid.uuid4(), format=ARCHIVE_FORMAT, bulk=False, parameters=parameters, site_ids=[str(site.id)],
+                    requested_by_id=actor.user_id, requested_by=actor.username,
+                    requested_role=actor.primary_role or "", requested_at=clock.utcnow(), state="queued")
+    session.add(job)
+    session.flush()
+    audit.record(session, actor, "export_requested", entity_type="export", entity_id=job.id, site_code=site.code,
+                 changes=[audit.change("format", None, job.format), audit.change("parameters", None, parameters),
+                          audit.change("sites", None, job.site_ids)])
+    return job
+
+
+def _reads_archives_of(actor: Actor, site_id: uuid.UUID) -> bool:
+    """Data managers, and the principal investigator of the site."""
+    if actor.is_system:
+        return True
+    return any(g.role == "data_manager" or (g.role == "investigator" and g.principal_investigator and g.site_id == site_id)
+               for g in actor.grants)
+
+
+def list_archives(session: Session, actor: Actor, code: str, *, limit: int, offset: int) -> tuple[list[ExportJob], int]:
+    """A site's archives, newest first (data managers and the site's principal investigator; 404 for anyone else)."""
+    require(actor, ARCHIVE_READ)
+    site = session.scalars(sa.select(Site).where(Site.code == code.upper())).one_or_none()
+    if site is None or not _reads_archives_of(actor, site.id):
+        raise NotFound(f"No site {code} among your sites.")
+    rows = [job for job in session.scalars(
+        sa.select(ExportJob).where(ExportJob.format == ARCHIVE_FORMAT, ExportJob.deleted_at.is_(None))
+        .order_by(ExportJob.requested_at.desc(), ExportJob.id)) if job.site_ids == [str(site.id)]]
+    return rows[offset:offset + limit], len(rows)
+
+
+def get_archive(session: Session, actor: Actor, code: str, job_id: uuid.UUID | str) -> ExportJob:
+    """An archive job of a site (404 for anyone but the data managers and the site's principal investigator)."""
+    require(actor, ARCHIVE_READ)
+    site = session.scalars(sa.select(Site).where(Site.code == code.upper())).one_or_none()
+    try:
+        key = uuid.UUID(str(job_id))
+    except ValueError:
+        raise NotFound("No such archive.") from None
+    job = session.get(ExportJob, key)
+    if (site is None or job is None or job.deleted_at is not None or job.format != ARCHIVE_FORMAT
+            or job.site_ids != [str(site.id)] or not _reads_archives_of(actor, site.id)):
+        raise NotFound("No such archive.")
+    return job
+
+
+def open_archive_file(session: Session, actor: Actor, code: str, job_id: uuid.UUID | str,
+                      name: str) -> tuple[BinaryIO, dict]:
+    """A stream of a completed archive's file and its manifest entry (the caller closes it)."""
+    job = get_archive(session, actor, code, job_id)
+    manifest_of(job)
+    listed = {f["name"]: f for f in all_files(job.manifest)}
+    if name not in listed:
+        raise NotFound(f"The archive has no file {name}.")
+    with _storage_problems():
+        return _storage(session).open(f"{job.id}/{name}"), listed[name]
+
+
+def _write_archive(reader: Session, job: ExportJob, selection: source.Selection, work: Path, progress) -> list[ExportFile]:
+    study = runtime.of(reader).study
+    p = job.parameters
+    by = f"{job.requested_by} (site archive)"
+
+    def render(subject: Subject) -> bytes:
+        return casebook.render_pdf(reader, SYSTEM, subject, lang=p["lang"], include_audit=p["include_audit"],
+                                   generated_at=job.started_at.replace(microsecond=0), generated_by=by)
+
+    about = {"study": study.id, "site": p["site"], "export": str(job.id), "requested_by": job.requested_by,
+             "generated_at": job.started_at.isoformat(), "software": f"edc {casebook_pdf.SOFTWARE_VERSION}"}
+    return archive.write_archive(reader, selection, work, name=f"{study.id}-{p['site']}-archive.zip", about=about,
+                                 render=render, file_oid=f"EDC.ARCHIVE.{job.id}", created_at=job.started_at,
+                                 progress=progress)

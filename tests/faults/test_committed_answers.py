@@ -138,6 +138,21 @@ def _review(d: Driver, number: str, entry_id: str) -> None:
     assert not d.send("POST", "/api/v1/study/unlock", "data_manager", 200, json_body={"reason": "late"}).get_json()["locked"]
 
 
+def _casebooks(d: Driver, number: str) -> None:
+    """A casebook PDF and a site archive's download are audited (commits); asking for an archive writes its job."""
+    pdf = d.send("GET", f"/api/v1/subjects/{number}/casebook.pdf?include_audit=true", "monitor_ES01", 200)
+    assert pdf.mimetype == "application/pdf" and pdf.get_data().startswith(b"%PDF-")
+    client, manager = d.m.client, d.m.headers["data_manager"]
+    assert client.post("/api/v1/study/lock", json={"reason": "close"}, headers=manager).status_code == 200
+    job = d.send("POST", "/api/v1/sites/ES01/archive", "data_manager", 202)
+    assert job.get_json()["state"] == "queued" and job.headers["Location"]
+    assert invoke(client.application, "worker", "--once").exit_code == 0
+    done = client.get(job.headers["Location"], headers=d.m.headers["investigator_ES01"]).get_json()
+    assert done["state"] == "completed", done
+    d.send("GET", done["links"]["files"][0], "investigator_ES01", 200).close()  # a streamed file
+    assert client.post("/api/v1/study/unlock", json={"reason": "late data"}, headers=manager).status_code == 200
+
+
 def _administration(d: Driver, session) -> None:
     created = d.send("POST", "/api/v1/users", "admin", 201,
                      json_body={"username": "new-cra", "display_name": "New CRA", "email": "cra@mail.example"}).get_json()
@@ -222,6 +237,7 @@ def test_every_committing_route_answers_its_success_when_the_connection_dies_aft
     _queries(d, entry_id)
     registry = _registry(d, session, number)
     _review(d, number, entry_id)
+    _casebooks(d, number)
     _administration(d, session)
     _sessions(d)
     _exports(d, registry)
