@@ -11,7 +11,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from conftest import count_rows
+from conftest import PASSWORD, count_rows
 from edc import runtime
 from edc.extensions import db
 from edc.models.users import User
@@ -329,3 +329,37 @@ def test_rows_are_added_and_removed_without_javascript(trial):
     assert f'name="rows.{group.id}" value="2"' in page and f'value="remove:{group.id}:1"' in page
     page = post_new(web, url, {f"rows.{group.id}": "2"}, f"remove:{group.id}:0", hidden).get_data(as_text=True)
     assert f'name="rows.{group.id}" value="1"' in page
+
+
+def test_the_signature_and_sdv_marks_show_and_an_edit_shows_the_signature_invalidated(trial):
+    number = trial.enrol()
+    web = browser_of(trial, "investigator_ES01")
+    entry_id = entry_id_of(post_new(web, enter_url(number, "crs_daily"), crs_fields("37.2"), "complete"))
+    signed = trial.client.post(f"/api/v1/entries/{entry_id}/signatures", headers=trial.headers["investigator_ES01"],
+                               json={"username": "investigator-es01", "password": PASSWORD, "meaning": "approval"})
+    assert signed.status_code == 201, signed.get_json()
+    verified = trial.client.post(f"/api/v1/entries/{entry_id}/sdv", json={"items": ["TMAX"]},
+                                 headers=trial.headers["monitor_ES01"])
+    assert verified.status_code == 200, verified.get_json()
+    page = web.text(f"/entries/{entry_id}")
+    manifestation = page[page.index('id="sig-title"'):page.index("</section>")]
+    assert "Investigator-Es01" in manifestation and "approval" in manifestation and ">Valid<" in manifestation
+    assert re.search(r'<time datetime="2026-11-20T09:00:00\+00:00">2026-11-20 09:00 UTC</time>', manifestation)
+    tmax = page[page.index('id="f-TMAX"'):]
+    assert "SDV" in tmax[:3000]
+    response = web.post(f"/entries/{entry_id}", {**crs_fields("37.4"), "etag": etag_in(page), "action": "complete",
+                                                 "reason": "transcription error"})
+    page = web.text(response.headers["Location"])
+    manifestation = page[page.index('id="sig-title"'):page.index("</section>")]
+    assert "Invalidated by a later change" in manifestation and ">Valid<" not in manifestation
+    assert "SDV" not in page[page.index('id="f-TMAX"'):][:3000]        # the change cleared the item's mark
+
+
+def test_arabic_labels_with_numbers_left_to_right(trial):
+    number = trial.enrol()
+    web = browser_of(trial, "investigator_ES01", "ar")
+    page = web.text(enter_url(number, "crs_daily"))
+    assert '<html lang="ar" dir="rtl">' in page and "أعلى درجة حرارة" in page          # TMAX's Arabic label
+    assert re.search(r'<input id="f-TMAX" name="v.TMAX" type="text" inputmode="decimal" dir="ltr"', page)
+    assert re.search(r'<input id="f-CRSDAT" name="v.CRSDAT" type="date" dir="ltr"', page)
+    assert "احفظ كمكتمل" in page                                                        # the page's own words
