@@ -20,7 +20,7 @@ keys: $(STAMP)
 
 serve: keys
 	$(FLASK) edc init
-	$(FLASK) edc seed-demo --if-empty
+	$(FLASK) edc seed-demo --if-empty --study
 	@echo ""
 	@echo "edc is starting on http://127.0.0.1:8000"
 	@echo "  API docs:     http://127.0.0.1:8000/api/docs/   (OpenAPI: /api/openapi.json)"

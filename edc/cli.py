@@ -69,16 +69,39 @@ def init_command():
 @click.option("--site", "sites", multiple=True,
               help="With --subjects: build only the subjects of the N who belong to this demo site (repeatable), "
                    "so that runs over disjoint sites can work in parallel.")
-def seed_demo_command(if_empty, subject_count, seed, sites):
+@click.option("--study", is_flag=True,
+              help="Also create the demo study: a dozen subjects at the four sites at different stages, from "
+                   "screening to Day 28, with a CRS episode, an SAE, open queries, SDV and a signed casebook "
+                   "(what `make serve` shows a newcomer).")
+def seed_demo_command(if_empty, subject_count, seed, sites, study):
     """Create the demo sites and accounts, and with --subjects synthetic subjects (refused in production)."""
+    if study and subject_count:
+        raise click.UsageError("--study and --subjects are separate demo data sets: give one of them.")
     if if_empty and demo.is_seeded(_session()):
         click.echo("demo seed skipped: the database is not empty")
         return
-    if not (subject_count and demo.is_seeded(_session())):
+    if not ((subject_count or study) and demo.is_seeded(_session())):
         counts = _run(lambda s: demo.seed_demo(s, Actor.system("seed-demo")))
         click.echo(f"seeded {counts['sites']} sites and {counts['users']} demo accounts")
     if subject_count:
         _seed_subjects(subject_count, seed, tuple(code.upper() for code in sites) or None)
+    if study:
+        _seed_study(seed)
+
+
+def _seed_study(seed: int) -> None:
+    """The demo study of edc/services/demo_subjects.py (DEMO_STUDY), committed subject by subject."""
+    from edc.services import demo_subjects
+
+    started = time.perf_counter()
+    report = _run(lambda s: demo_subjects.seed_study(s, seed=seed, commit=db.session.commit))
+    seconds = time.perf_counter() - started
+    click.echo(f"seeded the demo study in {seconds:.1f} s: {len(report.subjects)} subjects, "
+               f"{sum(report.entries.values())} entries ({sum(report.drafts.values())} drafts)")
+    click.echo("  stages: " + ", ".join(f"{number} {stage}" for number, stage in sorted(report.stages.items())))
+    click.echo(f"  CRS {', '.join(report.crs_subjects) or 'none'}; SAE {report.sae_subject}; "
+               f"casebook signed: {report.signed_subject} ({report.verified_entries} entries source-verified); "
+               f"open queries: {report.open_queries} automatic, {len(report.manual_queries)} from the monitor")
 
 
 def _seed_subjects(count: int, seed: int, sites: tuple[str, ...] | None = None) -> None:

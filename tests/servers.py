@@ -19,7 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
+import sqlalchemy as sa
 from botocore.config import Config
+from sqlalchemy.pool import NullPool
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 READY_SECONDS = 60
@@ -60,6 +62,30 @@ def http_call(port: int, method: str, path: str, body=None, headers=None, timeou
         return response.status, dict(response.getheaders()), parsed
     finally:
         conn.close()
+
+
+# ---------------------------------------------------------------- databases of their own (PostgreSQL)
+
+def database_next_to(run_url: str, suffix: str) -> str:
+    """The URL of a database named after the run's, so parallel runs on one server keep apart."""
+    url = sa.make_url(run_url)
+    return url.set(database=f"{url.database}_{suffix}").render_as_string(hide_password=False)
+
+
+def recreate_database(url: str) -> None:
+    name = sa.make_url(url).database
+    with _maintenance_engine(url).connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+
+
+def drop_database(url: str) -> None:
+    with _maintenance_engine(url).connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{sa.make_url(url).database}" WITH (FORCE)')
+
+
+def _maintenance_engine(url: str) -> sa.Engine:
+    return sa.create_engine(sa.make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=NullPool)
 
 
 def process_env(settings: dict[str, str]) -> dict[str, str]:

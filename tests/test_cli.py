@@ -44,9 +44,10 @@ def test_seed_demo_is_refused_in_production(tmp_path, session):
     url = session.get_bind().url.render_as_string(hide_password=False)
     app = create_app({"env": "production", "database_url": url, "keys_dir": str(keys), "allow_sqlite_in_production": True,
                       "public_base_url": "https://edc.example.org"})
-    result = app.test_cli_runner().invoke(args=["edc", "seed-demo"])
-    assert result.exit_code == 1 and "never created in production" in result.output
-    assert session.scalar(sa.select(sa.func.count()).select_from(User)) == 0
+    for args in (["seed-demo"], ["seed-demo", "--if-empty", "--study"]):   # the second: what `make serve` runs
+        result = app.test_cli_runner().invoke(args=["edc", *args])
+        assert result.exit_code == 1 and "never created in production" in result.output
+        assert session.scalar(sa.select(sa.func.count()).select_from(User)) == 0
     from edc.extensions import db
 
     with app.app_context():

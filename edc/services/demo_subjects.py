@@ -15,6 +15,14 @@ For benchmarks, the exports and demonstrations. Refused in production. What a ru
 - exactly one serious adverse event (the CRS of one subject, with its SAE supplement, the investigator's
   awareness time and the safety officer's review) and exactly one relapse (event REL).
 
+The demo study (`seed_study`, `flask edc seed-demo --study`, what `make serve` seeds on an empty database)
+builds the same casebooks for the twelve subjects of `DEMO_STUDY`, each moved in time so that it stands at
+its stage today (`STAGES`: screening with drafts, screened, apheresis, lymphodepletion, Day 3 to Day 21 of
+the follow-up, complete through Day 28): what falls after the stage has not happened and is not saved. It
+adds a CRS episode of grade 2 treated with tocilizumab, the SAE, a soft-limit slip that opens an automatic
+query, then today's review: a monitor's query, source data verification of one casebook and its signature
+by the site's principal investigator.
+
 Everything is drawn from `random.Random` seeded with `seed` and the subject's index, and every date is
 relative to today (`edc.clock.utcnow()`): the same seed on the same day gives the same values.
 
@@ -49,10 +57,10 @@ from edc.models.subjects import Subject
 from edc.models.users import User
 from edc.problems import Conflict, UnprocessableContent
 from edc.security.permissions import Actor
-from edc.services import entries, scope, subjects
+from edc.services import entries, queries, scope, sdv, signatures, subjects
 from edc.services.auth import actor_for
 from edc.services.concurrency import etag_of
-from edc.services.demo import DEMO_ACCOUNTS, DEMO_SITES
+from edc.services.demo import DEMO_ACCOUNTS, DEMO_PASSWORD, DEMO_SITES
 
 SITE_INVESTIGATORS = {site: username for username, _, grants in DEMO_ACCOUNTS
                       for role, site, _ in grants if role == "investigator"}
@@ -78,6 +86,11 @@ class SeedReport:
     icans_subjects: list[str] = field(default_factory=list)
     sae_subject: str | None = None
     relapse_subject: str | None = None
+    stages: dict[str, str] = field(default_factory=dict)        # subject -> stage reached (the demo study)
+    drafts: Counter = field(default_factory=Counter)            # form id -> entries left as drafts
+    manual_queries: list[str] = field(default_factory=list)     # the demo study's monitor queries (ids)
+    verified_entries: int = 0                                   # entries the demo study's monitor verified
+    signed_subject: str | None = None                           # the casebook the demo study's PI signed
 
 
 def seed_subjects(session: Session, count: int, *, seed: int = 0, sites: Collection[str] | None = None,
@@ -99,15 +112,24 @@ def seed_subjects(session: Session, count: int, *, seed: int = 0, sites: Collect
             raise UnprocessableContent(errors=[{"pointer": "/sites", "detail": f"No demo site {', '.join(unknown)}."}])
         plans = [plan for plan in plans if plan.site in sites]
     report = SeedReport()
+    _build(session, plans, actors, today, report, commit)
+    _count_queries(session, report)
+    return report
+
+
+def _build(session: Session, plans: list[_Plan], actors: dict[str, Actor], today: datetime, report: SeedReport,
+           commit: Callable[[], None] | None) -> dict[int, str]:
+    """Save the plans' casebooks under the simulated clock; the study number of each plan, by index."""
+    numbers = {}
     with _simulated_clock(today) as moment:
         for plan in plans:
             casebook = _Casebook(session, plan, actors, moment, report)
             casebook.build()
             report.subjects.append(casebook.number)
+            numbers[plan.index] = casebook.number
             if commit:
                 commit()
-    _count_queries(session, report)
-    return report
+    return numbers
 
 
 def _count_queries(session: Session, report: SeedReport) -> None:
@@ -121,12 +143,149 @@ def _count_queries(session: Session, report: SeedReport) -> None:
             report.open_queries += n
 
 
+# ================================================================ the demo study: subjects at different stages
+
+# Where each subject of the demo study stands: data entry stopped (yesterday, at the local hour) on the given
+# day of the subject's calendar, counted from registration, apheresis or Day 0 (the first fraction). What
+# falls after that moment has not happened yet; the casebook ends there. None: complete through Day 28.
+STAGES: dict[str, tuple[str, int, int] | None] = {
+    "screening": ("registration", 0, 13),        # enrolled this morning: the last screening forms are drafts
+    "screened": ("registration", 4, 21),         # every screening form complete, eligible, enrolled
+    "apheresis": ("apheresis", 2, 21),           # cells collected, manufacturing under way
+    "lymphodepletion": ("day0", -4, 21),         # the second day of fludarabine and cyclophosphamide
+    "day3": ("day0", 3, 22),                     # infused, in the daily CRS/ICANS follow-up
+    "day7": ("day0", 7, 22),
+    "day14": ("day0", 14, 22),
+    "day21": ("day0", 21, 22),
+    "day28": None,
+}
+# From this local hour on the stage's last day, the forms saved are drafts with only their first items.
+DRAFTS_FROM_HOUR = {"screening": 12}
+
+# The demo study that `make serve` shows a newcomer: 12 subjects, 3 a site, in order of the plans.
+# site, stage, extra days back (complete casebooks: how long ago Day 28 was, roughly), what happens to it
+DEMO_STUDY: tuple[tuple[str, str, int, str | None], ...] = (
+    ("ES01", "day28", 60, "signed"),      # complete, source-verified and signed by the site's PI
+    ("IT01", "day28", 30, "sae"),         # complete, with the study's one SAE (CRS grade 4), reviewed
+    ("JO01", "day28", 5, None),
+    ("LB01", "day21", 0, None),
+    ("IT01", "day14", 0, None),
+    ("ES01", "day7", 0, "crs2"),          # CRS grade 2 treated with tocilizumab; an open automatic and manual query
+    ("JO01", "day7", 0, None),
+    ("LB01", "day3", 0, None),
+    ("JO01", "lymphodepletion", 0, None),
+    ("LB01", "apheresis", 0, None),
+    ("IT01", "screened", 0, None),
+    ("ES01", "screening", 0, None),
+)
+MONITOR_ACCOUNT = "mon.es01"
+SIGNING_MEANING = "approval"
+
+
+def seed_study(session: Session, *, seed: int = 0, commit: Callable[[], None] | None = None) -> SeedReport:
+    """The demo study of `DEMO_STUDY`: casebooks built as `seed_subjects` builds them but stopped at each
+    subject's stage, then a monitor's review (a manual query, source data verification) and the principal
+    investigator's signature of one casebook. Refused in production and on a study that has subjects."""
+    if runtime.of(session).settings["env"] == "production":
+        raise Conflict("Demo subjects are never created in production.")
+    if session.scalar(sa.select(sa.func.count()).select_from(Subject)):
+        raise Conflict("The study already has subjects; the demo study only fills an empty one.")
+    actors = _demo_actors(session, extra=(MONITOR_ACCOUNT,))
+    today = clock.utcnow()
+    plans = _study_plans(seed, today)
+    report = SeedReport()
+    numbers = _build(session, plans, actors, today, report, commit)
+    for plan in plans:
+        report.stages[numbers[plan.index]] = plan.stage or "day28"
+    stories = {story: numbers[index] for index, (_, _, _, story) in enumerate(DEMO_STUDY) if story}
+    _review(session, actors, report, stories)
+    if commit:
+        commit()
+    _count_queries(session, report)
+    return report
+
+
+def _study_plans(seed: int, today: datetime) -> list[_Plan]:
+    """The demo study's stories: drawn as `_plans` draws them, then moved in time so that each subject
+    stands at its stage today."""
+    yesterday = today.date() - timedelta(days=1)
+    plans = []
+    for index, (site, stage, days_back, story) in enumerate(DEMO_STUDY):
+        plan = _plan(seed, index, today)
+        plan.site, plan.stage = site, stage
+        if story == "sae":
+            plan.serious = True
+            _serious_story(plan)
+        elif story == "crs2":
+            plan.crs, plan.icans, plan.fn_days = {1: 1, 2: 2, 3: 2, 4: 1}, {}, []
+            # A slip at the Day 7 visit: 210 beats/min typed for 120 (a soft limit: an automatic query).
+            plan.slip = ("D7", "vs", {"HR": 210})
+        spec = STAGES[stage]
+        if spec is None:
+            # Complete through Day 28 (and its results two days later): Day 0 at least 40 days ago.
+            _shift(plan, (yesterday - timedelta(days=40 + days_back) - plan.planned).days)
+            plans.append(plan)
+            continue
+        anchor, day, hour = spec
+        start = {"registration": plan.registration, "apheresis": plan.aph, "day0": plan.planned}[anchor]
+        _shift(plan, (yesterday - (start + timedelta(days=day))).days)
+        plan.stop = datetime.combine(yesterday, time(hour), tzinfo=plan.zone)
+        if stage in DRAFTS_FROM_HOUR:
+            plan.drafts_from = datetime.combine(yesterday, time(DRAFTS_FROM_HOUR[stage]), tzinfo=plan.zone)
+        plans.append(plan)
+    return sorted(plans, key=lambda p: (p.registration, p.index))
+
+
+def study_subjects(today: datetime, *, seed: int = 0) -> list[tuple[str, str, str | None]]:
+    """(study number, stage, story) of each subject the demo study seeded on `today` with `seed` gets, in the
+    order of DEMO_STUDY: for tests and demonstrations that look for "the signed casebook" or "the SAE"."""
+    numbers: dict[int, str] = {}
+    seen: Counter = Counter()
+    for plan in _study_plans(seed, today):
+        seen[plan.site] += 1
+        numbers[plan.index] = f"{plan.site}-{seen[plan.site]:04d}"
+    return [(numbers[index], stage, story) for index, (_, stage, _, story) in enumerate(DEMO_STUDY)]
+
+
+def _shift(plan: _Plan, days: int) -> None:
+    """Move a subject's calendar by `days`, at the same age at consent."""
+    delta = timedelta(days=days)
+    plan.registration += delta
+    plan.consent += delta
+    plan.aph += delta
+    plan.planned += delta
+    months = plan.consent.year * 12 + plan.consent.month - 1 - plan.age_months
+    plan.birth_year, plan.birth_month = months // 12, months % 12 + 1
+
+
+def _review(session: Session, actors: dict[str, Actor], report: SeedReport, stories: dict[str, str]) -> None:
+    """Today's review work, at the real time: the monitor queries a value of the CRS subject's Day 7 visit and
+    verifies the signed subject's entries against source; that subject's principal investigator signs its
+    casebook (with the demo password, as the API asks for it)."""
+    monitor = actors[MONITOR_ACCOUNT]
+    lab = session.scalars(sa.select(Entry).join(Subject, Entry.subject_id == Subject.id).where(
+        Subject.number == stories["crs2"], Entry.form_id == "lb", Entry.event_key == "D7/1")).one()
+    query = queries.open_query(session, monitor, entry_id=lab.id, item="PLT",
+                               message="The platelet count differs from the laboratory report in the source "
+                                       "documents: please check and correct it or confirm it.")
+    report.manual_queries.append(str(query.id))
+    signed = stories["signed"]
+    subject = session.scalars(sa.select(Subject).where(Subject.number == signed)).one()
+    for entry in session.scalars(sa.select(Entry).where(Entry.subject_id == subject.id).order_by(Entry.created_at, Entry.id)):
+        sdv.verify(session, monitor, entry.id, whole_entry=True)
+        report.verified_entries += 1
+    investigator = actors[SITE_INVESTIGATORS[subject.site.code]]
+    signatures.sign_casebook(session, investigator, signed, username=investigator.username,
+                             password=DEMO_PASSWORD, meaning=SIGNING_MEANING)
+    report.signed_subject = signed
+
+
 # ================================================================ accounts and time
 
 
-def _demo_actors(session: Session) -> dict[str, Actor]:
+def _demo_actors(session: Session, extra: tuple[str, ...] = ()) -> dict[str, Actor]:
     """The demo accounts that enter the data, as the API would see them (their active roles)."""
-    wanted = [*SITE_INVESTIGATORS.values(), MANUFACTURING_ACCOUNT, SAFETY_ACCOUNT]
+    wanted = [*SITE_INVESTIGATORS.values(), MANUFACTURING_ACCOUNT, SAFETY_ACCOUNT, *extra]
     found = {user.username: user for user in session.scalars(sa.select(User).where(User.username.in_(wanted)))}
     missing = [name for name in wanted if name not in found]
     if missing:
@@ -187,6 +346,14 @@ class _Plan:
     mrd_detected: bool
     serious: bool = False           # the subject with the run's one SAE
     relapse_day: int | None = None  # the subject with the run's one relapse
+    stage: str | None = None        # the demo study's stage (STAGES); None: complete through Day 28
+    stop: datetime | None = None    # nothing is saved from this moment on (the stage reached)
+    drafts_from: datetime | None = None   # entries saved from this moment on are partly entered drafts
+    slip: tuple[str, str, dict[str, Any]] | None = None   # (event, form, values) typed wrongly at that form
+
+    def reached(self, study_day: int) -> bool:
+        """Whether the subject's calendar has reached this study day (before the stage's stop)."""
+        return self.stop is None or datetime.combine(self.day(study_day), time(0), tzinfo=self.zone) < self.stop
 
     @property
     def zone(self) -> ZoneInfo:
@@ -367,14 +534,24 @@ class _Casebook:
 
     def entry(self, when: datetime, form: str, data: dict[str, Any] | Callable[[], dict[str, Any]], *,
               event: str | None = None, instance: int = 1, actor: Actor | None = None, key: str | None = None) -> None:
-        """Schedule a new complete entry, saved at `when`."""
+        """Schedule a new complete entry, saved at `when` (a draft with its first items only, from the plan's
+        `drafts_from`)."""
+        plan = self.plan
+        draft = plan.drafts_from is not None and when >= plan.drafts_from
+
         def save() -> None:
             values = data() if callable(data) else data
+            if plan.slip and plan.slip[:2] == (event, form):
+                values = {**values, **plan.slip[2]}
+            if draft:
+                values = dict(list(values.items())[: (len(values) + 1) // 2])
             try:
                 outcome = entries.create_entry(self.session, actor or self.investigator, self.number, form=form,
-                                               data=values, complete=True, event=event, event_instance=instance)
+                                               data=values, complete=not draft, event=event, event_instance=instance)
             except UnprocessableContent as exc:
                 raise self._refused(exc, form, event, instance) from None
+            if draft:
+                self.report.drafts[form] += 1
             self.report.entries[form] += 1
             if key:
                 self.saved[key] = (outcome.entry, values)
@@ -418,11 +595,13 @@ class _Casebook:
         if plan.relapse_day is not None:
             self.relapse()
         for when, _, action in sorted(self.actions, key=lambda a: (a[0], a[1])):
+            if plan.stop is not None and when >= plan.stop:
+                break       # the stage reached: the rest has not happened yet
             self.moment.set(max(self.moment.now, when))
             action()
-        if plan.crs:
+        if plan.crs and plan.reached(min(plan.crs)):
             self.report.crs_subjects.append(self.number)
-        if plan.icans:
+        if plan.icans and plan.reached(min(plan.icans)):
             self.report.icans_subjects.append(self.number)
         if plan.serious:
             self.report.sae_subject = self.number

@@ -28,6 +28,7 @@ from edc.problems import Forbidden
 from edc.security.permissions import PUBLIC, Actor, declared_permission
 from edc.services import auth
 
+STATIC_ENDPOINT = "web.static"
 ALLOWED_BEFORE_PASSWORD_CHANGE = frozenset({"web.password", "web.logout"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_FIELD, CSRF_HEADER = "csrf_token", "X-CSRF-Token"
@@ -86,7 +87,7 @@ def _csrf_valid() -> bool:
 def authorize() -> Response | None:
     """The web's deny-by-default check (the API's is edc.api.hooks._authorize): every view declares a permission."""
     g.actor = None
-    if request.endpoint is None:
+    if request.endpoint is None or request.endpoint == STATIC_ENDPOINT:  # static files: public, no database
         return None
     permission = declared_permission(current_app.view_functions.get(request.endpoint))
     if permission is None:

@@ -24,7 +24,8 @@ from edc.extensions import db
 from edc.security import keyring
 from edc.services import sites as site_service
 from edc.services import users as user_service
-from servers import S3_CREDENTIALS, Gunicorn, Process, S3Server, flask_command, http_call
+from servers import (S3_CREDENTIALS, Gunicorn, Process, S3Server, database_next_to, drop_database, flask_command,
+                     http_call, recreate_database)
 
 SUBJECT = {"site": "ES01", "birth_year": 2016, "birth_month": 4, "sex": "F", "consent_date": "2026-11-02"}
 VITALS = {"VSDAT": "2026-11-10", "TEMP": 37.2, "HR": 110, "SBP": 100, "DBP": 60, "SPO2": 98}
@@ -37,28 +38,6 @@ ACCOUNTS = [
     ("guessed", [("monitor", "ES01")]),      # the target of a burst of wrong passwords
     ("guessed-slowly", [("monitor", "ES01")]),  # the same guesses, one after the other
 ]
-
-
-def database_next_to(run_url: str, suffix: str) -> str:
-    """The URL of a database named after the run's, so parallel runs on one server keep apart."""
-    url = sa.make_url(run_url)
-    return url.set(database=f"{url.database}_{suffix}").render_as_string(hide_password=False)
-
-
-def recreate_database(url: str) -> None:
-    name = sa.make_url(url).database
-    with _maintenance_engine(url).connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-
-
-def drop_database(url: str) -> None:
-    with _maintenance_engine(url).connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{sa.make_url(url).database}" WITH (FORCE)')
-
-
-def _maintenance_engine(url: str) -> sa.Engine:
-    return sa.create_engine(sa.make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=NullPool)
 
 
 @dataclass

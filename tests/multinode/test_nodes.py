@@ -23,8 +23,8 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from conftest import PASSWORD
-from multinode.conftest import SUBJECT, VITALS, Deployment, Node, database_next_to, drop_database, recreate_database
-from servers import PROJECT_ROOT, flask_command, process_env
+from multinode.conftest import SUBJECT, VITALS, Deployment, Node
+from servers import PROJECT_ROOT, database_next_to, drop_database, flask_command, process_env, recreate_database
 
 pytestmark = pytest.mark.postgresql_only
 
