@@ -314,6 +314,18 @@ def test_another_sites_entry_and_subject_are_404_and_a_monitor_cannot_save(trial
     assert monitor.post(f"/entries/{entry_id}/evaluate", {"v.TMAX": "39"}).status_code == 403
 
 
+def test_an_unknown_form_or_event_is_refused_like_the_api_and_an_existing_entry_is_opened(trial):
+    number = trial.enrol()
+    web = browser_of(trial, "coordinator_ES01")
+    for url in (enter_url(number, "nosuchform"), enter_url(number, "vs", "NOSUCHEVENT"), enter_url(number, "vs")):
+        response = web.get(url)
+        assert response.status_code == 422, (url, response.status_code)
+    url = enter_url(number, "vs", "SCR")
+    entry_id = entry_id_of(post_new(web, url, {"v.TEMP": "36.8"}, "draft"))
+    second = post_new(web, url, {"v.TEMP": "36.9"}, "draft")       # vs happens once at SCR: its entry opens
+    assert second.status_code == 303 and second.headers["Location"] == f"/entries/{entry_id}"
+
+
 def test_rows_are_added_and_removed_without_javascript(trial):
     number = trial.enrol()
     web = browser_of(trial, "coordinator_ES01")

@@ -290,10 +290,10 @@ def _new_page(number: str, raw: dict[str, Any], *, status: int = 200, errors: li
     actor = browser.current_actor()
     form_id, event, instance = _new_place()
     subject = get_subject(db.session, actor, number, "entries:write")
+    form = _form_or_none(form_id)   # an unknown form is the service's 422, as in the API
+    data = forms.to_data(form, raw, subject.site.time_zone) if form is not None else {}
     preview = entries.preview_entry(db.session, actor, number=subject.number, form=form_id, event=event,
-                                    event_instance=instance, data=forms.to_data(_study().form(form_id), raw,
-                                                                                subject.site.time_zone),
-                                    complete=False)
+                                    event_instance=instance, data=data, complete=False)
     form = _study().form(form_id)
     body = _body(form, raw, preview=preview, errors=errors if errors is not None else preview.errors,
                  warnings=preview.warnings, extras=None, editable=True)
