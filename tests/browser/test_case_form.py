@@ -72,6 +72,7 @@ def test_a_coordinator_meets_a_hard_error_and_a_warning_saves_a_draft_and_comple
     leave(page, "#f-VSDAT", today().isoformat())
     leave(page, "#f-TEMP", "36.8")
     leave(page, "#f-SYSBP", "60")
+    assert page.evaluate("() => document.activeElement.id") == "m-SYSBP"   # its missing-data code: the swap kept the place
     leave(page, "#f-DIABP", "80")
     error = page.locator("#e-SYSBP")
     assert "systolic pressure must be higher" in error.inner_text()
@@ -95,6 +96,20 @@ def test_a_coordinator_meets_a_hard_error_and_a_warning_saves_a_draft_and_comple
     assert "The form was saved." in page.inner_text("main")
     hr = page.locator("#f-HR").locator("xpath=ancestor::div[contains(@class,'item')]/following-sibling::div[1]")
     assert "open query" in hr.inner_text()
+
+
+def test_rows_of_a_repeating_group_are_added_and_removed_in_place(page):
+    number = enrol(page, "crc.es01")
+    login(page, "crc.es01")
+    url = f"/subjects/{number}/enter?form=pe&event=SCR"
+    page.goto(url)
+    evaluated(page, lambda: page.click("button[value='add:PEEXAM']"))
+    evaluated(page, lambda: page.click("button[value='add:PEEXAM']"))
+    assert page.locator("fieldset.row").count() == 2 and page.url.endswith(url)   # no page load: htmx swapped the body
+    select(page, "v.PEEXAM.1.PETESTCD", "ABDOMEN")
+    evaluated(page, lambda: page.click("button[value='remove:PEEXAM:0']"))
+    assert page.locator("fieldset.row").count() == 1
+    assert page.input_value("select[name='v.PEEXAM.0.PETESTCD']") == "ABDOMEN"   # the second row moved up
 
 
 def test_an_investigator_fills_daily_crs_forms_and_sees_the_grades_the_api_derives(page):

@@ -22,7 +22,7 @@ from edc.extensions import db
 from edc.models.entries import SUBJECT_LOG_KEY, Entry
 from edc.problems import Conflict, PreconditionFailed, Problem, UnprocessableContent
 from edc.security.permissions import requires
-from edc.services import entries, idempotency, queries, sdv, signatures
+from edc.services import entries, identifying, idempotency, queries, sdv, signatures
 from edc.services.concurrency import etag_of
 from edc.services.scope import get_subject
 from edc.web import browser, forms
@@ -146,6 +146,13 @@ def _body(form: FormDef, raw: dict[str, Any], *, preview: entries.Preview | None
             "entry_queries": extras.get("queries", {}).get("@entry", []), "reason_errors": error_map.get("@reason", [])}
 
 
+def _withholds(values: Any) -> bool:
+    """Whether the actor's view of the values withholds an identifying item: such a form is never saved back."""
+    if isinstance(values, dict):
+        return values == identifying.WITHHELD or any(_withholds(v) for v in values.values())
+    return isinstance(values, list) and any(_withholds(v) for v in values)
+
+
 def _stored_view(form: FormDef, values: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
     """A read-only view of stored values: items show_if hid have no value, so conditional items without one
     are left out (a writer's page asks the preview instead)."""
@@ -162,7 +169,8 @@ def _entry_page(entry: Entry, values: dict[str, Any], raw: dict[str, Any] | None
     study = _study()
     form = study.form(entry.form_id, entry.form_version)
     writable = actor.can("entries:write") and entries.may_write_form(actor, study, entry.form_id)
-    editable = writable and entry.locked_at is None and entry.frozen_by_cut is None and entry.subject.locked_at is None
+    editable = (writable and entry.locked_at is None and entry.frozen_by_cut is None and entry.subject.locked_at is None
+                and not _withholds(values))
     extras = _entry_extras(actor, entry)
     if editable:
         raw = raw if raw is not None else forms.to_fields(form, values)
