@@ -375,3 +375,7 @@ def test_arabic_labels_with_numbers_left_to_right(trial):
     assert re.search(r'<input id="f-TMAX" name="v.TMAX" type="text" inputmode="decimal" dir="ltr"', page)
     assert re.search(r'<input id="f-CRSDAT" name="v.CRSDAT" type="date" dir="ltr"', page)
     assert "احفظ كمكتمل" in page                                                        # the page's own words
+    refused = post_new(web, enter_url(number, "crs_daily"), crs_fields(**{
+        "v.SBPMIN": "abc", "v.HYPOT": "FLUIDS", "v.HYPOTOTH": "N", "v.NPRESS": "1"}), "complete").get_data(as_text=True)
+    assert '<p class="error" id="e-SBPMIN">يجب أن يكون عدداً صحيحاً' in refused          # the engine's words
+    assert '<p class="error" id="e-NPRESS">عدد رافعات ضغط دون انخفاض ضغط' in refused      # the form check's own

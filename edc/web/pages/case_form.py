@@ -55,12 +55,13 @@ def _is_htmx() -> bool:
 # ------------------------------------------------------------------ messages by field
 
 def _translated(form: FormDef, message: str) -> str:
-    """A form check's message in the page's language (the services speak the form's English)."""
+    """A message in the page's language: a form check's from the form's own translations, the engine's commonest
+    from the page catalogue (the services speak English)."""
     lang = language()
     for check in form.checks:
         if check.message.get("en") == message:
             return check.message.get(lang) or message
-    return message
+    return t(message)
 
 
 def _errors_by_field(form: FormDef, errors: list[dict[str, Any]]) -> dict[str, list[str]]:
@@ -260,11 +261,20 @@ def _conflict(form: FormDef, theirs: dict[str, Any], yours: dict[str, Any]) -> d
         item = form.items.get(node_id)
         if item is not None and item.computed:
             continue
-        mine, stored = yours.get(node_id), theirs.get(node_id)
+        mine, stored = yours.get(node_id), _entered(form, node_id, theirs.get(node_id))
         if mine != stored:
             label = forms.text((form.groups[node_id].label if node_id in form.groups else item.label), language())
             rows.append({"label": label, "theirs": _display(stored), "yours": _display(mine)})
     return {"rows": rows}
+
+
+def _entered(form: FormDef, node_id: str, stored: Any) -> Any:
+    """A stored value as the user enters it: a group's rows without their computed items."""
+    group = form.groups.get(node_id)
+    if group is None or not isinstance(stored, list):
+        return stored
+    return [{k: v for k, v in row.items() if not form.items[k].computed} if isinstance(row, dict) else row
+            for row in stored]
 
 
 def _display(value: Any) -> str:
