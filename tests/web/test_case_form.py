@@ -19,6 +19,8 @@ from edc.problems import UnprocessableContent
 from edc.services import auth
 from edc.services import entries as entry_service
 from trial import conftest as trial_conftest
+from trial.test_baseline_forms import MH, PE
+from trial.test_safety_forms import ICANS_EXAMPLES, enrol_aged, icans
 from web.conftest import WebClient
 
 trial = trial_conftest.trial   # the trial forms, sites ES01 and IT01, one account per role, the clock at 2026-11-20
@@ -163,6 +165,23 @@ def test_the_evaluation_shows_the_crs_grade_the_api_derives(trial):
                         headers={"HX-Request": "true"}).get_data(as_text=True)
     assert 'name="v.O2FLOW"' in fragment and 'value="39.0"' in fragment
     assert 'name="v.O2FLOW"' not in web.text(url)
+
+
+@pytest.mark.parametrize("example", ["N2", "N4", "N6"])
+def test_the_evaluation_shows_the_icans_grade_the_api_derives(trial, example):
+    years, tool, score, loc, seizure, motor, icp, grade = ICANS_EXAMPLES[example]
+    number = enrol_aged(trial, years)
+    data = icans(tool, score, loc, seizure, motor, icp, grade=grade)
+    web = browser_of(trial, "investigator_ES01")
+    url = enter_url(number, "icans_daily")
+    # the browser's date-time has no offset: the page gives it the site's (Madrid, +01:00 in November)
+    fields = {f"v.{item}": "2026-11-19T08:30" if item == "NDTC" else str(value) for item, value in data.items()}
+    fragment = web.post(url.replace("/enter?", "/enter/evaluate?"), {**new_form(web, url), **fields},
+                        headers={"HX-Request": "true"}).get_data(as_text=True)
+    shown = re.search(r'<output id="f-ICANSDRV"[^>]*>([^<]*)</output>', fragment).group(1).strip()
+    assert shown == str(trial.saved(number, "icans_daily", data)["data"]["ICANSDRV"]) == str(grade)
+    entry_id = entry_id_of(post_new(web, url, fields, "complete"))
+    assert trial.entry(entry_id)["data"]["NDTC"] == data["NDTC"] == "2026-11-19T08:30:00+01:00"
 
 
 def to_api(fields: dict[str, str]) -> dict:
@@ -379,3 +398,18 @@ def test_arabic_labels_with_numbers_left_to_right(trial):
         "v.SBPMIN": "abc", "v.HYPOT": "FLUIDS", "v.HYPOTOTH": "N", "v.NPRESS": "1"}), "complete").get_data(as_text=True)
     assert '<p class="error" id="e-SBPMIN">يجب أن يكون عدداً صحيحاً' in refused          # the engine's words
     assert '<p class="error" id="e-NPRESS">عدد رافعات ضغط دون انخفاض ضغط' in refused      # the form check's own
+
+
+def test_saved_rows_are_shown_to_their_writer_and_read_only_to_a_monitor(trial):
+    number = trial.enrol()
+    pe = trial.saved(number, "pe", PE, event="SCR")
+    mh = trial.saved(number, "mh", MH, event="SCR")
+    coordinator, monitor = browser_of(trial, "coordinator_ES01", "ar"), browser_of(trial, "monitor_ES01")
+    page = coordinator.text(f"/entries/{pe['id']}")
+    assert 'name="rows.PEEXAM" value="2"' in page and 'value="remove:PEEXAM:1"' in page
+    assert re.search(r'name="v.PEEXAM.1.PEDESC"[^>]*>Spleen palpable', page)     # the row's show_if item, with its text
+    page = coordinator.text(f"/entries/{mh['id']}")
+    assert 'value="2021-03"' in page and 'placeholder="YYYY, YYYY-MM, YYYY-MM-DD"' in page   # a partial date
+    page = monitor.text(f"/entries/{pe['id']}")
+    assert "Spleen palpable 2 cm below the costal margin" in page and 'name="v.PEEXAM' not in page
+    assert 'href="/entries/' + pe["id"] + '/items/PEEXAM/history"' in page
