@@ -413,3 +413,19 @@ def test_saved_rows_are_shown_to_their_writer_and_read_only_to_a_monitor(trial):
     page = monitor.text(f"/entries/{pe['id']}")
     assert "Spleen palpable 2 cm below the costal margin" in page and 'name="v.PEEXAM' not in page
     assert 'href="/entries/' + pe["id"] + '/items/PEEXAM/history"' in page
+
+
+def test_a_locked_entry_is_shown_locked_and_read_only_and_a_save_is_refused(trial):
+    number = trial.enrol()
+    web = browser_of(trial, "coordinator_ES01")
+    entry_id = entry_id_of(post_new(web, enter_url(number, "crs_daily"), crs_fields("37.2"), "complete"))
+    etag = etag_in(web.text(f"/entries/{entry_id}"))
+    locked = trial.client.post(f"/api/v1/entries/{entry_id}/lock", json={"reason": "review done"},
+                               headers=trial.headers["data_manager"])
+    assert locked.status_code == 200, locked.get_json()
+    page = web.text(f"/entries/{entry_id}")
+    assert ">Locked<" in page and "Save as complete" not in page and 'name="v.TMAX"' not in page
+    response = web.post(f"/entries/{entry_id}", {**crs_fields("37.4"), "etag": etag, "action": "complete",
+                                                 "reason": "late correction"})
+    assert response.status_code == 409 and "This entry is locked" in response.get_data(as_text=True)
+    assert trial.entry(entry_id)["data"]["TMAX"] == 37.2

@@ -181,7 +181,7 @@ def _entry_page(entry: Entry, values: dict[str, Any], raw: dict[str, Any] | None
                      warnings=preview.warnings, extras=extras, editable=True, reason_shown=True)
     else:
         raw, hidden = _stored_view(form, values)
-        body = _body(form, raw, preview=None, errors=[], warnings=[], extras=extras, editable=False, hidden=hidden,
+        body = _body(form, raw, preview=None, errors=errors or [], warnings=[], extras=extras, editable=False, hidden=hidden,
                      values=values)
     event, instance = _place(entry.event_key)
     context = {
