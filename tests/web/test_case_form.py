@@ -165,6 +165,8 @@ def test_the_evaluation_shows_the_crs_grade_the_api_derives(trial):
                         headers={"HX-Request": "true"}).get_data(as_text=True)
     assert 'name="v.O2FLOW"' in fragment and 'value="39.0"' in fragment
     assert 'name="v.O2FLOW"' not in web.text(url)
+    whole = web.post(url.replace("/enter?", "/enter/evaluate?"), {**hidden, **crs_fields("38.5")})   # not htmx
+    assert "<html" in whole.get_data(as_text=True) and derived_grade(whole.get_data(as_text=True)) == "1"
 
 
 @pytest.mark.parametrize("example", ["N2", "N4", "N6"])

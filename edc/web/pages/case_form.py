@@ -241,12 +241,13 @@ def save_entry(entry_id: uuid.UUID):
 @blp.post("/entries/<uuid:entry_id>/evaluate")
 @requires("entries:write")
 def evaluate_entry(entry_id: uuid.UUID):
-    """The form body as the server evaluates the fields sent (htmx, as the user leaves a field); nothing is saved."""
+    """The form body as the server evaluates the fields sent (htmx, as the user leaves a field; the whole page for a
+    request that is not htmx's); nothing is saved."""
     entry, values = entries.get_entry(db.session, browser.current_actor(), entry_id)
     form = _study().form(entry.form_id, entry.form_version)
     raw = forms.change_rows(form, forms.posted_fields(request.form), request.form.get("action", ""))
     return _entry_page(entry, values, raw, reason=request.form.get("reason", ""), etag=request.form.get("etag"),
-                       fragment=True)
+                       fragment=_is_htmx())
 
 
 def _problem_errors(exc: Problem) -> list[dict[str, Any]]:
@@ -381,7 +382,7 @@ def evaluate_new_entry(number: str):
     raw = forms.posted_fields(request.form)
     if form is not None:
         raw = forms.change_rows(form, raw, request.form.get("action", ""))
-    return _new_page(number, raw, token=request.form.get("form_token"), fragment=True)
+    return _new_page(number, raw, token=request.form.get("form_token"), fragment=_is_htmx())
 
 
 def _form_or_none(form_id: str) -> FormDef | None:
