@@ -414,6 +414,7 @@ def test_saved_rows_are_shown_to_their_writer_and_read_only_to_a_monitor(trial):
     assert 'value="2021-03"' in page and 'placeholder="YYYY, YYYY-MM, YYYY-MM-DD"' in page   # a partial date
     page = monitor.text(f"/entries/{pe['id']}")
     assert "Spleen palpable 2 cm below the costal margin" in page and 'name="v.PEEXAM' not in page
+    assert 'id="l-PEEXAM-0-PEDESC"' not in page and 'id="l-PEEXAM-1-PEDESC"' in page   # a normal finding has none
     assert 'href="/entries/' + pe["id"] + '/items/PEEXAM/history"' in page
 
 

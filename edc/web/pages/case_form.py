@@ -158,6 +158,11 @@ def _stored_view(form: FormDef, values: dict[str, Any]) -> tuple[dict[str, Any],
     """A read-only view of stored values: items show_if hid have no value, so conditional items without one
     are left out (a writer's page asks the preview instead)."""
     hidden = {node.id for node in form.plan if node.show_if and values.get(node.id) in (None, [], "")}
+    for group in form.groups.values():
+        rows = values.get(group.id)
+        for index, row in enumerate(rows if isinstance(rows, list) else []):
+            hidden |= {f"{group.id}/{index}/{item.id}" for item in group.row_plan
+                       if item.show_if and (not isinstance(row, dict) or row.get(item.id) in (None, [], ""))}
     return forms.to_fields(form, values), hidden
 
 
