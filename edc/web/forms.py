@@ -19,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from edc.ecrf import FormDef, GroupDef, ItemDef
+from edc.ecrf.questionnaire import ucum_display
 
 RADIO_MAX = 4   # choice lists this short are radio buttons, longer ones a select
 LONG_TEXT = 255
@@ -295,6 +296,17 @@ class Layout:
         self.errors, self.warnings, self.queries, self.verified, self.yes_no = errors, warnings, queries, verified, yes_no
         self.shown_keys: set[str] = set()
 
+    def erring(self, sections: list[Section]) -> list[tuple[str, str, list[str]]]:
+        """(input id, label, messages) of every drawn field or group with an error, in page order: the summary's links."""
+        found = []
+        for section in sections:
+            for node in section.nodes:
+                if node.errors:
+                    found.append((node.dom, node.label, node.errors))
+                for row in getattr(node, "rows", []):
+                    found += [(f.dom, f"{node.label} {f.label}", f.errors) for f in row if f.errors]
+        return found
+
     def sections(self) -> list[Section]:
         built = []
         for section in self.form.sections:
@@ -352,7 +364,7 @@ class Layout:
                      help=text(item.help, self.lang), widget=widget, value=value,
                      missing=_text(self.raw.get(missing_name)) if not item.computed else "",
                      missing_codes=[] if item.computed else self._codes(item.missing_codes), options=options,
-                     unit=item.unit_display or item.unit or "", shown=self._shown(item, computed_value),
+                     unit=item.unit_display or (ucum_display(item.unit) if item.unit else ""), shown=self._shown(item, computed_value),
                      errors=self.errors.get(key, []), warnings=self.warnings.get(key, []),
                      queries=self.queries.get(key, []), verified=(row is None and item.id in self.verified),
                      placeholder=PARTIAL_FORMATS.get(item.partial or "", "") if widget == "partial" else "",

@@ -65,7 +65,7 @@ def select(page, name: str, code: str) -> None:
     evaluated(page, lambda: page.select_option(f"select[name='{name}']", code))
 
 
-def test_a_coordinator_meets_a_hard_error_and_a_warning_saves_a_draft_and_completes_it(page):
+def test_a_coordinator_meets_a_hard_error_and_a_warning_saves_a_draft_and_completes_it(page, artifacts_dir):
     number = enrol(page, "crc.es01")
     login(page, "crc.es01")
     page.goto(f"/subjects/{number}/enter?form=vs&event=SCR")
@@ -79,6 +79,7 @@ def test_a_coordinator_meets_a_hard_error_and_a_warning_saves_a_draft_and_comple
     assert page.get_attribute("#f-SYSBP", "aria-invalid") == "true"
     assert "e-SYSBP" in page.get_attribute("#f-SYSBP", "aria-describedby")
     assert page.input_value("#f-DIABP") == "80"                      # what was typed survives the swap
+    page.screenshot(path=str(artifacts_dir / "case-form-error.png"), full_page=True)
     leave(page, "#f-DIABP", "40")
     assert page.locator("#e-SYSBP").count() == 0
     leave(page, "#f-HR", "210")                                      # above the soft maximum: a warning

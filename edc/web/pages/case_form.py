@@ -140,7 +140,7 @@ def _body(form: FormDef, raw: dict[str, Any], *, preview: entries.Preview | None
     sections = layout.sections()
     if reason_shown:
         layout.shown_keys.add("@reason")
-    return {"sections": sections, "editable": editable,
+    return {"sections": sections, "editable": editable, "erring": layout.erring(sections),
             "general_errors": _unplaced(error_map, layout.shown_keys),
             "general_warnings": _unplaced(warning_map, layout.shown_keys),
             "error_count": sum(len(v) for v in error_map.values()),
