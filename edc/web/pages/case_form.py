@@ -96,8 +96,9 @@ def _queries_by_field(rows) -> dict[str, list[Any]]:
     return found
 
 
-def _entry_extras(actor, entry: Entry) -> dict[str, Any]:
-    """An entry's queries, SDV marks and signatures, each read once for the whole page (when the role sees them)."""
+def _entry_extras(actor, entry: Entry, *, with_signatures: bool = True) -> dict[str, Any]:
+    """An entry's queries, SDV marks and signatures, each read once for the whole page (when the role sees them);
+    an evaluation's fragment draws no signature."""
     extras: dict[str, Any] = {"queries": {}, "verified": set(), "entry_verified": False, "signatures": []}
     if actor.can("queries:read"):
         extras["queries"] = _queries_by_field(queries.for_entry(db.session, entry.id))
@@ -105,7 +106,7 @@ def _entry_extras(actor, entry: Entry) -> dict[str, Any]:
         state = sdv.entry_sdv(db.session, actor, entry.id)
         extras["verified"] = {mark.item_id for mark in state.marks if mark.item_id}
         extras["entry_verified"] = state.verified
-    if actor.can("signatures:read"):
+    if with_signatures and actor.can("signatures:read"):
         extras["signatures"] = signatures.entry_signatures(db.session, actor, entry.id)
     return extras
 
@@ -177,7 +178,7 @@ def _entry_page(entry: Entry, values: dict[str, Any], raw: dict[str, Any] | None
     writable = actor.can("entries:write") and entries.may_write_form(actor, study, entry.form_id)
     editable = (writable and entry.locked_at is None and entry.frozen_by_cut is None and entry.subject.locked_at is None
                 and not _withholds(values))
-    extras = _entry_extras(actor, entry)
+    extras = _entry_extras(actor, entry, with_signatures=not fragment)
     if editable:
         raw = raw if raw is not None else forms.to_fields(form, values)
         preview = entries.preview_entry(db.session, actor, entry_id=entry.id, data=forms.to_data(
