@@ -432,3 +432,19 @@ def test_a_locked_entry_is_shown_locked_and_read_only_and_a_save_is_refused(tria
                                                  "reason": "late correction"})
     assert response.status_code == 409 and "This entry is locked" in response.get_data(as_text=True)
     assert trial.entry(entry_id)["data"]["TMAX"] == 37.2
+
+
+def test_check_without_javascript_evaluates_a_saved_entry_and_enter_in_a_field_saves_nothing(trial):
+    number = trial.enrol()
+    web = browser_of(trial, "coordinator_ES01")
+    url = enter_url(number, "pe", "SCR")
+    page = web.text(url)
+    # the form's first submit button (what Enter in a field presses) is "Check", before any row's button
+    assert re.search(r'<form method="post"[^>]*class="case-form"[^>]*>\s*<input type="hidden" name="csrf_token"[^>]*>'
+                     r'\s*(?:\{#.*?#\}\s*)?<button type="submit" name="action" value="check"', page)
+    entry_id = entry_id_of(post_new(web, enter_url(number, "crs_daily"), crs_fields("37.2"), "complete"))
+    etag = etag_in(web.text(f"/entries/{entry_id}"))
+    response = web.post(f"/entries/{entry_id}", {**crs_fields("38.5"), "etag": etag, "action": "check"})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200 and derived_grade(page) == "1" and 'name="v.FEVEROTH"' in page
+    assert trial.entry(entry_id)["data"]["TMAX"] == 37.2 and trial.entry(entry_id)["version"] == 1
