@@ -343,8 +343,11 @@ def test_an_unknown_form_or_event_is_refused_like_the_api_and_an_existing_entry_
         assert response.status_code == 422, (url, response.status_code)
     url = enter_url(number, "vs", "SCR")
     entry_id = entry_id_of(post_new(web, url, {"v.TEMP": "36.8"}, "draft"))
-    second = post_new(web, url, {"v.TEMP": "36.9"}, "draft")       # vs happens once at SCR: its entry opens
+    second = post_new(web, url, {"v.TEMP": "36.9"}, "draft", {})   # vs happens once at SCR: its entry opens
     assert second.status_code == 303 and second.headers["Location"] == f"/entries/{entry_id}"
+    opened = web.get(url)                                            # and the blank form is never offered again
+    assert opened.status_code == 303 and opened.headers["Location"] == f"/entries/{entry_id}"
+    assert web.get(enter_url(number, "vs", "D28")).status_code == 200   # another visit's is still to enter
 
 
 def test_rows_are_added_and_removed_without_javascript(trial):

@@ -338,6 +338,13 @@ def _new_page(number: str, raw: dict[str, Any], *, status: int = 200, errors: li
 @blp.get("/subjects/<number>/enter")
 @requires("entries:write")
 def enter_entry(number: str):
+    form_id, event, instance = _new_place()
+    form = _form_or_none(form_id)
+    if form is not None and not form.repeating:   # the form's one entry at this place exists: open it
+        place = f"{event}/{instance}" if event else SUBJECT_LOG_KEY
+        for entry, _ in entries.list_entries(db.session, browser.current_actor(), number, form=form_id):
+            if entry.event_key == place:
+                return redirect(url_for("web.show_entry", entry_id=entry.id), 303)
     return _new_page(number, {})
 
 
