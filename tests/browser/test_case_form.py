@@ -88,12 +88,12 @@ def test_a_coordinator_meets_a_hard_error_and_a_warning_saves_a_draft_and_comple
         page.click("button[value=draft]")
     assert re.search(r"/entries/[0-9a-f-]{36}", page.url)
     assert "its warnings opened queries" in page.inner_text("main")   # a draft's warnings open queries too
-    assert page.locator(".entry-state .badge").first.inner_text() == "Draft"
+    assert page.locator(".entry-state .badge").first.inner_text() == "Form draft"
     for selector, value in (("#f-RESP", "20"), ("#f-OXYSAT", "98"), ("#f-WEIGHT", "32"), ("#f-HEIGHT", "140")):
         leave(page, selector, value)
     with page.expect_navigation():
         page.click("button[value=complete]")
-    assert page.locator(".entry-state .badge").first.inner_text() == "Complete"
+    assert page.locator(".entry-state .badge").first.inner_text() == "Form complete"
     assert "The form was saved." in page.inner_text("main")
     hr = page.locator("#f-HR").locator("xpath=ancestor::div[contains(@class,'item')]/following-sibling::div[1]")
     assert "open query" in hr.inner_text()

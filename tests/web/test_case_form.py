@@ -250,7 +250,7 @@ def test_a_draft_saves_without_required_items_and_completing_needs_them(trial):
     entry_id = entry_id_of(post_new(web, url, {"v.CRSDAT": DAY, "v.TMAX": "37.2"}, "draft"))
     assert trial.entry(entry_id)["status"] == "draft" and trial.entry(entry_id)["data"]["TMAX"] == 37.2
     page = web.text(f"/entries/{entry_id}")
-    assert ">Draft<" in page and 'name="etag"' in page
+    assert ">Form draft<" in page and 'name="etag"' in page
     etag = etag_in(page)
     response = web.post(f"/entries/{entry_id}", {"v.CRSDAT": DAY, "v.TMAX": "37.2", "etag": etag, "action": "complete"})
     assert response.status_code == 422 and "is required to complete the form" in response.get_data(as_text=True)
@@ -379,16 +379,16 @@ def test_the_signature_and_sdv_marks_show_and_an_edit_shows_the_signature_invali
     assert verified.status_code == 200, verified.get_json()
     page = web.text(f"/entries/{entry_id}")
     manifestation = page[page.index('id="sig-title"'):page.index("</section>")]
-    assert "Investigator-Es01" in manifestation and "approval" in manifestation and ">Valid<" in manifestation
+    assert "Investigator-Es01" in manifestation and "approval" in manifestation and ">Valid signature<" in manifestation
     assert re.search(r'<time datetime="2026-11-20T09:00:00\+00:00">2026-11-20 09:00 UTC</time>', manifestation)
     tmax = page[page.index('id="f-TMAX"'):]
-    assert "SDV" in tmax[:3000]
+    assert "Source verified" in tmax[:3000]
     response = web.post(f"/entries/{entry_id}", {**crs_fields("37.4"), "etag": etag_in(page), "action": "complete",
                                                  "reason": "transcription error"})
     page = web.text(response.headers["Location"])
     manifestation = page[page.index('id="sig-title"'):page.index("</section>")]
     assert "Invalidated by a later change" in manifestation and ">Valid<" not in manifestation
-    assert "SDV" not in page[page.index('id="f-TMAX"'):][:3000]        # the change cleared the item's mark
+    assert "Source verified" not in page[page.index('id="f-TMAX"'):][:3000]        # the change cleared the item's mark
 
 
 def test_arabic_labels_with_numbers_left_to_right(trial):
@@ -430,7 +430,7 @@ def test_a_locked_entry_is_shown_locked_and_read_only_and_a_save_is_refused(tria
                                headers=trial.headers["data_manager"])
     assert locked.status_code == 200, locked.get_json()
     page = web.text(f"/entries/{entry_id}")
-    assert ">Locked<" in page and "Save as complete" not in page and 'name="v.TMAX"' not in page
+    assert ">Entry locked<" in page and "Save as complete" not in page and 'name="v.TMAX"' not in page
     response = web.post(f"/entries/{entry_id}", {**crs_fields("37.4"), "etag": etag, "action": "complete",
                                                  "reason": "late correction"})
     assert response.status_code == 409 and "This entry is locked" in response.get_data(as_text=True)
