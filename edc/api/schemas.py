@@ -10,6 +10,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 from edc import clock
 from edc.api.parsing import multiline
 from edc.models.sites import SITE_STATUSES
+from edc.models.subjects import SEXES
 from edc.models.users import ROLES, USER_STATUSES
 from edc.security import passwords, usernames
 from edc.services.identifying import WITHHELD
@@ -286,7 +287,7 @@ class SubjectIn(Schema):
     site = fields.String(required=True, validate=SITE_CODE)
     birth_year = fields.Integer(required=True, strict=True, validate=RecentYear(30))
     birth_month = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=12))
-    sex = fields.String(required=True, validate=validate.OneOf(("F", "M", "U")))
+    sex = fields.String(required=True, validate=validate.OneOf(SEXES))
     consent_date = fields.Date(required=True)
     hospital_number = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=64), load_only=True,
                                     metadata={"description": "used only to detect duplicates; never stored"})

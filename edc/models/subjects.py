@@ -13,6 +13,7 @@ from edc.models.sites import Site
 from edc.models.types import JSONDocument
 
 SUBJECT_STATUSES = ("screening", "enrolled", "screen_failed", "withdrawn", "completed", "deceased")
+SEXES = ("F", "M", "U")  # female, male, unknown or undetermined
 DUPLICATE_INDEX = "uq_subjects_site_duplicate_index"  # the unique index a duplicate enrolment meets
 
 

@@ -111,6 +111,26 @@ def list_entries(session: Session, actor: Actor, number: str, *, event: str | No
     return [(e, _shown(session, actor, study, e)) for e in rows]
 
 
+class EntryPlace(NamedTuple):
+    id: uuid.UUID
+    event_key: str
+    form_id: str
+    status: str
+    created_at: datetime
+    updated_at: datetime
+
+
+def entry_places(session: Session, actor: Actor, number: str) -> list[EntryPlace]:
+    """A subject's entries without their values (where each is, its status and dates), oldest first: what a
+    casebook links to; the forms the actor does not reach are left out as in list_entries."""
+    subject = get_subject(session, actor, number, "entries:read")
+    study = _study(session)
+    rows = session.execute(sa.select(Entry.id, Entry.event_key, Entry.form_id, Entry.status, Entry.created_at,
+                                     Entry.updated_at).where(Entry.subject_id == subject.id)
+                           .order_by(Entry.created_at, Entry.id))
+    return [EntryPlace(*row) for row in rows if _may_touch_form(actor, study, row.form_id)]
+
+
 # --- writing -------------------------------------------------------------------------------
 
 def _writer_check(actor: Actor, study: Study, form_id: str) -> None:

@@ -238,6 +238,28 @@ def study_lock_state(session: Session, actor: Actor) -> StudyLock | None:
     return study_lock(session)
 
 
+def locked_counts(session: Session, actor: Actor) -> dict[str, dict[str, int]]:
+    """Per site code of the actor's sites: subjects locked, and form-status cells locked (every entry in them
+    locked or frozen by a cut, or the subject locked), counted by the database in two statements."""
+    require(actor, "locks:manage")
+    scope = actor.site_scope("locks:manage")
+    sites = sa.select(Site.id, Site.code)
+    if scope is not None:
+        sites = sites.where(Site.id.in_(scope))
+    codes = dict(session.execute(sites).all())
+    counts = {code: {"subjects": 0, "forms": 0} for code in sorted(codes.values())}
+    for site_id, count in session.execute(sa.select(Subject.site_id, sa.func.count(Subject.id))
+                                          .where(Subject.site_id.in_(codes), Subject.locked_at.is_not(None))
+                                          .group_by(Subject.site_id)):
+        counts[codes[site_id]]["subjects"] = count
+    for site_id, count in session.execute(sa.select(FormStatus.site_id, sa.func.count())
+                                          .where(FormStatus.site_id.in_(codes), FormStatus.locked.is_(True),
+                                                 FormStatus.entries > 0)
+                                          .group_by(FormStatus.site_id)):
+        counts[codes[site_id]]["forms"] = count
+    return counts
+
+
 # --- data cuts -------------------------------------------------------------------------------------
 
 def _as_of_cutoff(session: Session, row, cutoff: datetime) -> tuple[dict[str, Any], str, int]:

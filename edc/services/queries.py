@@ -150,6 +150,16 @@ def for_subject(session: Session, subject_id: uuid.UUID) -> list[Query]:
     return list(session.scalars(sa.select(Query).where(Query.subject_id == subject_id).order_by(Query.opened_at, Query.id)))
 
 
+def open_by_subject(session: Session, subject_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """How many open queries (awaiting the site's answer) each of these subjects has, in one statement; the
+    caller has reached the subjects within its scope."""
+    if not subject_ids:
+        return {}
+    return dict(session.execute(sa.select(Query.subject_id, sa.func.count(Query.id))
+                                .where(Query.subject_id.in_(subject_ids), Query.state == OPEN)
+                                .group_by(Query.subject_id)).all())
+
+
 # --- threads, roles, notifications -----------------------------------------------------------------
 
 def _role_for(actor: Actor, permission: str) -> str | None:

@@ -57,8 +57,13 @@ def _study(session: Session):
 
 # --- who may sign ----------------------------------------------------------------------------
 
+def is_principal_investigator(actor: Actor, site_id: uuid.UUID) -> bool:
+    """Whether the actor is the principal investigator of this site: the one who signs its entries and casebooks."""
+    return any(g.role == "investigator" and g.principal_investigator and g.site_id == site_id for g in actor.grants)
+
+
 def _require_principal_investigator(actor: Actor, site_id: uuid.UUID) -> None:
-    if not any(g.role == "investigator" and g.principal_investigator and g.site_id == site_id for g in actor.grants):
+    if not is_principal_investigator(actor, site_id):
         raise Forbidden("Only the principal investigator of the subject's site signs.")
 
 

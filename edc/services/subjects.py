@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from edc import clock, runtime
 from edc.models.sites import Site
-from edc.models.subjects import DUPLICATE_INDEX, Subject, SubjectCounter
+from edc.models.subjects import DUPLICATE_INDEX, SEXES, Subject, SubjectCounter
 from edc.problems import Conflict, NotFound, UnprocessableContent, field_error
 from edc.security import crypto
 from edc.security.permissions import Actor, require
@@ -87,6 +87,8 @@ def enrol(session: Session, actor: Actor, *, site: str, birth_year: int, birth_m
     locking.ensure_study_open(session)
     if site_row.status != "active":
         raise Conflict(f"Site {site_row.code} is closed.")
+    if sex not in SEXES:
+        raise UnprocessableContent(errors=[field_error("/sex", f"Must be one of {', '.join(SEXES)}.")])
     _check_birth(birth_year, birth_month, consent_date)
     duplicate_index = None
     if hospital_number:

@@ -131,6 +131,40 @@ def completeness_of(session: Session, subjects: list[Subject], today: date) -> d
             for s in subjects}
 
 
+@dataclass(frozen=True)
+class NextDue:
+    """A followed subject's earliest scheduled visit with forms not yet complete: its window and those forms."""
+
+    event_key: str
+    opens: date
+    closes: date
+    forms: tuple[str, ...]
+    overdue: bool
+
+
+def next_due_of(session: Session, subjects: list[Subject], today: date) -> dict[uuid.UUID, NextDue | None]:
+    """Per subject, the scheduled visit whose window closes first among those with forms not complete (an
+    overdue one first), from the form-status cells of all these subjects in one statement. Subjects who left,
+    or whose anchor dates are not known yet, have none."""
+    forms, _ = schedule(runtime.of(session))
+    states = _states(session, [s.id for s in subjects])
+    found: dict[uuid.UUID, NextDue | None] = {}
+    for subject in subjects:
+        anchors, pending = anchor_dates(subject), {}
+        for form in forms if subject.status in FOLLOWED_STATUSES else ():
+            anchor = anchors.get(form.anchor)
+            if anchor is None or states[subject.id].get((form.event_key, form.form_id)) == "complete":
+                continue
+            window = (anchor + timedelta(days=form.opens_day), anchor + timedelta(days=form.closes_day))
+            pending.setdefault((window[1], window[0], form.event_key), []).append(form.form_id)
+        if not pending:
+            found[subject.id] = None
+            continue
+        (closes, opens, event_key), form_ids = min(pending.items())
+        found[subject.id] = NextDue(event_key, opens, closes, tuple(form_ids), closes < today)
+    return found
+
+
 # --- safety ---------------------------------------------------------------------------------
 
 def grade(value: Any) -> int | None:

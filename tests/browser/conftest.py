@@ -189,7 +189,7 @@ def login(page, username: str, password: str = DEMO_PASSWORD) -> None:
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", password)
     with page.expect_navigation():
-        page.click("button[type=submit], input[type=submit]")
+        page.click("main button[type=submit]")
     assert not page.url.rstrip("/").endswith("/login"), f"{username} was not signed in: still on {page.url}"
 
 
@@ -204,6 +204,7 @@ class Transfer:
     bytes: int
     encoding: str | None          # Content-Encoding as sent (gzip, br...), None when not compressed
     from_header: bool             # bytes read from Content-Length (else the length of the body as received)
+    cached: bool = False          # taken from the browser's cache: nothing crossed the network (0 bytes)
 
     @property
     def compressed(self) -> bool:
@@ -221,13 +222,19 @@ class PageWeight:
 
     def describe(self) -> str:
         lines = [f"{self.url}: {self.total} bytes in {len(self.transfers)} responses"]
-        lines += [f"  {t.bytes:>8} {t.status} {t.resource_type:<10} {t.encoding or '-':<8} {t.url}" for t in self.transfers]
+        lines += [f"  {t.bytes:>8} {t.status} {t.resource_type:<10} {t.encoding or '-':<8} {t.url}{' (cached)' if t.cached else ''}"
+                  for t in self.transfers]
         return "\n".join(lines)
 
 
 def _transfer(response) -> Transfer:
     headers = response.headers  # lower-case names
     length = headers.get("content-length")
+    # Chromium reports a response from its HTTP cache too, with the stored headers (Content-Length included);
+    # it sent no request for it, so its timing has no request start.
+    if response.request.timing.get("requestStart", 0) < 0:
+        return Transfer(response.url, response.status, response.request.resource_type, 0,
+                        headers.get("content-encoding"), False, cached=True)
     if length is not None:
         size, from_header = int(length), True
     elif 300 <= response.status < 400 or response.status in (204, 304):
@@ -243,8 +250,8 @@ def _transfer(response) -> Transfer:
 def page_weight(page, path: str, *, ready: str | None = None, wait_until: str = "networkidle") -> PageWeight:
     """Load `path` in `page` and count every response of the load: the document, its scripts, styles, images,
     and what they fetch until the network is idle and, with `ready` (a selector), until that element shows
-    (on a busy machine, a script may fetch after the network looked idle). Cached resources that the browser
-    takes from memory fire no response and count nothing, as on a second visit over a slow link."""
+    (on a busy machine, a script may fetch after the network looked idle). Resources the browser takes from
+    its cache count nothing (`cached`), as on a second visit over a slow link."""
     responses = []
 
     def record(response) -> None:

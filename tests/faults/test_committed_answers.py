@@ -294,12 +294,24 @@ def _web_case_form(d: WebDriver) -> None:
            location=f"{entry}?notice=entry_saved")
 
 
+def _web_subjects(d: WebDriver) -> None:
+    investigator = d.browser("investigator_ES01")  # the coordinator's password was changed by _web_sessions
+    token = re.search(r'name="form_token" value="([0-9a-f]{32})"', investigator.text("/subjects/new")).group(1)
+    body = {"site": "ES01", "consent_date": "2026-11-02", "sex": "M", "birth_year": "2015", "birth_month": "7",
+            "hospital_number": "HN-WEB-1", "form_token": token}
+    # skip_commits=1: the form token's claim commits on its own before the enrolment (edc.services.idempotency)
+    location = d.post("/subjects/new", investigator, 303, body, skip_commits=1).headers["Location"]
+    assert re.fullmatch(r"/subjects/ES01-\d{4}\?notice=enrolled", location)
+    assert investigator.post("/subjects/new", body).headers["Location"] == location  # the retry: the same subject
+
+
 def test_every_committing_web_page_answers_its_success_when_the_connection_dies_after_the_commit(monitoring,
                                                                                                 commit_breaker, session):
     d = WebDriver(monitoring, commit_breaker)
     _web_case_form(d)
     _web_sessions(d)
     _web_setup(d, session)
+    _web_subjects(d)
     assert committing_endpoints(monitoring.client.application, web=True) - d.driven == set()
 
 
