@@ -8,18 +8,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from browser.conftest import page_weight
+from browser.conftest import login, page_weight
 from edc.services.demo import DEMO_PASSWORD
-
-
-def login(page, username: str) -> None:
-    """Sign in through the login form (its own submit button: the page frame's language form has one too)."""
-    page.goto("/login")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", DEMO_PASSWORD)
-    with page.expect_navigation():
-        page.click("main button[type=submit]")
-    assert not page.url.rstrip("/").endswith("/login"), page.url
 
 
 def api_headers(page, username: str) -> dict[str, str]:
