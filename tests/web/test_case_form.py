@@ -451,3 +451,35 @@ def test_check_without_javascript_evaluates_a_saved_entry_and_enter_in_a_field_s
     page = response.get_data(as_text=True)
     assert response.status_code == 200 and derived_grade(page) == "1" and 'name="v.FEVEROTH"' in page
     assert trial.entry(entry_id)["data"]["TMAX"] == 37.2 and trial.entry(entry_id)["version"] == 1
+
+
+def test_an_entrys_queries_and_marks_are_read_in_a_fixed_number_of_statements(trial):
+    number = trial.enrol()
+    web = browser_of(trial, "coordinator_ES01")
+    entry_id = entry_id_of(post_new(web, enter_url(number, "crs_daily"), crs_fields("37.2"), "complete"))
+    app = trial.client.application
+
+    def statements() -> int:
+        seen = []
+        with app.app_context():
+            engine = db.engine
+        listener = lambda *args: seen.append(args[2])  # noqa: E731
+        sa.event.listen(engine, "before_cursor_execute", listener)
+        try:
+            web.text(f"/entries/{entry_id}")
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", listener)
+        return len(seen)
+
+    before = statements()
+    assert before > 5                      # the page reads the entry, its context, queries, marks, signatures
+    for item in ("TMAX", "SBPMIN", "HYPOT", "O2DEV"):
+        opened = trial.client.post("/api/v1/queries", headers=trial.headers["monitor_ES01"],
+                                   json={"entry_id": entry_id, "item": item, "message": f"Please check {item}."})
+        assert opened.status_code == 201, opened.get_json()
+    verified = trial.client.post(f"/api/v1/entries/{entry_id}/sdv", json={"items": ["TMAX", "SBPMIN", "HYPOT"]},
+                                 headers=trial.headers["monitor_ES01"])
+    assert verified.status_code == 200, verified.get_json()
+    page = web.text(f"/entries/{entry_id}")
+    assert page.count("1 open query") == 4 and page.count("Source verified") == 3
+    assert statements() == before           # four queries and three marks more: not one statement more
