@@ -12,7 +12,15 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, joinedload
 
 from edc import runtime
-from edc.ecrf import FormDef, Study, ValidationContext, evaluate_cross_form_warnings, evaluate_warnings, validate_entry
+from edc.ecrf import (
+    FormDef,
+    Study,
+    ValidationContext,
+    ValidationResult,
+    evaluate_cross_form_warnings,
+    evaluate_warnings,
+    validate_entry,
+)
 from edc.ecrf.expressions import VISIT_FACTS
 from edc.models.audit import AuditChainHead
 from edc.models.entries import SUBJECT_LOG_KEY, Entry, Query
@@ -157,18 +165,65 @@ def _resolve_place(study: Study, form_id: str, event: str | None, instance: int)
     return form, event_key
 
 
-def _validated(form: FormDef, data: dict[str, Any], complete: bool, context: ValidationContext):
+def _evaluated(session: Session, subject: Subject, form: FormDef, data: dict[str, Any], complete: bool,
+               context: ValidationContext) -> tuple[ValidationResult, UnprocessableContent | None]:
+    """Validate and derive an entry's values as a save would, and why the save would refuse them (or None):
+    invalid values first, then values that name records (an SAE review's AE entry) that are not this subject's."""
     result = validate_entry(form, data, complete=complete, context=context)
     if result.errors:
-        raise UnprocessableContent("The entry has invalid values.", errors=result.errors)
+        return result, UnprocessableContent("The entry has invalid values.", errors=result.errors)
+    errors = safety.reference_errors(session, subject, form.id, result.values)
+    if errors:
+        return result, UnprocessableContent("The entry refers to a record that does not exist.", errors=errors)
+    return result, None
+
+
+def _validated(session: Session, subject: Subject, form: FormDef, data: dict[str, Any], complete: bool,
+               context: ValidationContext) -> ValidationResult:
+    result, refusal = _evaluated(session, subject, form, data, complete, context)
+    if refusal is not None:
+        raise refusal
     return result
 
 
-def _check_references(session: Session, subject: Subject, form_id: str, values: dict[str, Any]) -> None:
-    """Values that name other records (an SAE review's AE entry) must name real ones of this subject."""
-    errors = safety.reference_errors(session, subject, form_id, values)
-    if errors:
-        raise UnprocessableContent("The entry refers to a record that does not exist.", errors=errors)
+def reason_required(session: Session, entry: Entry) -> bool:
+    """Whether a change to this entry's saved data needs a reason (once completed, or by the study's setting)."""
+    return entry.ever_completed or bool(_study(session).settings.get("reason_required_after_first_save", False))
+
+
+@dataclass
+class Preview:
+    """What saving these values would give, without saving: the values with their calculated and derived items,
+    the errors that would refuse the save, the warnings whose automatic queries it would open, the items show_if
+    hides (rows as GROUP/index/ITEM) and the required items still unanswered."""
+
+    values: dict[str, Any]
+    errors: list[dict[str, str]]
+    warnings: list[dict[str, Any]]
+    hidden: set[str]
+    missing_required: list[str]
+
+
+def preview_entry(session: Session, actor: Actor, *, data: dict[str, Any], complete: bool,
+                  entry_id: uuid.UUID | None = None, number: str | None = None, form: str | None = None,
+                  event: str | None = None, event_instance: int = 1) -> Preview:
+    """Evaluate an entry as update_entry (entry_id) or create_entry (number, form, event) would, writing nothing:
+    the same permission and scope checks, the same validation context, rules and derivations."""
+    study = _study(session)
+    if entry_id is not None:
+        entry = _scope_entry(session, actor, entry_id, "entries:write")
+        _writer_check(actor, study, entry.form_id)
+        subject, form_def = entry.subject, study.form(entry.form_id, entry.form_version)
+        context = validation_context(session, subject, entry.form_id, exclude=entry.id, event_key=entry.event_key)
+    else:
+        _writer_check(actor, study, form or "")
+        subject = get_subject(session, actor, number or "", "entries:write")
+        form_def, event_key = _resolve_place(study, form or "", event, event_instance)
+        context = validation_context(session, subject, form_def.id, exclude=None, event_key=event_key)
+    result, refusal = _evaluated(session, subject, form_def, data, complete, context)
+    errors = list(refusal.errors or []) if refusal is not None else []
+    return Preview(values=result.values, errors=errors, warnings=result.warnings, hidden=result.hidden,
+                   missing_required=result.missing_required)
 
 
 class SubjectToEnter(NamedTuple):
@@ -234,8 +289,8 @@ def create_entry(session: Session, actor: Actor, number: str, *, form: str, data
         existing = session.scalar(sa.select(Entry.id).where(Entry.subject_id == subject.id, Entry.unique_slot == slot))
         if existing is not None:
             raise Conflict(f"{form} already has an entry here; change it instead.", existing=f"/api/v1/entries/{existing}")
-    result = _validated(form_def, data, complete, validation_context(session, subject, form, exclude=None, event_key=event_key))
-    _check_references(session, subject, form, result.values)
+    result = _validated(session, subject, form_def, data, complete,
+                        validation_context(session, subject, form, exclude=None, event_key=event_key))
     entry = Entry(id=uuid.uuid4(), subject=subject, event_key=event_key, form_id=form, form_version=form_def.version,
                   unique_slot=slot, status="complete" if complete else "draft", ever_completed=complete,
                   created_by=actor.username, updated_by=actor.username, data={})
@@ -266,16 +321,14 @@ def update_entry(session: Session, actor: Actor, entry_id: uuid.UUID, *, data: d
     form_def = study.form(entry.form_id, entry.form_version)
     old_values = unseal(session, form_def, entry)
     context = validation_context(session, subject, entry.form_id, exclude=entry.id, event_key=entry.event_key)
-    result = _validated(form_def, data, complete, context)
-    _check_references(session, subject, entry.form_id, result.values)
+    result = _validated(session, subject, form_def, data, complete, context)
     changes = _diff(old_values, result.values)
     new_status = "complete" if complete else "draft"
     if new_status != entry.status:
         changes.insert(0, audit.change("@status", entry.status, new_status))
     if not changes:
         return SaveOutcome(entry=entry, values=old_values, warnings=result.warnings, queries=queries.for_entry(session, entry.id))
-    needs_reason = entry.ever_completed or study.settings.get("reason_required_after_first_save", False)
-    if needs_reason and not (reason or "").strip():
+    if reason_required(session, entry) and not (reason or "").strip():
         raise UnprocessableContent("Changing saved data needs a reason.",
                                    errors=[field_error("/reason", "Say why the data change (e.g. 'transcription error').")])
     entry.data = seal(session, form_def, entry.id, result.values)

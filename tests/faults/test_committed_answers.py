@@ -29,6 +29,7 @@ from monitoring.conftest import username_of
 from test_demo_subjects import invoke
 from trial.test_baseline_forms import VS
 from web.conftest import WebClient
+from web.test_case_form import crs_fields, etag_in
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 NEW_PASSWORD = "another-staple-ferry-7"
@@ -45,7 +46,8 @@ def _calls_commit(function, depth: int = 1) -> bool:
 
 
 # Web routes that write nothing to the database (a cookie only).
-WRITES_NO_ROWS = {"web.choose_language"}
+WRITES_NO_ROWS = {"web.choose_language",
+                  "web.evaluate_entry", "web.evaluate_new_entry"}   # the case form evaluated as fields are left
 
 
 def committing_endpoints(app, *, web: bool = False) -> set[str]:
@@ -321,6 +323,20 @@ def _web_monitoring(d: WebDriver) -> None:
     assert sorted(s["status"] for s in signed) == ["valid", "valid"]
 
 
+def _web_case_form(d: WebDriver) -> None:
+    number = d.m.enrol()
+    web = d.browser("investigator_ES01")
+    url = f"/subjects/{number}/enter?form=crs_daily"
+    token = re.search(r'name="form_token" value="([^"]+)"', web.text(url)).group(1)
+    # the form token's claim commits first (the idempotency key), then the entry
+    created = d.post(url, web, 303, {**crs_fields("37.2"), "form_token": token, "action": "complete"}, skip_commits=1)
+    entry = created.headers["Location"].split("?")[0]
+    assert entry.startswith("/entries/")
+    etag = etag_in(web.text(entry))
+    d.post(entry, web, 303, {**crs_fields("37.4"), "etag": etag, "action": "complete", "reason": "transcription error"},
+           location=f"{entry}?notice=entry_saved")
+
+
 def _web_subjects(d: WebDriver) -> None:
     investigator = d.browser("investigator_ES01")  # the coordinator's password was changed by _web_sessions
     token = re.search(r'name="form_token" value="([0-9a-f]{32})"', investigator.text("/subjects/new")).group(1)
@@ -335,6 +351,7 @@ def _web_subjects(d: WebDriver) -> None:
 def test_every_committing_web_page_answers_its_success_when_the_connection_dies_after_the_commit(monitoring,
                                                                                                 commit_breaker, session):
     d = WebDriver(monitoring, commit_breaker)
+    _web_case_form(d)
     _web_sessions(d)
     _web_setup(d, session)
     _web_monitoring(d)
