@@ -1,10 +1,10 @@
-"""Monitoring in a real browser, on the demo study served by gunicorn: a monitor opens a query on an item, the
-coordinator corrects the value and answers, the monitor closes the query; SDV is marked and cleared by a later
-change; the PI signs (a wrong password is refused first), and an edit invalidates the signature on the page.
+"""Monitoring in a real browser, on the demo study served by gunicorn: a monitor opens a query on an item of the
+case form, the coordinator corrects the value on the case form and answers, the monitor closes the query; SDV
+is marked and cleared by a later change; the PI signs (a wrong password is refused first), and an edit
+invalidates the signature on the page.
 
-The entry under review is made, and its value corrected, through the JSON API with the demo accounts' tokens:
-that is how the data reach these pages whatever the case form looks like; the case form's own scenario is in
-its test module.
+The entry under review is made through the JSON API with a demo account's token (entering it is the case
+form's own scenario); the later changes that clear SDV and invalidate the signature go through the API too.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import re
 from datetime import date, timedelta
 
 from browser.conftest import login, page_weight
+from browser.test_case_form import leave
 from edc.services.demo import DEMO_PASSWORD
 
 MONITOR, COORDINATOR, PI = "mon.es01", "crc.es01", "inv.es01"
@@ -65,13 +66,15 @@ def test_a_query_is_raised_answered_and_closed_sdv_is_cleared_and_an_edit_invali
                           {"form": "vs", "event": "SCR", "event_instance": 1, "data": values, "complete": True})
     entry_id = entry["id"]
 
-    # The monitor raises a query on the heart rate.
+    # The monitor raises a query on the heart rate, from the case form.
     login(monitor, MONITOR)
-    monitor.goto(f"/entries/{entry_id}/queries")
-    monitor.select_option("#q-item", "HR")
-    monitor.fill("#q-message", "HR 96 at rest? Please check the nurse chart.")
-    submit(monitor, f"form[action='/entries/{entry_id}/queries']")
+    monitor.goto(f"/entries/{entry_id}")
+    monitor.locator("details.open-query", has=monitor.locator("#qm-HR")).locator("summary").click()
+    monitor.fill("#qm-HR", "HR 96 at rest? Please check the nurse chart.")
+    with monitor.expect_navigation():
+        monitor.click("button[form=qf-HR]")
     assert monitor.url.endswith(f"/entries/{entry_id}?notice=query_opened")
+    assert "The query was opened." in monitor.inner_text("main")
     monitor.goto("/queries")
     assert number in monitor.inner_text("main")
     with monitor.expect_navigation():
@@ -79,9 +82,14 @@ def test_a_query_is_raised_answered_and_closed_sdv_is_cleared_and_an_edit_invali
     thread_url = monitor.url
     assert "Heart rate" in monitor.inner_text("main") and "96 beats/min" in monitor.inner_text("main")
 
-    # The coordinator corrects the value, then answers on the thread.
-    site_api.change_entry(entry_id, {**values, "HR": 88}, "transcription error")
+    # The coordinator corrects the value on the case form, with the reason, then answers on the thread.
     login(coordinator, COORDINATOR)
+    coordinator.goto(f"/entries/{entry_id}")
+    leave(coordinator, "#f-HR", "88")
+    coordinator.fill("#f-reason", "transcription error")
+    with coordinator.expect_navigation():
+        coordinator.click("button[value=complete]")
+    assert "The form was saved." in coordinator.inner_text("main")
     coordinator.goto("/queries")
     with coordinator.expect_navigation():
         coordinator.get_by_role("link", name=re.compile("HR 96 at rest")).click()

@@ -99,8 +99,11 @@ def test_a_query_is_opened_from_the_form_answered_closed_reopened_and_cancelled_
     entry_id = vs_entry(monitoring)
     monitor, coordinator, manager = browsers("monitor_ES01"), browsers("coordinator_ES01"), browsers("data_manager")
 
+    form = monitor.text(f"/entries/{entry_id}")  # the case form offers it next to each item
+    assert f'action="/entries/{entry_id}/queries"' in form and 'name="item" value="HR"' in form
     opened = monitor.post(f"/entries/{entry_id}/queries", {"item": "HR", "message": "HR 96 at rest?"})
     assert opened.status_code == 303 and opened.headers["Location"] == f"/entries/{entry_id}?notice=query_opened"
+    assert "The query was opened." in monitor.text(opened.headers["Location"])
     [query] = monitoring.client.get(f"/api/v1/entries/{entry_id}", headers=monitoring.headers["monitor_ES01"]).get_json()["queries"]
     assert query["item"] == "HR" and query["state"] == "open" and query["message"] == "HR 96 at rest?"
     query_id = query["id"]
