@@ -23,6 +23,7 @@ serve: keys
 	$(FLASK) edc seed-demo --if-empty --study
 	@echo ""
 	@echo "edc is starting on http://127.0.0.1:8000"
+	@echo "  web app:      http://127.0.0.1:8000/   (sign in with a demo account below)"
 	@echo "  API docs:     http://127.0.0.1:8000/api/docs/   (OpenAPI: /api/openapi.json)"
 	@echo "  log in:       curl -s -X POST http://127.0.0.1:8000/api/v1/auth/login -H 'Content-Type: application/json' \\"
 	@echo "                     -d '{\"username\": \"inv.es01\", \"password\": \"ari0001-demo-only\"}'"
