@@ -14,6 +14,7 @@ from datetime import date, timedelta
 
 from browser.conftest import login, page_weight
 from browser.test_case_form import leave
+from edc.services import demo_subjects
 from edc.services.demo import DEMO_PASSWORD
 
 MONITOR, COORDINATOR, PI = "mon.es01", "crc.es01", "inv.es01"
@@ -139,3 +140,37 @@ def test_a_query_is_raised_answered_and_closed_sdv_is_cleared_and_an_edit_invali
     pi.reload()
     assert pi.locator("tr.sig-valid").count() == 0 and pi.locator("tr.sig-invalidated").count() == 1
     assert "signature invalidated" in pi.inner_text("main")
+
+
+def test_the_demo_studys_queries_marks_signatures_and_item_histories_are_drawn(web, page):
+    """Every page of the monitoring work on the demo study's own data (automatic and manual queries, a subject
+    verified and signed whole, values of every shape in the histories): each answers, none fails."""
+    signed = next(number for number, _, story in demo_subjects.study_subjects(web.seeded_on) if story == "signed")
+    login(page, MONITOR)
+    page.goto("/queries?state=all&page_size=200")
+    threads = sorted({link.get_attribute("href") for link in page.locator("main table a[href^='/queries/']").all()})
+    assert len(threads) >= 2, "the demo study has an automatic and a monitor's query"
+    entries_queried = set()
+    for thread in threads:
+        answer = page.request.get(thread)
+        assert answer.status == 200, thread
+        entries_queried.add(re.search(r'class="entry-tabs".*?href="(/entries/[0-9a-f-]{36})"', answer.text(), re.S).group(1))
+    for entry in sorted(entries_queried):
+        for suffix in ("/queries", "/sdv", "/sign"):
+            assert page.request.get(entry + suffix).status == 200, entry + suffix
+
+    api = Api(page, MONITOR)
+    entries = page.request.get(f"/api/v1/subjects/{signed}/entries", headers=api.headers).json()
+    one_per_form = {entry["form"]: entry for entry in entries}.values()
+    assert len(one_per_form) > 5
+    for entry in one_per_form:
+        sdv = page.request.get(f"/entries/{entry['id']}/sdv").text()
+        assert "whole entry verified" in sdv or "nothing (not required)" in sdv, entry["form"]
+        # Each item holding more than a plain value (a repeating group, a missing-data code), and one that does not.
+        shaped = [item for item, value in entry["data"].items() if isinstance(value, dict | list)]
+        plain = [item for item, value in entry["data"].items() if not isinstance(value, dict | list)][:1]
+        for item in shaped + plain:
+            history = page.request.get(f"/entries/{entry['id']}/items/{item}/history")
+            assert history.status == 200, (entry["form"], item, history.status)
+    page.goto(f"/subjects/{signed}/sign")
+    assert page.locator("tr.sig-valid").count() >= 1 and "the whole casebook" in page.inner_text("main")
