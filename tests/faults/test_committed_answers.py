@@ -296,6 +296,33 @@ def _web_sessions(d: WebDriver) -> None:
     d.post("/logout", anonymous, 303, {}, location="/login?notice=signed_out")
 
 
+def _web_monitoring(d: WebDriver) -> None:
+    number = d.m.enrol()
+    entry_id = d.m.saved(number, "vs", VS, event="SCR")["id"]
+    d.post(f"/entries/{entry_id}/queries", "monitor_ES01", 303, {"item": "HR", "message": "Please check HR."},
+           location=f"/entries/{entry_id}?notice=query_opened")
+    [query] = d.m.entry(entry_id)["queries"]
+    q = f"/queries/{query['id']}"
+    d.post(f"{q}/messages", "subinvestigator_ES01", 303, {"message": "Looking."}, location=f"{q}?notice=query_message")
+    d.post(f"{q}/answer", "subinvestigator_ES01", 303, {"message": "Fine."}, location=f"{q}?notice=query_answered")
+    d.post(f"{q}/reopen", "monitor_ES01", 303, {"message": "Again."}, location=f"{q}?notice=query_reopened")
+    d.post(f"{q}/cancel", "data_manager", 303, {"message": "Raised in error."}, location=f"{q}?notice=query_cancelled")
+    d.post(f"/entries/{entry_id}/queries", "data_manager", 303, {"item": "", "message": "Whole entry?"})
+    [other] = [row for row in d.m.entry(entry_id)["queries"] if row["id"] != query["id"]]
+    o = f"/queries/{other['id']}"
+    d.post(f"{o}/answer", "investigator_ES01", 303, {"message": "Yes."}, location=f"{o}?notice=query_answered")
+    d.post(f"{o}/close", "data_manager", 303, {"message": ""}, location=f"{o}?notice=query_closed")
+    assert sorted(row["state"] for row in d.m.entry(entry_id)["queries"]) == ["cancelled", "closed"]
+    d.post(f"/entries/{entry_id}/sdv", "monitor_ES01", 303, {"entry": "1"}, location=f"/entries/{entry_id}/sdv?notice=sdv_marked")
+    credentials = {"username": username_of("investigator_ES01"), "password": PASSWORD, "meaning": "approval"}
+    d.post(f"/entries/{entry_id}/sign", "investigator_ES01", 303, credentials, skip_commits=2,
+           location=f"/entries/{entry_id}/sign?notice=signed")
+    d.post(f"/subjects/{number}/sign", "investigator_ES01", 303, credentials, skip_commits=2,
+           location=f"/subjects/{number}/sign?notice=signed")
+    signed = d.m.client.get(f"/api/v1/subjects/{number}/signatures", headers=d.m.headers["monitor_ES01"]).get_json()
+    assert sorted(s["status"] for s in signed) == ["valid", "valid"]
+
+
 def _web_case_form(d: WebDriver) -> None:
     number = d.m.enrol()
     web = d.browser("investigator_ES01")
@@ -327,6 +354,7 @@ def test_every_committing_web_page_answers_its_success_when_the_connection_dies_
     _web_case_form(d)
     _web_sessions(d)
     _web_setup(d, session)
+    _web_monitoring(d)
     _web_subjects(d)
     assert committing_endpoints(monitoring.client.application, web=True) - d.driven == set()
 

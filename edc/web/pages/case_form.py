@@ -29,11 +29,13 @@ from edc.web import browser, forms
 from edc.web.blueprint import blp
 from edc.web.i18n import language
 from edc.web.i18n import translate as t
+from edc.web.pages.monitoring import NOTICES as MONITORING_NOTICES
 from edc.web.rendering import committed, page, refused
 
 NOTICES = {
     "entry_saved": "The form was saved.",
     "entry_saved_queries": "The form was saved; its warnings opened queries.",
+    "query_opened": MONITORING_NOTICES["query_opened"],  # a query raised on an item of this form returns here
 }
 OPEN_STATES = ("open", "answered")
 SAVE_ACTIONS = ("draft", "complete")
