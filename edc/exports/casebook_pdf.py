@@ -378,6 +378,7 @@ class _Document(FPDF):
         self.add_font(FONT, "B", str(FONTS / "DejaVuSans-Bold.ttf"))
         self.alias_nb_pages()
         self.widths: dict[tuple[str, float, str], float] = {}
+        self.shaped: dict[tuple, tuple[bytes, float, float]] = {}  # see _shaped_cell
 
     def measure(self, text: str) -> float:
         """The width of `text` in the current font (remembered: a casebook repeats its labels and words). Bidi
@@ -534,6 +535,9 @@ def _cell(pdf: _Document, width: float, height: float, text: str, align: str = "
     it needs to be, as a right-to-left paragraph in a right-to-left casebook. Other text is written straight at its
     baseline, at half the cost of a cell (left to right: a time, a code or a username reads as it is written)."""
     if NEEDS_SHAPING.search(text):
+        if pdf.rtl and pdf.current_font_is_set_on_page:
+            _shaped_cell(pdf, width, height, text, align)
+            return
         pdf.set_text_shaping(True, direction="rtl" if pdf.rtl else None)
         pdf.cell(width, height, text, align=align)
         pdf.set_text_shaping(False)
@@ -541,6 +545,28 @@ def _cell(pdf: _Document, width: float, height: float, text: str, align: str = "
     text = text.translate(ISOLATES)
     x = pdf.get_x() + (width - pdf.measure(text) if align == "R" else 0.0)
     pdf.text(x, pdf.get_y() + height / 2 + 0.3 * pdf.font_size, text)
+
+
+def _shaped_cell(pdf: _Document, width: float, height: float, text: str, align: str) -> None:
+    """A shaped cell of a right-to-left casebook, shaped once per document: an Arabic casebook repeats the same
+    headings, column heads, flags and code labels thousands of times, and the bidi pass, HarfBuzz and fpdf2's cell
+    cost a millisecond each time. The first time, the cell is written and the content it added to the page kept;
+    then it is written again moved to the new place (`q 1 0 0 1 dx dy cm ... Q`). Only when the page already has the
+    font set (then the cell adds text and no font change); the same text, font, size, box and colours give the same
+    content."""
+    key = (text, pdf.font_style, pdf.font_size_pt, width, height, align, repr(pdf.text_color), repr(pdf.fill_color))
+    x, y = pdf.get_x(), pdf.get_y()
+    known = pdf.shaped.get(key)
+    if known is not None:
+        content, x0, y0 = known
+        pdf._out(f"q 1 0 0 1 {(x - x0) * pdf.k:.2f} {(y0 - y) * pdf.k:.2f} cm ".encode() + content + b" Q")
+        return
+    contents = pdf.pages[pdf.page].contents
+    start = len(contents)
+    pdf.set_text_shaping(True, direction="rtl")
+    pdf.cell(width, height, text, align=align)
+    pdf.set_text_shaping(False)
+    pdf.shaped[key] = (bytes(contents[start:]).rstrip(b"\n"), x, y)
 
 
 def _paragraph(pdf: _Document, height: float, text: str, align: str = "L", fill: bool = False) -> None:
