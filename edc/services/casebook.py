@@ -108,8 +108,7 @@ def render_pdf(session: Session, actor: Actor, subject: Subject, *, lang: str, i
     record = casebook_pdf.gather(session, subject, include_audit=include_audit, cut=cut,
                                  hidden=lambda form_id: identifying.hidden_from(study, actor, form_id, subject.site_id))
     options = casebook_pdf.Options(
-        lang=lang, include_audit=include_audit, generated_at=generated_at, generated_by=generated_by,
-        data_cut=None if cut is None else f"{cut.name}: the record as it stood at {casebook_pdf.utc_text(cut.cutoff_at)}")
+        lang=lang, include_audit=include_audit, generated_at=generated_at, generated_by=generated_by, cut=cut)
     return casebook_pdf.render(study, record, options)
 
 
