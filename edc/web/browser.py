@@ -117,8 +117,12 @@ def to_login() -> Response:
 
 
 def local_path(candidate: str | None, default: str = "/") -> str:
-    """`candidate` if it is a path on this site (never another host: no open redirect), else `default`."""
+    """`candidate` if it is a path on this site (never another host: no open redirect), else `default`. Control
+    characters and spaces are refused: a CR/LF would break the Location header, and browsers drop tabs and line
+    breaks from a URL, so `/<TAB>/evil.example` would reach another host."""
     if not candidate:
+        return default
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in candidate):
         return default
     parts = urlsplit(candidate)
     if parts.scheme or parts.netloc or not candidate.startswith("/") or candidate.startswith("//") or "\\" in candidate:
