@@ -23,8 +23,9 @@ from urllib.parse import urlsplit
 from flask import current_app, g, redirect, request, url_for
 from werkzeug.wrappers import Response
 
+from edc.ecrf.inputs import text_problem
 from edc.extensions import db
-from edc.problems import Forbidden
+from edc.problems import Forbidden, UnprocessableContent, field_error
 from edc.security.permissions import PUBLIC, Actor, declared_permission
 from edc.services import auth
 
@@ -106,6 +107,23 @@ def authorize() -> Response | None:
     if not g.actor.can(permission):
         raise Forbidden("Your role does not allow this page.")
     return None
+
+
+def refuse_unstorable_text() -> None:
+    """The API's rule for every field (edc.api.parsing), at the web's door: no query parameter or form field
+    holds a control character other than tab, CR and LF, nor a lone surrogate, which no column can store
+    (PostgreSQL refuses NUL). Item values (`v.` fields) are left to the eCRF engine, which applies the same
+    rule and shows its message at the item's field."""
+    errors = []
+    for where, values in (("query", request.args), ("form", request.form)):
+        for name, value in values.items(multi=True):
+            if where == "form" and name.startswith("v.") and text_problem(name) is None:
+                continue
+            problem = text_problem(name) or text_problem(value, multiline=True)
+            if problem:
+                errors.append(field_error(f"/{where}/{name if text_problem(name) is None else '?'}", problem))
+    if errors:
+        raise UnprocessableContent(errors=errors)
 
 
 def to_login() -> Response:
