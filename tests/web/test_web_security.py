@@ -10,12 +10,15 @@ import html
 import json
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from html.parser import HTMLParser
 
 import pytest
 import sqlalchemy as sa
 
-from conftest import PASSWORD, count_rows
+from conftest import PASSWORD, count_rows, make_site, make_user
+from edc import clock
+from edc.security import tokens
 from edc.web import assets
 from monitoring.conftest import monitoring, username_of  # noqa: F401 (a fixture)
 from trial.test_baseline_forms import MH
@@ -213,7 +216,6 @@ def test_login_is_bound_to_its_own_page(monitoring, session):  # noqa: F811
 
 def test_the_production_session_cookie_is_host_only_secure_httponly_and_lax(app_factory, session):
     app = app_factory(public_base_url="https://localhost", own=True)
-    from conftest import make_site, make_user
     make_site(session, "ES01")
     make_user(session, "prod-user", [("coordinator", "ES01")])
     web = WebClient(app.test_client())
@@ -343,7 +345,7 @@ def test_a_notice_names_a_known_text_and_never_puts_its_own_on_the_page(scene, b
         assert 'class="notice"' not in text, path
 
 
-def test_no_secret_travels_in_a_url_or_a_log(scene, browsers, capfd):
+def test_no_secret_travels_in_a_url_or_a_log(scene, browsers, capfd, session):
     web = WebClient(browsers("investigator_ES01").client.application.test_client())
     web.get("/login")
     csrf = web.csrf
@@ -368,4 +370,15 @@ def test_no_secret_travels_in_a_url_or_a_log(scene, browsers, capfd):
     anonymous = WebClient(web.client.application.test_client())
     anonymous.get("/login")
     wrong = anonymous.post("/login", {"username": username_of("monitor_ES01"), "password": typed})
-    assert wrong.status_code == 401 and typed not in body(wrong) and typed not in "".join(capfd.readouterr())
+    assert wrong.status_code == 401 and typed not in body(wrong)
+    make_user(session, "invited", [("coordinator", "ES01")], demo=False)   # the mailed setup token
+    token, token_hash = tokens.new_opaque_token()
+    session.execute(sa.text("UPDATE users SET setup_token_hash = :h, setup_token_expires_at = :t WHERE username = 'invited'"),
+                    {"h": token_hash, "t": clock.utcnow() + timedelta(hours=1)})
+    anonymous.get("/setup")
+    wrong_token = anonymous.post("/setup", {"token": token + "x", "new_password": typed + "!", "confirm_password": typed + "!"})
+    assert wrong_token.status_code == 401 and token not in body(wrong_token) and typed not in body(wrong_token)
+    done = anonymous.post("/setup", {"token": token, "new_password": typed + "!", "confirm_password": typed + "!"})
+    assert done.status_code == 303 and token not in done.headers["Location"]
+    logged = "".join(capfd.readouterr())
+    assert typed not in logged and token not in logged and token_hash not in logged
