@@ -82,7 +82,8 @@ def _csrf_valid() -> bool:
     sent = request.form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER) or ""
     expected = [_derive(b"edc-csrf-session", c) for c in [request.cookies.get(session_cookie_name())] if c]
     expected += [_derive(b"edc-csrf-pre", c) for c in [request.cookies.get(pre_session_cookie_name())] if c]
-    return bool(sent) and any(hmac.compare_digest(sent, e) for e in expected)
+    # compared as bytes: compare_digest refuses str with non-ASCII characters, and the sent value is anyone's
+    return bool(sent) and any(hmac.compare_digest(sent.encode(), e.encode()) for e in expected)
 
 
 def authorize() -> Response | None:

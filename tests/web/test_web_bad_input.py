@@ -129,3 +129,24 @@ def test_the_sign_in_pages_answer_junk_with_a_page(monitoring):  # noqa: F811
             _assert_answered(web.post(path, fields, headers=HTML), (path, sorted(fields)[:3]))
         _assert_answered(web.client.get("/login", query_string={"next": fields.get("next", "\x00")}), "/login?next")
     assert web.post("/login", {"username": username_of("monitor_ES01"), "password": PASSWORD}).status_code == 303
+
+
+def test_junk_cookies_and_csrf_tokens_are_a_sign_in_page_or_a_403_never_a_5xx(monitoring, session):  # noqa: F811
+    from web.conftest import WebClient
+
+    web = WebClient(monitoring.client.application.test_client())
+    web.login(username_of("coordinator_ES01"))
+    before = written(session)
+    for token in ("é" * 64, "\x00", "x" * 100_000, "☃"):
+        for sent in ({"data": {"csrf_token": token}}, {"headers": {"X-CSRF-Token": token.encode().decode("latin-1")}}):
+            response = web.client.post("/subjects/new", **sent)
+            assert response.status_code == 403 and response.mimetype == "text/html", (token[:8], sent.keys())
+    assert written(session) == before
+    for cookie in ('"\\000"', '"\\377\\376"', "x" * 4000, "%00", '"a\\"b"'):
+        anonymous = monitoring.client.application.test_client()
+        response = anonymous.get("/subjects", headers={"Cookie": f"edc_session={cookie}; edc_pre={cookie}", **HTML})
+        assert response.status_code == 302 and response.headers["Location"].startswith("/login"), cookie
+        posted = anonymous.post("/login", data={"username": "x", "password": "y", "csrf_token": "0" * 64},
+                                headers={"Cookie": f"edc_session={cookie}; edc_pre={cookie}", **HTML})
+        assert posted.status_code == 403 and posted.mimetype == "text/html", cookie
+    assert written(session) == before
