@@ -23,8 +23,9 @@ from urllib.parse import urlsplit
 from flask import current_app, g, redirect, request, url_for
 from werkzeug.wrappers import Response
 
+from edc.ecrf.inputs import text_problem
 from edc.extensions import db
-from edc.problems import Forbidden
+from edc.problems import Forbidden, UnprocessableContent, field_error
 from edc.security.permissions import PUBLIC, Actor, declared_permission
 from edc.services import auth
 
@@ -81,7 +82,8 @@ def _csrf_valid() -> bool:
     sent = request.form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER) or ""
     expected = [_derive(b"edc-csrf-session", c) for c in [request.cookies.get(session_cookie_name())] if c]
     expected += [_derive(b"edc-csrf-pre", c) for c in [request.cookies.get(pre_session_cookie_name())] if c]
-    return bool(sent) and any(hmac.compare_digest(sent, e) for e in expected)
+    # compared as bytes: compare_digest refuses str with non-ASCII characters, and the sent value is anyone's
+    return bool(sent) and any(hmac.compare_digest(sent.encode(), e.encode()) for e in expected)
 
 
 def authorize() -> Response | None:
@@ -108,6 +110,23 @@ def authorize() -> Response | None:
     return None
 
 
+def refuse_unstorable_text() -> None:
+    """The API's rule for every field (edc.api.parsing), at the web's door: no query parameter or form field
+    holds a control character other than tab, CR and LF, nor a lone surrogate, which no column can store
+    (PostgreSQL refuses NUL). Item values (`v.` fields) are left to the eCRF engine, which applies the same
+    rule and shows its message at the item's field."""
+    errors = []
+    for where, values in (("query", request.args), ("form", request.form)):
+        for name, value in values.items(multi=True):
+            if where == "form" and name.startswith("v.") and text_problem(name) is None:
+                continue
+            problem = text_problem(name) or text_problem(value, multiline=True)
+            if problem:
+                errors.append(field_error(f"/{where}/{name if text_problem(name) is None else '?'}", problem))
+    if errors:
+        raise UnprocessableContent(errors=errors)
+
+
 def to_login() -> Response:
     """Back to the login page, returning here afterwards; htmx requests are told to load it as a whole page."""
     target = url_for("web.login", next=local_path(request.full_path))
@@ -117,8 +136,12 @@ def to_login() -> Response:
 
 
 def local_path(candidate: str | None, default: str = "/") -> str:
-    """`candidate` if it is a path on this site (never another host: no open redirect), else `default`."""
+    """`candidate` if it is a path on this site (never another host: no open redirect), else `default`. Control
+    characters and spaces are refused: a CR/LF would break the Location header, and browsers drop tabs and line
+    breaks from a URL, so `/<TAB>/evil.example` would reach another host."""
     if not candidate:
+        return default
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in candidate):
         return default
     parts = urlsplit(candidate)
     if parts.scheme or parts.netloc or not candidate.startswith("/") or candidate.startswith("//") or "\\" in candidate:

@@ -10,6 +10,7 @@ from edc.web.blueprint import blp
 
 blp.before_request(i18n.choose_language)
 blp.before_request(browser.authorize)
+blp.before_request(browser.refuse_unstorable_text)
 
 
 @blp.after_request

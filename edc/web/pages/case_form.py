@@ -361,12 +361,12 @@ def create_entry(number: str):
     if action not in SAVE_ACTIONS:
         form = _form_or_none(form_id)
         return _new_page(number, forms.change_rows(form, raw, action) if form else raw, token=token)
+    subject = get_subject(db.session, actor, number, "entries:write")   # another site's subject: 404, nothing claimed
+    form = _form_or_none(form_id)
+    data = forms.to_data(form, raw, subject.site.time_zone) if form else {}
     claim = _claim(actor, token)
     if isinstance(claim, idempotency.Answer):   # this form was saved before; its answer was lost on the way
         return redirect(claim.headers["Location"], 303)
-    subject = get_subject(db.session, actor, number, "entries:write")
-    form = _form_or_none(form_id)
-    data = forms.to_data(form, raw, subject.site.time_zone) if form else {}
     try:
         outcome = entries.create_entry(db.session, actor, subject.number, form=form_id, data=data,
                                        complete=action == "complete", event=event, event_instance=instance)

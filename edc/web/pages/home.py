@@ -16,7 +16,7 @@ from edc import clock
 from edc.extensions import db
 from edc.security.permissions import AUTHENTICATED, Actor, requires
 from edc.services import locking, queries, reports, sdv, subjects, summaries
-from edc.web import browser, labels
+from edc.web import assets, browser, labels
 from edc.web.blueprint import blp
 from edc.web.hooks import page_globals
 from edc.web.pages.account import notice
@@ -85,4 +85,7 @@ def home():
 def error_page(status: int, title: str, detail: str, errors) -> Response:
     """Any refused or failed web request, as a page (edc.errors calls this for the web's requests)."""
     context = {**page_globals(), "status": status, "title": title, "detail": detail, "errors": errors or []}
-    return make_response(render_template("web/error.html", **context), status)
+    response = make_response(render_template("web/error.html", **context), status)
+    # the pages' policy (its stylesheet allowed) also for a browser's request outside the blueprint (unknown page)
+    response.headers["Content-Security-Policy"] = assets.PAGE_POLICY
+    return response
